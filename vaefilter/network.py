@@ -1,0 +1,91 @@
+"""The torch model: an MLP encoder q(z|x), an MLP decoder p(x|z) and the prior.
+
+The network sees model matrices (float tensors), never pandas; how each
+column is fed in and scored is the business of its likelihood family.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .likelihoods import FactorizedLikelihood
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+# exp(log_var) is squared inside the density of q: keep it where float32 is exact
+# enough that a runaway encoder cannot produce inf or a zero-width proposal.
+LOG_VAR_MIN, LOG_VAR_MAX = -14.0, 8.0
+
+
+def _mlp(sizes):
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class VAENetwork(nn.Module):
+    """Encoder, decoder and likelihood of a VAE over a model matrix.
+
+    Parameters
+    ----------
+    likelihood : FactorizedLikelihood
+        Column families of p(x|z); its ``n_params`` sets the decoder's width.
+    latent_dim : int
+        Dimension of z.
+    hidden_layer_sizes : sequence of int
+        Hidden widths of the encoder; the decoder mirrors them. Empty gives
+        linear maps (a probabilistic-PCA-like model).
+    """
+
+    def __init__(self, likelihood: FactorizedLikelihood, latent_dim, hidden_layer_sizes):
+        super().__init__()
+        self.likelihood = likelihood
+        self.latent_dim = int(latent_dim)
+        self.hidden_layer_sizes = tuple(int(h) for h in hidden_layer_sizes)
+        self.encoder = _mlp([likelihood.input_width, *self.hidden_layer_sizes, 2 * self.latent_dim])
+        self.decoder = _mlp([self.latent_dim, *reversed(self.hidden_layer_sizes), likelihood.n_params])
+
+    def encode(self, x):
+        """Mean and log-variance of q(z|x), each of shape (n, latent_dim)."""
+        mean, log_var = self.encoder(self.likelihood.network_input(x)).chunk(2, dim=-1)
+        return mean, log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)
+
+    def decode(self, z):
+        """Parameters of p(x|z) for latent points of shape (..., latent_dim)."""
+        return self.decoder(z)
+
+    def negative_elbo(self, x, noise):
+        """-ELBO per row (nats): reconstruction with one reparameterised draw, analytic KL.
+
+        ``noise`` is standard normal of shape (n, latent_dim): passing it in
+        keeps the draw under the caller's generator.
+        """
+        mean, log_var = self.encode(x)
+        z = mean + (0.5 * log_var).exp() * noise
+        reconstruction = self.likelihood.log_prob(self.decode(z), x)
+        kl = 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1)
+        return kl - reconstruction
+
+    @staticmethod
+    def log_prior(z):
+        """log N(z; 0, I), summed over the last axis."""
+        return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * _LOG_2PI)
+
+    def config(self):
+        """JSON-able description that, with a state dict, rebuilds the network."""
+        return {
+            "latent_dim": self.latent_dim,
+            "hidden_layer_sizes": list(self.hidden_layer_sizes),
+            "likelihood": self.likelihood.config(),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        likelihood = FactorizedLikelihood.from_config(config["likelihood"])
+        return cls(likelihood, config["latent_dim"], config["hidden_layer_sizes"])

@@ -1,0 +1,109 @@
+"""The optimisation loop: minibatch Adam on -ELBO, early stopping on held-out rows."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from ._optional import import_optional
+
+
+@dataclass
+class TrainingHistory:
+    """What happened during training (losses are -ELBO in nats per row)."""
+
+    loss_curve: list = field(default_factory=list)
+    validation_loss_curve: list = field(default_factory=list)
+    best_epoch: int = 0
+    n_iter: int = 0
+    converged: bool = False
+
+
+@dataclass
+class TrainingConfig:
+    max_epochs: int
+    batch_size: int
+    learning_rate: float
+    n_iter_no_change: int
+    tol: float
+    verbose: int = 0
+
+
+def _mean_loss(network, X, generator, batch_size):
+    """Mean -ELBO over X with a fixed generator, without gradients."""
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, X.shape[0], batch_size):
+            batch = X[start : start + batch_size]
+            noise = torch.randn(batch.shape[0], network.latent_dim, generator=generator).to(batch.device)
+            total += float(network.negative_elbo(batch, noise).sum())
+    return total / X.shape[0]
+
+
+def _progress(config):
+    if not config.verbose:
+        return None
+    tqdm = import_optional("tqdm", extra="progress", purpose="a progress bar with verbose > 0")
+    return tqdm.tqdm(total=config.max_epochs, desc="vaefilter fit", unit="epoch", leave=True)
+
+
+def train(network, X_train, X_val, config: TrainingConfig, seed):
+    """Fit ``network`` in place; return its :class:`TrainingHistory`.
+
+    The weights of the epoch with the lowest validation loss are restored.
+    Without validation rows, the training loss drives early stopping.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    val_generator_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
+    history = TrainingHistory()
+    best_loss, best_state, stale_epochs = float("inf"), None, 0
+    n_rows = X_train.shape[0]
+    bar = _progress(config)
+    try:
+        for epoch in range(1, config.max_epochs + 1):
+            network.train()
+            order = torch.randperm(n_rows, generator=generator).to(X_train.device)
+            epoch_loss = 0.0
+            for start in range(0, n_rows, config.batch_size):
+                batch = X_train[order[start : start + config.batch_size]]
+                noise = torch.randn(batch.shape[0], network.latent_dim, generator=generator).to(batch.device)
+                loss = network.negative_elbo(batch, noise).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                epoch_loss += float(loss.detach()) * batch.shape[0]
+            network.eval()
+            if not torch.isfinite(torch.tensor(epoch_loss)):
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch} (the loss is {epoch_loss}); "
+                    "lower learning_rate or standardise extreme columns"
+                )
+            history.loss_curve.append(epoch_loss / n_rows)
+            if X_val is not None and X_val.shape[0]:
+                # the same draws every epoch, so the curve moves only with the weights
+                val_generator = torch.Generator().manual_seed(val_generator_seed)
+                monitored = _mean_loss(network, X_val, val_generator, config.batch_size)
+                history.validation_loss_curve.append(monitored)
+            else:
+                monitored = history.loss_curve[-1]
+            history.n_iter = epoch
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{history.loss_curve[-1]:.3f}", val=f"{monitored:.3f}")
+            if monitored < best_loss - config.tol:
+                best_loss, stale_epochs, history.best_epoch = monitored, 0, epoch
+                best_state = copy.deepcopy(network.state_dict())
+            else:
+                stale_epochs += 1
+                if stale_epochs >= config.n_iter_no_change:
+                    history.converged = True
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    return history
