@@ -1,0 +1,774 @@
+"""Chunked, byte-exact CSV reading and atomic writing.
+
+The ``vaefilter filter`` command splits every input record into exactly one of
+two outputs, and the *valid* output must reproduce the input records byte for
+byte: header, quoting, number formatting, line endings, encoding, a UTF-8 BOM
+and a last line without a newline all survive.  So this module never
+re-serialises a record it has read; it keeps each record's raw bytes next to
+the parsed fields and writers copy the raw bytes.
+
+Reading streams the file in blocks of :data:`BLOCK_SIZE` bytes and hands out
+:class:`CsvChunk` objects of at most ``chunk_rows`` records, so memory stays
+flat for multi-gigabyte files.  The hot paths use C-speed primitives
+(``bytes.splitlines``, ``bytes.count``, ``bytes.decode`` and pandas' C parser);
+Python-level loops run once per record, never once per character.
+
+Record splitting follows RFC 4180: a record ends at ``\\n``, ``\\r\\n`` or
+``\\r`` outside a quoted field, quotes are ``"`` and ``""`` escapes a quote.
+Whether a line break is inside a quoted field is decided by the parity of the
+number of quote characters seen so far in the record, which is exact for
+RFC 4180 input.  A stray quote in an unquoted field (``5" screen``) is not
+RFC 4180; it glues following lines into one record until the parity evens
+out, or until :data:`MAX_RECORD_BYTES` is exceeded, in which case the line
+holding the stray quote alone becomes a record reported as an unterminated
+quoted field and splitting resumes on the next line.
+
+Records that cannot be parsed (wrong field count, undecodable bytes,
+unterminated or malformed quoting, blank lines) never abort a run: they are
+reported per record in :attr:`CsvChunk.errors` and their bytes are kept.
+Only file-level problems (no header, duplicate column names, ...) raise
+:class:`CsvFormatError`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import itertools
+import os
+import secrets
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "AtomicWriter",
+    "BLOCK_SIZE",
+    "CsvChunk",
+    "CsvFormatError",
+    "CsvReader",
+    "MAX_RECORD_BYTES",
+    "append_fields",
+    "count_records",
+    "format_header",
+]
+
+#: Bytes read from the source per ``read()`` call.  Large enough that the
+#: per-block Python overhead is negligible, small enough to keep memory flat.
+#: Read when a reader is created, so tests may monkeypatch it to force
+#: records to straddle block boundaries.
+BLOCK_SIZE = 1 << 22
+
+#: A quoted record still open after this many bytes is taken to be caused by
+#: a stray quote: its first line is reported as an unterminated quoted field
+#: and splitting restarts on the next line.  This bounds memory and keeps one
+#: bad quote from swallowing the rest of a large file.
+MAX_RECORD_BYTES = 1 << 24
+
+_QUOTE = b'"'
+_UTF8_BOM = codecs.BOM_UTF8
+_TERMINATORS = (b"\r\n", b"\n", b"\r")
+
+
+class CsvFormatError(ValueError):
+    """A problem with the file as a whole, such as a missing header.
+
+    The message names the file, the line and, where relevant, the column.
+    Problems with single data records are not raised; they are reported in
+    :attr:`CsvChunk.errors`.
+    """
+
+
+@dataclass
+class CsvChunk:
+    """Consecutive data records of a CSV file, raw and parsed.
+
+    Attributes
+    ----------
+    records : list of bytes
+        Raw bytes of each data record, including its line terminator (the
+        last record of a file may have none).  Concatenating the header and
+        the records of all chunks reproduces the file exactly.
+    line_numbers : numpy.ndarray of int64
+        1-based physical line number on which each record starts.
+    frame : pandas.DataFrame
+        The records that parsed, one row each.  Every column has dtype
+        ``object`` and holds the exact field text as ``str`` (an empty field
+        is ``''``; nothing is converted to NA).  Columns are the header
+        names; the index holds positions into `records`.
+    errors : dict of int to str
+        Position in `records` -> reason, for records that could not be
+        parsed, e.g. ``"line 17: expected 5 fields, found 6"``.
+    """
+
+    records: list[bytes]
+    line_numbers: np.ndarray
+    frame: pd.DataFrame
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# Record splitting
+# ---------------------------------------------------------------------------
+
+
+def _has_odd_quotes(line: bytes) -> bool:
+    return line.count(_QUOTE) & 1 == 1
+
+
+class _RecordSplitter:
+    """Cut a byte stream into raw CSV records, block by block.
+
+    Iterating yields lists of complete records.  Lines come from
+    ``bytes.splitlines(keepends=True)``, which breaks at exactly the three
+    CSV terminators; lines with an odd number of quotes open or close a
+    quoted multi-line record, and the lines between such a pair are glued.
+    """
+
+    def __init__(self, stream: BinaryIO, block_size: int, max_record_bytes: int):
+        self._stream = stream
+        self._block_size = block_size
+        self._max_record_bytes = max_record_bytes
+        # Complete lines of a quoted record whose closing quote is not yet read.
+        self._open: list[bytes] = []
+        self._open_bytes = 0
+
+    def __iter__(self) -> Iterator[list[bytes]]:
+        tail = b""  # an incomplete last line, completed by the next block
+        while True:
+            block = self._stream.read(self._block_size)
+            if not block:
+                break
+            buf = tail + block
+            lines = buf.splitlines(keepends=True)
+            # A line ending in "\r" may be the first half of a "\r\n" cut by
+            # the block boundary, so it waits for the next block too.
+            tail = b"" if lines[-1].endswith(b"\n") else lines.pop()
+            records = self._glue(lines, _QUOTE in buf)
+            if records:
+                yield records
+        records = self._glue([tail], _QUOTE in tail) if tail else []
+        if self._open:
+            # EOF inside a quoted field: keep the bytes as one (bad) record.
+            records.append(b"".join(self._open))
+            self._open, self._open_bytes = [], 0
+        if records:
+            yield records
+
+    def _glue(self, lines: list[bytes], has_quotes: bool) -> list[bytes]:
+        """Return the complete records in `lines`; keep an open one for later."""
+        records: list[bytes] = []
+        if self._open:
+            close = None
+            if has_quotes:
+                close = next((i for i, line in enumerate(lines) if _has_odd_quotes(line)), None)
+            if close is None:
+                self._open.extend(lines)
+                self._open_bytes += sum(map(len, lines))
+                self._enforce_record_limit(records)
+                return records
+            records.append(b"".join(self._open + lines[: close + 1]))
+            self._open, self._open_bytes = [], 0
+            lines = lines[close + 1 :]
+        if has_quotes:
+            records.extend(self._pair_quoted_lines(lines))
+            self._enforce_record_limit(records)
+        else:
+            records.extend(lines)
+        return records
+
+    def _pair_quoted_lines(self, lines: list[bytes]) -> list[bytes]:
+        """Glue each odd-quote line to the next one and the lines between."""
+        odd = [i for i, line in enumerate(lines) if _has_odd_quotes(line)]
+        if not odd:
+            return lines
+        records: list[bytes] = []
+        done = 0
+        for opening, closing in zip(odd[::2], odd[1::2]):
+            records.extend(lines[done:opening])
+            records.append(b"".join(lines[opening : closing + 1]))
+            done = closing + 1
+        if len(odd) % 2:
+            records.extend(lines[done : odd[-1]])
+            self._open = lines[odd[-1] :]
+            self._open_bytes = sum(map(len, self._open))
+        else:
+            records.extend(lines[done:])
+        return records
+
+    def _enforce_record_limit(self, records: list[bytes]) -> None:
+        """Give up on an open record that grew past the limit (a stray quote)."""
+        while self._open and self._open_bytes > self._max_record_bytes:
+            first, rest = self._open[0], self._open[1:]
+            self._open, self._open_bytes = [], 0
+            records.append(first)  # odd quote count: reported as unterminated
+            records.extend(self._pair_quoted_lines(rest))
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+def _decoding_codec(encoding: str) -> str:
+    """Return the codec used for record bytes; reject unusable encodings.
+
+    Records are split on bytes, so the encoding must write ASCII line breaks,
+    quotes and delimiters as single ASCII bytes (UTF-16 does not).
+    ``utf-8-sig`` reads like ``utf-8``: the BOM is handled for the header.
+    """
+    name = codecs.lookup(encoding).name
+    if name == "utf-8-sig":
+        name = "utf-8"
+    if '\r\n",;|\t'.encode(name) != b'\r\n",;|\t':
+        raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; CSV records cannot be split")
+    return name
+
+
+def _strip_terminator(record: bytes) -> tuple[bytes, bytes]:
+    """Split `record` into its content and its line terminator (maybe b"")."""
+    for terminator in _TERMINATORS:
+        if record.endswith(terminator):
+            return record[: -len(terminator)], terminator
+    return record, b""
+
+
+def _physical_lines(record: bytes) -> int:
+    return len(record.splitlines()) or 1
+
+
+def _parse_quoted(text: str, delimiter: str) -> list[str] | str:
+    """Parse one record's text with the csv module; return fields or a reason."""
+    try:
+        rows = list(csv.reader([text], delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return f"malformed quoted field ({exc})"
+    if len(rows) != 1:
+        return "malformed quoted field (line break outside quotes)"
+    return rows[0]
+
+
+class CsvReader:
+    """Read a CSV file in chunks, keeping every record's raw bytes.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or binary file object
+        A path, ``"-"`` for standard input, or an open binary file (which the
+        reader does not close).
+    chunk_rows : int, default 65536
+        Largest number of data records per :class:`CsvChunk`.
+    encoding : str, default "utf-8"
+        Text encoding; must be ASCII-compatible.  A UTF-8 BOM is kept in
+        :attr:`header` and stripped from the column names.
+    delimiter : str, default ","
+        Field separator, one ASCII character.
+    name : str, optional
+        Name used in messages; defaults to the path, ``"<stdin>"`` or the
+        file object's ``name``.
+    block_size : int, optional
+        Bytes per read; defaults to the current :data:`BLOCK_SIZE`.
+
+    Attributes
+    ----------
+    header : bytes
+        The raw header record including terminator (and BOM if present).
+    columns : list of str
+        Decoded header names.
+    line_terminator : bytes
+        The header's terminator (``b"\\n"`` if it has none), for appending to
+        a record that has none.
+
+    Raises
+    ------
+    CsvFormatError
+        If the file has no header, the header cannot be decoded or parsed,
+        or column names repeat.
+
+    Notes
+    -----
+    A reader is single-pass: iterate it once.
+
+    Examples
+    --------
+    >>> import io
+    >>> reader = CsvReader(io.BytesIO(b"a,b\\n1,x\\n2\\n"))
+    >>> reader.columns
+    ['a', 'b']
+    >>> chunk = next(iter(reader))
+    >>> chunk.frame.to_dict("list"), chunk.errors
+    ({'a': ['1'], 'b': ['x']}, {1: 'line 3: expected 2 fields, found 1'})
+    """
+
+    def __init__(
+        self,
+        source,
+        chunk_rows: int = 65536,
+        encoding: str = "utf-8",
+        delimiter: str = ",",
+        name: str | None = None,
+        block_size: int | None = None,
+    ):
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        if len(delimiter) != 1 or delimiter in '"\r\n' or not delimiter.isascii():
+            raise ValueError(f"delimiter must be one ASCII character other than a quote or line break, got {delimiter!r}")
+        self.encoding = encoding
+        self.delimiter = delimiter
+        self.chunk_rows = chunk_rows
+        self._codec = _decoding_codec(encoding)
+        self._stream, self._owns_stream, self.name = _open_source(source, name)
+        try:
+            splitter = _RecordSplitter(
+                self._stream,
+                block_size if block_size is not None else BLOCK_SIZE,
+                MAX_RECORD_BYTES,
+            )
+            self._batches = iter(splitter)
+            self._pending = self._read_header()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- header -----------------------------------------------------------
+
+    def _read_header(self) -> list[bytes]:
+        """Take the first record as header; return the rest of its batch."""
+        batch = next(self._batches, [])
+        if not batch:
+            raise CsvFormatError(f"{self.name}: line 1: file is empty, expected a header")
+        self.header = batch[0]
+        self.columns = self._parse_header(self.header)
+        self.line_terminator = _strip_terminator(self.header)[1] or b"\n"
+        self._next_line = 1 + _physical_lines(self.header)
+        return batch[1:]
+
+    def _parse_header(self, header: bytes) -> list[str]:
+        content, _ = _strip_terminator(header)
+        if self._codec == "utf-8" and content.startswith(_UTF8_BOM):
+            content = content[len(_UTF8_BOM) :]
+        if not content:
+            raise CsvFormatError(f"{self.name}: line 1: empty header line, expected column names")
+        try:
+            text = content.decode(self._codec)
+        except UnicodeDecodeError as exc:
+            raise CsvFormatError(
+                f"{self.name}: line 1: header bytes not valid {self.encoding} at offset {exc.start}"
+            ) from None
+        if _QUOTE in content:
+            if _has_odd_quotes(content):
+                raise CsvFormatError(f"{self.name}: line 1: unterminated quoted field in header")
+            names = _parse_quoted(text, self.delimiter)
+            if isinstance(names, str):
+                raise CsvFormatError(f"{self.name}: line 1: {names} in header")
+        else:
+            names = text.split(self.delimiter)
+        _check_unique(names, self.name)
+        return names
+
+    # -- chunks -----------------------------------------------------------
+
+    def __iter__(self) -> Iterator[CsvChunk]:
+        pending = self._pending
+        self._pending = []
+        for batch in itertools.chain([[]], self._batches):
+            pending.extend(batch)
+            # Slice whole chunks off the front; the remainder waits for more.
+            while len(pending) >= self.chunk_rows:
+                yield self._make_chunk(pending[: self.chunk_rows])
+                pending = pending[self.chunk_rows :]
+        if pending:
+            yield self._make_chunk(pending)
+
+    def _make_chunk(self, records: list[bytes]) -> CsvChunk:
+        data = b"".join(records)
+        has_quotes = _QUOTE in data
+        line_numbers = self._line_numbers(records, has_quotes)
+        errors = _find_bad_records(
+            records, data, has_quotes, line_numbers, len(self.columns), self._codec, self.encoding, self.delimiter
+        )
+        frame = self._parse_good(records, data, errors)
+        return CsvChunk(records=records, line_numbers=line_numbers, frame=frame, errors=errors)
+
+    def _line_numbers(self, records: list[bytes], has_quotes: bool) -> np.ndarray:
+        """Start line of each record; only quoted records can span lines."""
+        n = len(records)
+        if has_quotes:
+            spans = np.fromiter(
+                (_physical_lines(r) if _QUOTE in r else 1 for r in records), dtype=np.int64, count=n
+            )
+            starts = self._next_line + np.concatenate(([0], np.cumsum(spans[:-1])))
+            self._next_line += int(spans.sum())
+        else:
+            starts = np.arange(self._next_line, self._next_line + n, dtype=np.int64)
+            self._next_line += n
+        return starts.astype(np.int64, copy=False)
+
+    def _parse_good(self, records: list[bytes], data: bytes, errors: dict[int, str]) -> pd.DataFrame:
+        """Parse the records without errors into an all-``object`` frame."""
+        if errors:
+            good = [i for i in range(len(records)) if i not in errors]
+            data = b"".join([records[i] for i in good])
+        else:
+            good = range(len(records))
+        if not good:
+            return pd.DataFrame({c: pd.Series([], dtype=object) for c in self.columns}, index=pd.Index([], dtype=np.int64))
+        frame = _read_with_pandas(data, len(self.columns), self._codec, self.delimiter)
+        if frame is None or len(frame) != len(good):
+            frame = _read_with_csv(data.decode(self._codec), len(self.columns), self.delimiter)
+        frame.columns = self.columns
+        frame.index = np.asarray(good, dtype=np.int64)
+        return frame
+
+    # -- lifetime ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the source if this reader opened it."""
+        if self._owns_stream and not self._stream.closed:
+            self._stream.close()
+
+    def __enter__(self) -> CsvReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _open_source(source, name: str | None) -> tuple[BinaryIO, bool, str]:
+    """Return (binary stream, whether we own it, display name)."""
+    if isinstance(source, (str, os.PathLike)):
+        if os.fspath(source) == "-":
+            return sys.stdin.buffer, False, name or "<stdin>"
+        # Unbuffered: reads are already large blocks.
+        return open(source, "rb", buffering=0), True, name or os.fspath(source)
+    return source, False, name or str(getattr(source, "name", "<stream>"))
+
+
+def _check_unique(names: list[str], file_name: str) -> None:
+    seen: dict[str, int] = {}
+    for column, col_name in enumerate(names, start=1):
+        if col_name in seen:
+            raise CsvFormatError(
+                f"{file_name}: line 1: column {column} repeats the name {col_name!r} of column {seen[col_name]}"
+            )
+        seen[col_name] = column
+
+
+def _find_bad_records(
+    records: list[bytes],
+    data: bytes,
+    has_quotes: bool,
+    line_numbers: np.ndarray,
+    n_columns: int,
+    codec: str,
+    encoding: str,
+    delimiter: str,
+) -> dict[int, str]:
+    """Return {position: reason} for records that cannot be parsed.
+
+    Checks, in order of precedence: blank line, undecodable bytes, quoting,
+    field count.  Unquoted records are checked by counting delimiters (C
+    speed); only records with quotes go through the csv module.
+    """
+    delim = delimiter.encode("ascii")
+    expected = n_columns - 1
+    # Delimiter counts are exact field counts for unquoted records; blank
+    # records fail this test unless there is one column, hence the 2nd test.
+    counts = [r.count(delim) for r in records]
+    suspects = {i for i, count in enumerate(counts) if count != expected}
+    if expected == 0:
+        suspects.update(i for i, r in enumerate(records) if r in _TERMINATORS)
+    if has_quotes:
+        suspects.update(i for i, r in enumerate(records) if _QUOTE in r)
+    undecodable = _undecodable(records, data, codec, encoding)
+    suspects.update(undecodable)
+    errors: dict[int, str] = {}
+    for i in sorted(suspects):
+        reason = _record_problem(records[i], counts[i], n_columns, undecodable.get(i), delimiter, codec)
+        if reason is not None:
+            errors[i] = f"line {line_numbers[i]}: {reason}"
+    return errors
+
+
+def _undecodable(records: list[bytes], data: bytes, codec: str, encoding: str) -> dict[int, str]:
+    """Decode the chunk at once; only on failure locate the bad records."""
+    try:
+        data.decode(codec)
+        return {}
+    except UnicodeDecodeError:
+        pass
+    bad = {}
+    for i, record in enumerate(records):
+        try:
+            record.decode(codec)
+        except UnicodeDecodeError as exc:
+            bad[i] = f"bytes not valid {encoding} at offset {exc.start}"
+    return bad
+
+
+def _record_problem(
+    record: bytes, count: int, n_columns: int, decode_error: str | None, delimiter: str, codec: str
+) -> str | None:
+    """Why one suspect record cannot be parsed, or None if it can."""
+    if record in _TERMINATORS:
+        return "empty line"
+    if decode_error is not None:
+        return decode_error
+    if _QUOTE not in record:
+        return f"expected {n_columns} fields, found {count + 1}"
+    if _has_odd_quotes(record):
+        return "unterminated quoted field"
+    fields = _parse_quoted(record.decode(codec), delimiter)
+    if isinstance(fields, str):
+        return fields
+    if len(fields) != n_columns:
+        return f"expected {n_columns} fields, found {len(fields)}"
+    return None
+
+
+def _read_with_pandas(data: bytes, n_columns: int, codec: str, delimiter: str) -> pd.DataFrame | None:
+    """Parse well-formed records with pandas' C parser, fields as exact text.
+
+    Returns None where the C parser would not give the exact text: it strips
+    a leading UTF-8 BOM from its input.
+    """
+    if data.startswith(_UTF8_BOM):
+        return None
+    try:
+        return pd.read_csv(
+            io.BytesIO(data),
+            header=None,
+            names=range(n_columns),
+            index_col=False,
+            dtype=object,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,
+            encoding=codec,
+            sep=delimiter,
+            quotechar='"',
+            doublequote=True,
+            engine="c",
+        )
+    except (pd.errors.ParserError, ValueError):
+        return None
+
+
+def _read_with_csv(text: str, n_columns: int, delimiter: str) -> pd.DataFrame:
+    """Parse well-formed records with the csv module (the slower fallback)."""
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    return pd.DataFrame(rows, columns=range(n_columns), dtype=object)
+
+
+def count_records(source, encoding: str = "utf-8") -> int:
+    """Count data records (excluding the header) with the reader's splitting.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or binary file object
+        As for :class:`CsvReader`.
+    encoding : str, default "utf-8"
+        Only checked for ASCII compatibility; records are not decoded.
+
+    Returns
+    -------
+    int
+        Number of records after the header, bad ones included; 0 for an
+        empty file.
+    """
+    _decoding_codec(encoding)
+    stream, owns, _ = _open_source(source, None)
+    try:
+        total = sum(len(batch) for batch in _RecordSplitter(stream, BLOCK_SIZE, MAX_RECORD_BYTES))
+    finally:
+        if owns:
+            stream.close()
+    return max(total - 1, 0)
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+def _quote_field(value, delimiter: str) -> str:
+    """CSV-quote `value` under csv.QUOTE_MINIMAL rules; None -> ''."""
+    if value is None:
+        return ""
+    text = str(value)
+    if delimiter in text or '"' in text or "\n" in text or "\r" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def append_fields(
+    record: bytes,
+    values: Sequence,
+    *,
+    encoding: str = "utf-8",
+    delimiter: str = ",",
+    terminator: bytes = b"\n",
+) -> bytes:
+    """Append fields to a raw record, leaving its original bytes intact.
+
+    Parameters
+    ----------
+    record : bytes
+        A raw record, with or without its line terminator.
+    values : sequence
+        Values to append; each is ``str()``-ed and quoted when needed
+        (``csv.QUOTE_MINIMAL`` rules); None becomes an empty field.
+    encoding : str, default "utf-8"
+        Encoding of the appended text.
+    delimiter : str, default ","
+        Field separator.
+    terminator : bytes, default b"\\n"
+        Used when `record` has no terminator of its own.
+
+    Returns
+    -------
+    bytes
+        ``record`` without its terminator, then ``delimiter`` and each value,
+        then the record's own terminator (or `terminator`).  The record's
+        content is an exact prefix of the result.
+
+    Examples
+    --------
+    >>> append_fields(b'1,"a,b"\\r\\n', [-3.5, "x,y", None])
+    b'1,"a,b",-3.5,"x,y",\\r\\n'
+    """
+    content, own_terminator = _strip_terminator(record)
+    extra = "".join(delimiter + _quote_field(v, delimiter) for v in values)
+    return content + extra.encode(encoding) + (own_terminator or terminator)
+
+
+def format_header(
+    names: Sequence[str],
+    *,
+    encoding: str = "utf-8",
+    delimiter: str = ",",
+    terminator: bytes = b"\n",
+) -> bytes:
+    """Encode column names as a CSV header record.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Column names, quoted where needed (``csv.QUOTE_MINIMAL`` rules).
+    encoding, delimiter, terminator
+        As for :func:`append_fields`.
+
+    Returns
+    -------
+    bytes
+        The header record including `terminator`.
+
+    Examples
+    --------
+    >>> format_header(["id", "a,b"])
+    b'id,"a,b"\\n'
+    """
+    if len(names) == 1 and names[0] == "":
+        # A lone empty name must be quoted, or the header reads as a blank line.
+        text = '""'
+    else:
+        text = delimiter.join(_quote_field(n, delimiter) for n in names)
+    return text.encode(encoding) + terminator
+
+
+class AtomicWriter:
+    """Write a file so that it appears complete or not at all.
+
+    Within the ``with`` block, writes go to a buffered temporary file in the
+    target's directory (same file system, so the final rename is atomic).
+    Leaving the block normally flushes, optionally fsyncs, and
+    ``os.replace()``s the temporary file onto `path`, replacing any existing
+    file.  Leaving it with any exception, ``KeyboardInterrupt`` included,
+    deletes the temporary file and leaves `path` untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination.  ``"-"`` writes straight to ``sys.stdout.buffer``;
+        atomicity is impossible there, so output written before an exception
+        stays written.
+    buffer_size : int, default 1 MiB
+        Write buffer size; large buffers turn many small record writes into
+        few system calls.
+    fsync : bool, default True
+        Force the data to disk before the rename, so a crash cannot leave a
+        renamed but empty file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.csv"
+    >>> with AtomicWriter(target) as f:
+    ...     _ = f.write(b"a,b\\n")
+    >>> target.read_bytes()
+    b'a,b\\n'
+    """
+
+    def __init__(self, path, buffer_size: int = 1 << 20, fsync: bool = True):
+        self.path = path
+        self.buffer_size = buffer_size
+        self.fsync = fsync
+        self._file: io.BufferedWriter | None = None
+        self._tmp_path: str | None = None
+
+    def __enter__(self) -> BinaryIO:
+        if os.fspath(self.path) == "-":
+            return sys.stdout.buffer
+        fd, self._tmp_path = _create_temp_beside(os.fspath(self.path))
+        self._file = io.BufferedWriter(io.FileIO(fd, "wb"), self.buffer_size)
+        return self._file
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._file is None:
+            sys.stdout.buffer.flush()
+            return False
+        try:
+            if exc_type is None:
+                self._commit()
+        finally:
+            if self._tmp_path is not None:  # not committed: clean up
+                self._file.close()
+                _remove_quietly(self._tmp_path)
+                self._tmp_path = None
+            self._file = None
+        return False
+
+    def _commit(self) -> None:
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp_path, self.path)
+        self._tmp_path = None
+
+
+def _create_temp_beside(path: str) -> tuple[int, str]:
+    """Create a hidden temporary file next to `path`; return (fd, name).
+
+    Created with mode 0o666 so the umask gives the final file ordinary
+    permissions (tempfile.mkstemp would make it 0o600).
+    """
+    directory, base = os.path.split(path)
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
