@@ -184,7 +184,7 @@ class _RecordSplitter:
 
     def _pair_quoted_lines(self, lines: list[bytes]) -> list[bytes]:
         """Glue each odd-quote line to the next one and the lines between."""
-        odd = [i for i, line in enumerate(lines) if _has_odd_quotes(line)]
+        odd = [i for i, line in enumerate(lines) if line.count(_QUOTE) & 1]
         if not odd:
             return lines
         records: list[bytes] = []
@@ -398,7 +398,8 @@ class CsvReader:
     def _line_numbers(self, records: list[bytes], has_quotes: bool) -> np.ndarray:
         """Start line of each record; only quoted records can span lines."""
         n = len(records)
-        if has_quotes:
+        # One C-level split tells whether any record spans several lines.
+        if has_quotes and len(b"".join(records).splitlines()) != n:
             spans = np.fromiter(
                 (_physical_lines(r) if _QUOTE in r else 1 for r in records), dtype=np.int64, count=n
             )
@@ -487,12 +488,41 @@ def _find_bad_records(
         suspects.update(i for i, r in enumerate(records) if _QUOTE in r)
     undecodable = _undecodable(records, data, codec, encoding)
     suspects.update(undecodable)
+    if has_quotes:
+        suspects.difference_update(_well_formed_quoted(records, suspects, undecodable, n_columns, codec, delimiter))
     errors: dict[int, str] = {}
     for i in sorted(suspects):
         reason = _record_problem(records[i], counts[i], n_columns, undecodable.get(i), delimiter, codec)
         if reason is not None:
             errors[i] = f"line {line_numbers[i]}: {reason}"
     return errors
+
+
+def _well_formed_quoted(
+    records: list[bytes], suspects: set[int], undecodable: dict[int, str], n_columns: int, codec: str, delimiter: str
+) -> list[int]:
+    """Positions of quoted records that parse into `n_columns` fields.
+
+    All quoted records go through one csv.reader, which is much faster than
+    one reader per record.  ``reader.line_num`` counts the records consumed,
+    so it proves each row came from exactly one record; if the rows and the
+    records fall out of step (a malformed record), or the reader raises, the
+    result is empty and every suspect is checked on its own.
+    """
+    positions = [i for i in sorted(suspects) if i not in undecodable and not records[i].count(_QUOTE) & 1]
+    if not positions:
+        return []
+    reader = csv.reader([records[i].decode(codec) for i in positions], delimiter=delimiter, strict=True)
+    try:
+        shape = [(len(row), reader.line_num) for row in reader]
+    except csv.Error:
+        return []
+    in_step = len(shape) == len(positions) and all(
+        line_num == k for k, (_, line_num) in enumerate(shape, start=1)
+    )
+    if not in_step:
+        return []
+    return [i for i, (n_fields, _) in zip(positions, shape) if n_fields == n_columns]
 
 
 def _undecodable(records: list[bytes], data: bytes, codec: str, encoding: str) -> dict[int, str]:

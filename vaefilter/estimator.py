@@ -5,14 +5,23 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
+import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    OutlierMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .band import band_from_scores, signed_distance, validate_percentiles
+from .columns import TableSchema
 from .devices import resolve_device
+from .explanations import reasons_for_rows
 from .likelihoods import build_likelihood
 from .marginal import DEFAULT_MAX_BATCH_ELEMENTS, check_finite_scores, estimate_log_marginal, importance_noise
 from .network import VAENetwork
@@ -32,7 +41,7 @@ def _check_float32_range(X):
         )
 
 
-class VAEOutlierDetector(OutlierMixin, BaseEstimator):
+class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin, BaseEstimator):
     """Data-validation gate built on a variational autoencoder.
 
     The detector learns p(x, z) = p(z) p(x|z) from rows known to be valid and
@@ -92,6 +101,20 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         training variance. It bounds the density so that no row can score
         +inf on a column the model has learned to predict exactly.
 
+    categorical_features : 'from_dtype', list of str or int, or None, default='from_dtype'
+        Columns of a DataFrame modelled as categorical (a softmax over the
+        training categories plus an 'unseen' bucket). 'from_dtype' takes the
+        columns of category, object or string dtype, as scikit-learn's
+        HistGradientBoosting does.
+
+    handle_missing : {'error', 'model'}, default='error'
+        'error': a missing cell (NaN/None) raises ValueError. 'model': where a
+        column has missing cells in training, whether a cell is missing is
+        modelled (a Bernoulli) and only present values are scored; a missing
+        cell in a column that was never missing in training is out of support
+        (it costs ``OUT_OF_SUPPORT_LOG_PROB`` nats and is named by ``explain``).
+        Nothing is imputed.
+
     random_state : int, RandomState instance or None, default=None
         Fixes the validation split, the initial weights, the minibatch order,
         the training noise and the importance samples.
@@ -125,6 +148,13 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     network_ : torch.nn.Module
         The fitted encoder, decoder and likelihood.
+
+    schema_ : TableSchema
+        Name, kind (numeric, binary, categorical) and missingness of each column.
+
+    column_typical_ : ndarray of shape (n_features_in_,)
+        Median over the calibration rows of each column's expected
+        log p(x_j | z) under the posterior: the yardstick of ``explain``.
 
     n_features_in_ : int
         Number of features seen during ``fit``.
@@ -162,6 +192,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "min_variance": [Interval(Real, 0, None, closed="neither")],
+        "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
+        "handle_missing": [StrOptions({"error", "model"})],
         "random_state": ["random_state"],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
         "verbose": ["verbose"],
@@ -181,6 +213,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         n_iter_no_change=10,
         tol=1e-4,
         min_variance=1e-3,
+        categorical_features="from_dtype",
+        handle_missing="error",
         random_state=None,
         device="auto",
         verbose=0,
@@ -197,6 +231,8 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.min_variance = min_variance
+        self.categorical_features = categorical_features
+        self.handle_missing = handle_missing
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -219,8 +255,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self : object
             The fitted detector.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        _check_float32_range(X)
+        X = self._validate_for_fit(X)
         percentiles = validate_percentiles(self.threshold_percentiles)
         hidden = self._validated_hidden_layer_sizes()
         rng = check_random_state(self.random_state)
@@ -231,7 +266,14 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         X_train = X[train_rows]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(init_seed))
-            likelihood = build_likelihood(X_train, self.likelihood, self.min_variance)
+            likelihood = build_likelihood(
+                X_train,
+                self.likelihood,
+                self.min_variance,
+                categorical_sizes=self.schema_.categorical_sizes,
+                binary_columns=self.schema_.binary_columns,
+                missing_columns=self.schema_.missing_columns,
+            )
             network = VAENetwork(likelihood, self.latent_dim, hidden).to(device)
 
         config = TrainingConfig(
@@ -250,11 +292,69 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         self.validation_loss_curve_ = history.validation_loss_curve
         self.n_iter_ = history.n_iter
         self.best_epoch_ = history.best_epoch
-        calibration_rows = X[val_rows] if len(val_rows) else X_train
-        self.validation_scores_ = self._log_marginal(calibration_rows).log_px
-        check_finite_scores(self.validation_scores_)
-        self.thresholds_ = band_from_scores(self.validation_scores_, percentiles)
+        self._calibrate_on(X[val_rows] if len(val_rows) else X_train, percentiles)
         return self
+
+    def _calibrate_on(self, X_model, percentiles):
+        estimate = self._log_marginal(X_model, per_column=True)
+        check_finite_scores(estimate.log_px)
+        self.validation_scores_ = estimate.log_px
+        self.column_typical_ = np.median(estimate.column_log_prob, axis=0)
+        self.thresholds_ = band_from_scores(estimate.log_px, percentiles)
+
+    # ----------------------------------------------------------- validation
+    def _validate_for_fit(self, X):
+        """Learn the schema and return the training model matrix."""
+        if isinstance(X, pd.DataFrame):
+            schema = TableSchema.fit(X, self.categorical_features)
+            if schema.categorical_sizes:
+                self.schema_ = schema
+                return self._table_model_matrix(X, reset=True)
+        else:
+            schema = None
+        X = validate_data(
+            self,
+            X,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=2,
+            ensure_all_finite=self._finite_policy(),
+        )
+        self.schema_ = schema or TableSchema.fit(pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]), None)
+        self._check_values(X)
+        return X
+
+    def _finite_policy(self):
+        return True if self.handle_missing == "error" else "allow-nan"
+
+    def _table_model_matrix(self, X, reset):
+        """Model matrix of a DataFrame with categorical columns (validated like arrays)."""
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(
+                "this detector was fitted on a DataFrame with categorical columns; "
+                f"pass a DataFrame with columns {self.schema_.names}, got {type(X).__name__}"
+            )
+        validate_data(self, X, skip_check_array=True, reset=reset)
+        if X.shape[1] != len(self.schema_.columns):
+            raise ValueError(f"X has {X.shape[1]} features, but this detector expects {len(self.schema_.columns)}")
+        if reset and X.shape[0] < 2:
+            raise ValueError(f"Found array with {X.shape[0]} sample(s) while a minimum of 2 is required.")
+        if X.shape[0] == 0:
+            raise ValueError("Found array with 0 sample(s) (shape=(0, ...)) while a minimum of 1 is required.")
+        matrix = self.schema_.encode(X)
+        self._check_values(matrix)
+        return matrix
+
+    def _check_values(self, X):
+        if self.handle_missing == "error" and np.isnan(X).any():
+            row, col = map(int, np.argwhere(np.isnan(X))[0])
+            raise ValueError(
+                f"X has a missing value at row {row}, column {self.schema_.names[col]!r}; "
+                "set handle_missing='model' to model missing cells"
+            )
+        if np.isinf(X).any():
+            row, col = map(int, np.argwhere(np.isinf(X))[0])
+            raise ValueError(f"X has an infinite value at row {row}, column {self.schema_.names[col]!r}")
+        _check_float32_range(X)
 
     def _validated_hidden_layer_sizes(self):
         sizes = list(self.hidden_layer_sizes)
@@ -281,16 +381,20 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
             self.network_.to(device)
         return self.network_
 
-    def _log_marginal(self, X):
+    def _log_marginal(self, X, per_column=False):
         network = self._network()
         device = next(network.parameters()).device
         noise = importance_noise(self.n_importance_samples, network.latent_dim, self.importance_seed_, device)
-        return estimate_log_marginal(network, self._to_tensor(X, device), noise, DEFAULT_MAX_BATCH_ELEMENTS)
+        return estimate_log_marginal(
+            network, self._to_tensor(X, device), noise, DEFAULT_MAX_BATCH_ELEMENTS, per_column=per_column
+        )
 
     def _validate_for_scoring(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        _check_float32_range(X)
+        if self.schema_.categorical_sizes:
+            return self._table_model_matrix(X, reset=False)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=self._finite_policy())
+        self._check_values(X)
         return X
 
     def score_samples(self, X):
@@ -376,9 +480,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         percentiles = validate_percentiles(
             self.threshold_percentiles if threshold_percentiles is None else threshold_percentiles
         )
-        scores = self.score_samples(X)
-        self.validation_scores_ = scores
-        self.thresholds_ = band_from_scores(scores, percentiles)
+        self._calibrate_on(self._validate_for_scoring(X), percentiles)
         return self
 
     def effective_sample_size(self, X):
@@ -388,6 +490,140 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
         reliable; near 1 a single draw dominates and the estimate is noisy.
         """
         return self._log_marginal(self._validate_for_scoring(X)).effective_sample_size
+
+    def explain(self, X):
+        """Per-row scores, validity and the columns behind a low likelihood.
+
+        For each column j the detector estimates E[log p(x_j | z)] under the
+        posterior p(z | x) (self-normalised importance weights) and compares it
+        with that column's median on the calibration rows
+        (``column_typical_``). The deficit, in nats, says how much less likely
+        the column's value is than usual given the rest of the row.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows to explain.
+
+        Returns
+        -------
+        explanation : DataFrame of shape (n_samples, 3 + n_features)
+            ``log_px`` (nats), ``is_valid`` (bool), ``reason`` ('' inside the
+            band, else the up to three columns with the largest deficits and
+            any value training never saw), then one deficit column per feature.
+            The index is X's index when X is a DataFrame.
+        """
+        X_model = self._validate_for_scoring(X)
+        estimate = self._log_marginal(X_model, per_column=True)
+        check_finite_scores(estimate.log_px)
+        deficits = self.column_typical_ - estimate.column_log_prob
+        names = list(self.schema_.names)
+        values = X.to_numpy(dtype=object) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=object)
+        notes = [[self.schema_.describe_cell(j, row[j]) for j in range(len(names))] for row in X_model]
+        reasons = reasons_for_rows(estimate.log_px, self.thresholds_, deficits, values, names, notes)
+        frame = pd.DataFrame(
+            {
+                "log_px": estimate.log_px,
+                "is_valid": signed_distance(estimate.log_px, self.thresholds_) >= 0,
+                "reason": reasons,
+            },
+            index=X.index if isinstance(X, pd.DataFrame) else None,
+        )
+        deficit_frame = pd.DataFrame(deficits, columns=names, index=frame.index)
+        return pd.concat([frame, deficit_frame], axis=1)
+
+    # ------------------------------------------------------- generative side
+    def encode(self, X):
+        """Mean and standard deviation of the posterior q(z | x) per row.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        mean, std : ndarrays of shape (n_samples, latent_dim)
+        """
+        X_model = self._validate_for_scoring(X)
+        network = self._network()
+        device = next(network.parameters()).device
+        with torch.inference_mode():
+            mean, log_var = network.encode(self._to_tensor(X_model, device))
+        return mean.double().cpu().numpy(), (0.5 * log_var).exp().double().cpu().numpy()
+
+    def transform(self, X):
+        """Posterior means of z: the detector as a feature extractor.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, latent_dim)
+        """
+        return self.encode(X)[0]
+
+    @property
+    def _n_features_out(self):
+        return self.latent_dim
+
+    def decode(self, Z):
+        """E[x | z] for latent points, in the training space.
+
+        Categorical columns get their most probable category.
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_points, latent_dim)
+
+        Returns
+        -------
+        X : ndarray or DataFrame of shape (n_points, n_features)
+            A DataFrame with the training columns when fitted on a DataFrame.
+        """
+        check_is_fitted(self)
+        network = self._network()
+        Z = self._to_tensor(np.asarray(Z, dtype=np.float64).reshape(-1, network.latent_dim), self._device_of(network))
+        with torch.inference_mode():
+            matrix = network.likelihood.mean(network.decode(Z)).double().cpu().numpy()
+        return self._to_training_space(matrix)
+
+    def sample(self, n_samples=1, random_state=None):
+        """Generate rows from the model: z ~ N(0, I), then x ~ p(x | z).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of rows.
+        random_state : int, RandomState instance or None, default=None
+            Seed of the draws.
+
+        Returns
+        -------
+        X : ndarray or DataFrame of shape (n_samples, n_features)
+            In the training space: a DataFrame with the training columns and
+            types when fitted on a DataFrame; missing cells where the model
+            draws them.
+        """
+        check_is_fitted(self)
+        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+        network = self._network()
+        device = self._device_of(network)
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        with torch.inference_mode():
+            z = torch.randn(int(n_samples), network.latent_dim, generator=generator, device=device)
+            matrix = network.likelihood.sample(network.decode(z), generator=generator)
+        return self._to_training_space(matrix.double().cpu().numpy())
+
+    def _to_training_space(self, matrix):
+        if hasattr(self, "feature_names_in_") or self.schema_.categorical_sizes:
+            return self.schema_.decode(matrix)
+        return matrix
+
+    @staticmethod
+    def _device_of(network):
+        return next(network.parameters()).device
 
     @property
     def offset_(self):
@@ -426,5 +662,6 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = self.handle_missing == "model"
+        tags.input_tags.categorical = True
         return tags

@@ -26,6 +26,12 @@ OUT_OF_SUPPORT_LOG_PROB = -1000.0
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
+# Encoder inputs are clipped to this many standard deviations. Any proposal
+# q(z|x) keeps the importance sampler valid; clipping keeps an absurd value
+# (a unit error x1000) from dragging z far away, so the likelihood blames that
+# column rather than every column the wild z then mispredicts.
+INPUT_CLIP = 10.0
+
 
 class ColumnFamily(nn.Module):
     """Base class: a likelihood family over a subset of the model's columns.
@@ -40,10 +46,16 @@ class ColumnFamily(nn.Module):
     kind = "abstract"
     #: decoder outputs per column
     params_per_column = 1
+    #: a value inside the support, standing in for missing cells before masking
+    support_fill = 0.0
+    #: encoder input for a missing cell (a neutral value)
+    input_fill = 0.0
 
-    def __init__(self, columns):
+    def __init__(self, columns, missing_modelled=None):
         super().__init__()
         self.register_buffer("columns", torch.as_tensor(list(columns), dtype=torch.long))
+        modelled = [False] * len(columns) if missing_modelled is None else list(missing_modelled)
+        self.register_buffer("missing_modelled", torch.as_tensor(modelled, dtype=torch.bool))
 
     @property
     def n_columns(self):
@@ -53,16 +65,42 @@ class ColumnFamily(nn.Module):
     def n_params(self):
         return self.params_per_column * self.n_columns
 
+    @property
+    def input_width(self):
+        return self.n_columns
+
     def select(self, x):
         """The family's columns of a model matrix ``x`` of shape (..., n_features)."""
         return x.index_select(-1, self.columns)
 
     def network_input(self, x_cols):
-        """Encoder features for the family's columns (shape (..., n_columns))."""
+        """Encoder features for the family's columns (missing cells get a neutral value)."""
+        missing = torch.isnan(x_cols)
+        if missing.any():
+            x_cols = torch.where(missing, torch.full_like(x_cols, self.input_fill), x_cols)
+        return self._network_input(x_cols)
+
+    def _network_input(self, x_cols):
         return x_cols
 
     def log_prob(self, params, x_cols):
-        """Per-column log p(x_j | z), shape broadcast of params and x, (..., n_columns)."""
+        """Per-column log p(x_j | z), shape broadcast of params and x, (..., n_columns).
+
+        A missing cell contributes 0 here when the column's missingness is
+        modelled (the missingness family scores it), and
+        ``OUT_OF_SUPPORT_LOG_PROB`` when training never saw one.
+        """
+        missing = torch.isnan(x_cols)
+        if not missing.any():
+            return self._log_prob(params, x_cols)
+        filled = torch.where(missing, torch.full_like(x_cols, self.support_fill), x_cols)
+        log_prob = self._log_prob(params, filled)
+        missing_cost = torch.where(
+            self.missing_modelled, torch.zeros_like(x_cols), torch.full_like(x_cols, OUT_OF_SUPPORT_LOG_PROB)
+        )
+        return torch.where(missing, missing_cost, log_prob)
+
+    def _log_prob(self, params, x_cols):
         raise NotImplementedError
 
     def mean(self, params):
@@ -75,7 +113,11 @@ class ColumnFamily(nn.Module):
 
     def config(self):
         """JSON-able constructor arguments other than tensors held as buffers."""
-        return {"kind": self.kind, "columns": self.columns.tolist()}
+        return {
+            "kind": self.kind,
+            "columns": self.columns.tolist(),
+            "missing_modelled": self.missing_modelled.tolist(),
+        }
 
 
 class GaussianColumns(ColumnFamily):
@@ -90,20 +132,21 @@ class GaussianColumns(ColumnFamily):
     kind = "gaussian"
     params_per_column = 2
 
-    def __init__(self, columns, loc, scale, min_variance=1e-3):
-        super().__init__(columns)
+    def __init__(self, columns, loc, scale, min_variance=1e-3, missing_modelled=None):
+        super().__init__(columns, missing_modelled)
         self.register_buffer("loc", torch.as_tensor(np.asarray(loc), dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(np.asarray(scale), dtype=torch.float32))
         self.min_variance = float(min_variance)
 
     def network_input(self, x_cols):
-        return (x_cols - self.loc) / self.scale
+        # standardise first: a missing cell then sits at the training mean, 0
+        return torch.nan_to_num((x_cols - self.loc) / self.scale, nan=0.0).clamp(-INPUT_CLIP, INPUT_CLIP)
 
     def _mean_and_variance(self, params):
         mean, raw_variance = params.chunk(2, dim=-1)
         return mean, self.min_variance + F.softplus(raw_variance)
 
-    def log_prob(self, params, x_cols):
+    def _log_prob(self, params, x_cols):
         mean, variance = self._mean_and_variance(params)
         standardised = (x_cols - self.loc) / self.scale
         return -0.5 * (_LOG_2PI + variance.log() + (standardised - mean) ** 2 / variance) - self.scale.log()
@@ -125,8 +168,9 @@ class BernoulliColumns(ColumnFamily):
     """Binary columns with values in {0, 1}: a Bernoulli mass per column."""
 
     kind = "bernoulli"
+    input_fill = 0.5
 
-    def log_prob(self, params, x_cols):
+    def _log_prob(self, params, x_cols):
         in_support = (x_cols == 0) | (x_cols == 1)
         target = torch.where(in_support, x_cols, torch.zeros_like(x_cols))
         target, logits = torch.broadcast_tensors(target, params)
@@ -149,11 +193,13 @@ class ContinuousBernoulliColumns(ColumnFamily):
     """
 
     kind = "continuous_bernoulli"
+    support_fill = 0.5
+    input_fill = 0.5
 
     def _distribution(self, params):
         return torch.distributions.ContinuousBernoulli(logits=params, validate_args=False)
 
-    def log_prob(self, params, x_cols):
+    def _log_prob(self, params, x_cols):
         in_support = (x_cols >= 0) & (x_cols <= 1)
         target = torch.where(in_support, x_cols, torch.full_like(x_cols, 0.5))
         target, params = torch.broadcast_tensors(target, params)
@@ -170,7 +216,94 @@ class ContinuousBernoulliColumns(ColumnFamily):
         return self._distribution(params).icdf(uniform)
 
 
-FAMILIES = {cls.kind: cls for cls in (GaussianColumns, BernoulliColumns, ContinuousBernoulliColumns)}
+class CategoricalColumns(ColumnFamily):
+    """Categorical columns holding category codes; one softmax per column.
+
+    Each column has its training categories plus an 'unseen' bucket (the
+    last code): a new category gets that bucket's small but finite mass.
+    """
+
+    kind = "categorical"
+
+    def __init__(self, columns, sizes, missing_modelled=None):
+        super().__init__(columns, missing_modelled)
+        # outputs per column: the training categories and the unseen bucket
+        self.sizes = [int(size) + 1 for size in sizes]
+
+    @property
+    def n_params(self):
+        return sum(self.sizes)
+
+    @property
+    def input_width(self):
+        return sum(self.sizes)
+
+    def network_input(self, x_cols):
+        # one-hot codes; a missing cell is all zeros
+        parts = []
+        for c, size in enumerate(self.sizes):
+            code = x_cols[..., c]
+            parts.append(F.one_hot(torch.nan_to_num(code, nan=0.0).long().clamp(0, size - 1), size).to(x_cols.dtype)
+                         * (~torch.isnan(code)).unsqueeze(-1).to(x_cols.dtype))
+        return torch.cat(parts, dim=-1)
+
+    def _logits(self, params):
+        return params.split(self.sizes, dim=-1)
+
+    def _log_prob(self, params, x_cols):
+        columns = []
+        for c, logits in enumerate(self._logits(params)):
+            log_p = torch.log_softmax(logits, dim=-1)
+            code = x_cols[..., c : c + 1].long().clamp(0, logits.shape[-1] - 1)
+            code = code.expand(*log_p.shape[:-1], 1)
+            columns.append(log_p.gather(-1, code))
+        return torch.cat(columns, dim=-1)
+
+    def mean(self, params):
+        # the most probable training category (a mean has no meaning here)
+        return torch.stack([logits[..., :-1].argmax(-1).to(params.dtype) for logits in self._logits(params)], -1)
+
+    def sample(self, params, generator=None):
+        draws = []
+        for logits in self._logits(params):
+            probs = torch.softmax(logits[..., :-1], dim=-1)  # never generate 'unseen'
+            flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+            draws.append(flat.reshape(probs.shape[:-1]).to(params.dtype))
+        return torch.stack(draws, -1)
+
+    def config(self):
+        return {**super().config(), "sizes": [size - 1 for size in self.sizes]}
+
+
+class MissingnessColumns(ColumnFamily):
+    """Whether a cell is missing, for columns that had missing cells in training.
+
+    Adds log p(missing_j | z) to its columns: the value family then scores
+    only present cells, so log p(x_j) = log p(m_j) + [present] log p(x_j | m_j=0, z).
+    """
+
+    kind = "missingness"
+    #: adds to columns that a value family already covers
+    adds_to_columns = True
+
+    def network_input(self, x_cols):
+        return torch.isnan(x_cols).to(x_cols.dtype)
+
+    def log_prob(self, params, x_cols):
+        target, logits = torch.broadcast_tensors(torch.isnan(x_cols).to(params.dtype), params)
+        return -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+    def mean(self, params):
+        return torch.sigmoid(params)
+
+    def sample(self, params, generator=None):
+        return torch.bernoulli(torch.sigmoid(params), generator=generator)
+
+
+FAMILIES = {
+    cls.kind: cls
+    for cls in (GaussianColumns, BernoulliColumns, ContinuousBernoulliColumns, CategoricalColumns, MissingnessColumns)
+}
 
 
 class FactorizedLikelihood(nn.Module):
@@ -188,9 +321,12 @@ class FactorizedLikelihood(nn.Module):
         super().__init__()
         self.families = nn.ModuleList(families)
         self.n_features = int(n_features)
-        covered = sorted(c for family in families for c in family.columns.tolist())
+        covered = sorted(c for family in self._value_families() for c in family.columns.tolist())
         if covered != list(range(self.n_features)):
             raise ValueError("column families must cover every column exactly once")
+
+    def _value_families(self):
+        return [family for family in self.families if not getattr(family, "adds_to_columns", False)]
 
     @property
     def n_params(self):
@@ -198,7 +334,7 @@ class FactorizedLikelihood(nn.Module):
 
     @property
     def input_width(self):
-        return sum(family.n_columns for family in self.families)
+        return sum(family.input_width for family in self.families)
 
     def _split_params(self, params):
         return params.split([family.n_params for family in self.families], dim=-1)
@@ -209,9 +345,9 @@ class FactorizedLikelihood(nn.Module):
     def column_log_prob(self, params, x):
         """log p(x_j | z) per original column, shape (..., n_features)."""
         shape = torch.broadcast_shapes(params.shape[:-1], x.shape[:-1]) + (self.n_features,)
-        out = params.new_empty(shape)
+        out = params.new_zeros(shape)
         for family, family_params in zip(self.families, self._split_params(params)):
-            out[..., family.columns] = family.log_prob(family_params, family.select(x))
+            out[..., family.columns] += family.log_prob(family_params, family.select(x))
         return out
 
     def log_prob(self, params, x):
@@ -223,17 +359,26 @@ class FactorizedLikelihood(nn.Module):
         return total
 
     def _assemble(self, params, method, **kwargs):
-        parts = self._split_params(params)
         out = params.new_empty(params.shape[:-1] + (self.n_features,))
-        for family, family_params in zip(self.families, parts):
-            out[..., family.columns] = getattr(family, method)(family_params, **kwargs)
+        for family, family_params in zip(self.families, self._split_params(params)):
+            if not getattr(family, "adds_to_columns", False):
+                out[..., family.columns] = getattr(family, method)(family_params, **kwargs)
         return out
 
     def mean(self, params):
+        """E[x_j | z] per column (the most probable category for categorical columns)."""
         return self._assemble(params, "mean")
 
     def sample(self, params, generator=None):
-        return self._assemble(params, "sample", generator=generator)
+        """x ~ p(x | z), with NaN where the missingness model draws a missing cell."""
+        out = self._assemble(params, "sample", generator=generator)
+        for family, family_params in zip(self.families, self._split_params(params)):
+            if getattr(family, "adds_to_columns", False):
+                drawn_missing = family.sample(family_params, generator=generator).bool()
+                out[..., family.columns] = torch.where(
+                    drawn_missing, torch.full_like(drawn_missing, float("nan"), dtype=out.dtype), out[..., family.columns]
+                )
+        return out
 
     def config(self):
         return {"n_features": self.n_features, "families": [family.config() for family in self.families]}
@@ -254,48 +399,78 @@ class FactorizedLikelihood(nn.Module):
 
 
 def _is_binary(column):
-    return bool(np.all((column == 0) | (column == 1)))
+    present = column[~np.isnan(column)]
+    return bool(np.all((present == 0) | (present == 1)))
 
 
-def build_likelihood(X, likelihood, min_variance):
-    """Choose a family for every column of the training matrix ``X``.
+def _standardisation(X):
+    loc = np.nanmean(X, axis=0)
+    scale = np.nanstd(X, axis=0)
+    loc = np.nan_to_num(loc)  # an all-missing column
+    # a constant column keeps unit scale (as in sklearn's StandardScaler)
+    tiny = 10 * np.finfo(np.float32).eps * np.maximum(1.0, np.abs(loc))
+    scale = np.where(np.isnan(scale) | (scale < tiny), 1.0, scale)
+    return loc, scale
+
+
+def _assign_kinds(X, likelihood, candidates, forced_binary):
+    """Split the non-categorical columns into Gaussian, Bernoulli and continuous-Bernoulli."""
+    binary = [j for j in candidates if j in forced_binary or _is_binary(X[:, j])]
+    if likelihood == "gaussian":
+        gaussian = [j for j in candidates if j not in forced_binary]
+        return gaussian, [j for j in candidates if j in forced_binary], []
+    if likelihood == "auto":
+        return [j for j in candidates if j not in set(binary)], binary, []
+    outside = [j for j in candidates if np.nanmin(X[:, j]) < 0 or np.nanmax(X[:, j]) > 1]
+    if outside:
+        j = outside[0]
+        raise ValueError(
+            f"likelihood='bernoulli' needs values in [0, 1]; column {j} has values outside it "
+            f"(min {np.nanmin(X[:, j]):g}, max {np.nanmax(X[:, j]):g})"
+        )
+    return [], binary, [j for j in candidates if j not in set(binary)]
+
+
+def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary_columns=(), missing_columns=()):
+    """Choose a family for every column of the training model matrix ``X``.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
-        Finite training data.
+        Training model matrix (NaN marks missing cells).
     likelihood : {'auto', 'gaussian', 'bernoulli'}
-        'auto' gives Bernoulli to columns that are binary in ``X`` and
-        Gaussian to the rest; 'bernoulli' needs every value in [0, 1] and
-        uses the continuous Bernoulli for columns that are not binary.
+        Family of the non-categorical columns. 'auto' gives Bernoulli to
+        columns that are binary in ``X`` and Gaussian to the rest;
+        'bernoulli' needs every value in [0, 1] and uses the continuous
+        Bernoulli for columns that are not binary.
     min_variance : float
         Variance floor of Gaussian columns, on the standardised scale.
+    categorical_sizes : dict of {int: int}, default=None
+        Categorical columns and their number of training categories.
+    binary_columns : sequence of int
+        Columns that are binary by type (bool), Bernoulli whatever ``likelihood``.
+    missing_columns : sequence of int
+        Columns whose missingness is modelled.
     """
-    binary = [j for j in range(X.shape[1]) if _is_binary(X[:, j])]
-    if likelihood == "gaussian":
-        gaussian, bernoulli, continuous = list(range(X.shape[1])), [], []
-    elif likelihood == "auto":
-        gaussian = [j for j in range(X.shape[1]) if j not in set(binary)]
-        bernoulli, continuous = binary, []
-    else:
-        outside = np.flatnonzero(((X < 0) | (X > 1)).any(axis=0))
-        if outside.size:
-            raise ValueError(
-                f"likelihood='bernoulli' needs values in [0, 1]; column {int(outside[0])} has values "
-                f"outside it (min {X[:, outside[0]].min():g}, max {X[:, outside[0]].max():g})"
-            )
-        gaussian, bernoulli = [], binary
-        continuous = [j for j in range(X.shape[1]) if j not in set(binary)]
+    categorical_sizes = dict(categorical_sizes or {})
+    missing = set(missing_columns)
+    candidates = [j for j in range(X.shape[1]) if j not in categorical_sizes]
+    gaussian, bernoulli, continuous = _assign_kinds(X, likelihood, candidates, set(binary_columns))
+
+    def modelled(columns):
+        return [j in missing for j in columns]
 
     families = []
     if gaussian:
-        loc = X[:, gaussian].mean(axis=0)
-        scale = X[:, gaussian].std(axis=0)
-        # a constant column keeps unit scale (as in sklearn's StandardScaler)
-        scale = np.where(scale < 10 * np.finfo(np.float32).eps * np.maximum(1.0, np.abs(loc)), 1.0, scale)
-        families.append(GaussianColumns(gaussian, loc, scale, min_variance))
+        loc, scale = _standardisation(X[:, gaussian])
+        families.append(GaussianColumns(gaussian, loc, scale, min_variance, modelled(gaussian)))
     if bernoulli:
-        families.append(BernoulliColumns(bernoulli))
+        families.append(BernoulliColumns(bernoulli, modelled(bernoulli)))
     if continuous:
-        families.append(ContinuousBernoulliColumns(continuous))
+        families.append(ContinuousBernoulliColumns(continuous, modelled(continuous)))
+    if categorical_sizes:
+        columns = sorted(categorical_sizes)
+        families.append(CategoricalColumns(columns, [categorical_sizes[j] for j in columns], modelled(columns)))
+    if missing:
+        families.append(MissingnessColumns(sorted(missing)))
     return FactorizedLikelihood(families, X.shape[1])

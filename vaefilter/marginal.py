@@ -25,10 +25,12 @@ import torch
 # matmuls per batch, small enough to keep the activations near 100 MB.
 DEFAULT_MAX_BATCH_ELEMENTS = 2**17
 
-# CPU matmul kernels take another code path (another summation order) for
-# fewer than 8 rows; padding small batches keeps every row's score bit-identical
-# whether it is scored alone or among others.
+# A row's score is a function of that row alone, up to float32 rounding: BLAS
+# picks kernels (and summation orders) by matrix shape, so a row can differ by
+# ~1e-7 relative between batches. Below 8 rows CPU kernels switch to a
+# matrix-vector path with larger differences, so short passes are padded.
 MIN_ROWS_PER_PASS = 8
+MAX_ROWS_PER_PASS = 4096
 
 
 @dataclass
@@ -43,10 +45,14 @@ class MarginalEstimate:
         (sum w)^2 / sum w^2 of the normalised weights, between 1 and K: near K
         the proposal matches the posterior; near 1 one draw dominates and the
         estimate is less reliable.
+    column_log_prob : ndarray of shape (n_samples, n_features) or None
+        Posterior expectation of log p(x_j | z) per column (self-normalised
+        importance weights): which columns the model finds unlikely.
     """
 
     log_px: np.ndarray
     effective_sample_size: np.ndarray
+    column_log_prob: np.ndarray | None = None
 
 
 def importance_noise(n_importance_samples, latent_dim, seed, device="cpu"):
@@ -55,16 +61,23 @@ def importance_noise(n_importance_samples, latent_dim, seed, device="cpu"):
     return torch.randn(n_importance_samples, latent_dim, generator=generator).to(device)
 
 
-def log_weights(network, x, noise):
-    """Importance log-weights of shape (n_rows, K) for a batch of rows."""
+def log_weights(network, x, noise, per_column=False):
+    """Importance log-weights of shape (n_rows, K) for a batch of rows.
+
+    With ``per_column``, also log p(x_j | z_k) of shape (n_rows, K, n_features).
+    """
     mean, log_var = network.encode(x)
     std = (0.5 * log_var).exp()
     z = mean.unsqueeze(1) + std.unsqueeze(1) * noise.unsqueeze(0)
     params = network.decode(z)
-    log_px_given_z = network.likelihood.log_prob(params, x.unsqueeze(1))
+    if per_column:
+        columns = network.likelihood.column_log_prob(params, x.unsqueeze(1))
+        log_px_given_z = columns.sum(-1)
+    else:
+        columns, log_px_given_z = None, network.likelihood.log_prob(params, x.unsqueeze(1))
     # (z - mean) / std is exactly the noise, so q's density needs no division
     log_q = network.log_prior(noise).unsqueeze(0) - 0.5 * log_var.sum(-1, keepdim=True)
-    return log_px_given_z + network.log_prior(z) - log_q
+    return log_px_given_z + network.log_prior(z) - log_q, columns
 
 
 def _padded(x):
@@ -74,11 +87,12 @@ def _padded(x):
     return torch.cat([x, x[:1].expand(missing, -1)])
 
 
-def _rows_per_batch(n_importance_samples, max_batch_elements):
-    return max(MIN_ROWS_PER_PASS, max_batch_elements // n_importance_samples)
+def rows_per_pass(n_importance_samples, max_batch_elements=DEFAULT_MAX_BATCH_ELEMENTS):
+    """Rows per encoder/decoder pass: a function of K alone, never of the input."""
+    return int(np.clip(max_batch_elements // n_importance_samples, MIN_ROWS_PER_PASS, MAX_ROWS_PER_PASS))
 
 
-def estimate_log_marginal(network, X, noise, max_batch_elements=DEFAULT_MAX_BATCH_ELEMENTS):
+def estimate_log_marginal(network, X, noise, max_batch_elements=DEFAULT_MAX_BATCH_ELEMENTS, per_column=False):
     """Importance-sampled log p(x) for every row of ``X``.
 
     Parameters
@@ -91,27 +105,39 @@ def estimate_log_marginal(network, X, noise, max_batch_elements=DEFAULT_MAX_BATC
         Shared standard-normal draws (see :func:`importance_noise`).
     max_batch_elements : int
         Upper bound on rows x K evaluated in one decoder pass.
+    per_column : bool
+        Also compute the posterior expectation of each column's log p(x_j | z).
 
     Returns
     -------
     MarginalEstimate
     """
     n_importance_samples = noise.shape[0]
-    rows = _rows_per_batch(n_importance_samples, max_batch_elements)
-    log_px, ess = [], []
+    rows = rows_per_pass(n_importance_samples, max_batch_elements)
+    log_px, ess, column_parts = [], [], []
     with torch.inference_mode():
         for start in range(0, X.shape[0], rows):
             batch = X[start : start + rows]
-            w = log_weights(network, _padded(batch), noise)[: batch.shape[0]]
+            w, columns = log_weights(network, _padded(batch), noise, per_column)
+            w = w[: batch.shape[0]]
             log_sum = torch.logsumexp(w, dim=1)
             log_px.append(log_sum - math.log(n_importance_samples))
             ess.append(torch.exp(2.0 * log_sum - torch.logsumexp(2.0 * w, dim=1)))
-    if not log_px:
-        return MarginalEstimate(np.empty(0), np.empty(0))
+            if per_column:
+                posterior = torch.softmax(w, dim=1).unsqueeze(-1)
+                column_parts.append((posterior * columns[: batch.shape[0]]).sum(1))
+    n_features = network.likelihood.n_features
     return MarginalEstimate(
-        torch.cat(log_px).double().cpu().numpy(),
-        torch.cat(ess).double().cpu().numpy(),
+        _to_numpy(log_px, (0,)),
+        _to_numpy(ess, (0,)),
+        _to_numpy(column_parts, (0, n_features)) if per_column else None,
     )
+
+
+def _to_numpy(parts, empty_shape):
+    if not parts:
+        return np.empty(empty_shape)
+    return torch.cat(parts).double().cpu().numpy()
 
 
 def check_finite_scores(log_px):
