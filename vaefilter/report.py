@@ -1,0 +1,402 @@
+"""A one-file HTML report of a fitted detector and, optionally, a checked batch.
+
+The report is self-contained: inline CSS, pictures embedded as base64 PNG data
+URIs, no scripts and no links to the network, so it can be mailed or archived
+as it is. Every value that comes from the user's data (column names,
+categories, cells, reasons) is HTML-escaped.
+
+Needs the optional ``plot`` extra (matplotlib) for its pictures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.utils.validation import check_is_fitted
+
+from . import plotting
+
+__all__ = ["build_report", "reason_groups", "reason_key", "write_report"]
+
+# pictures at this resolution keep the whole report at a few hundred kB
+REPORT_DPI = 80
+MAX_TABLE_COLUMNS = 12
+N_EXAMPLE_ROWS = 5
+N_REASON_GROUPS = 10
+
+_REASON_HEAD = re.compile(r"^log p\(x\)=\S+ (below|above) the band's (?:lower|upper) edge \S+: (.*)$", re.DOTALL)
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
+       max-width: 1100px; margin: 24px auto; padding: 0 16px; line-height: 1.45; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #2ca02c; padding-bottom: 4px; }
+h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 2px; }
+h3 { font-size: 1.05em; margin: 1em 0 0.4em; }
+p.note { color: #555; font-size: 0.9em; }
+.summary { display: flex; flex-wrap: wrap; gap: 12px; margin: 12px 0; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; background: #fafafa; min-width: 140px; }
+.card .value { font-size: 1.35em; font-weight: 600; }
+.card .label { font-size: 0.8em; color: #666; }
+.card.bad .value { color: #c62828; }
+.card.good .value { color: #2e7d32; }
+table.dataframe { border-collapse: collapse; font-size: 0.85em; margin: 6px 0 12px; }
+table.dataframe th, table.dataframe td { border: 1px solid #ddd; padding: 3px 8px; text-align: right;
+       vertical-align: top; }
+table.dataframe thead th { background: #f0f0f0; }
+table.dataframe tbody tr:nth-child(even) { background: #fafafa; }
+table.dataframe td.text, table.dataframe td:last-child { text-align: left; }
+.wide { overflow-x: auto; }
+.side { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+code { background: #f4f4f4; padding: 0 3px; border-radius: 3px; }
+"""
+
+
+# ------------------------------------------------------------------ helpers
+def _figure_to_data_uri(figure, dpi=REPORT_DPI):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _img(figure, alt):
+    return f'<img src="{_figure_to_data_uri(figure)}" alt="{html.escape(alt)}">'
+
+
+def _esc(value):
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value, digits=4):
+    if value is None:
+        return "none"
+    return f"{value:.{digits}g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def _table(frame, index=True):
+    """DataFrame -> escaped HTML table (DataFrame.to_html escapes by default)."""
+    return '<div class="wide">' + frame.to_html(
+        escape=True,
+        index=index,
+        na_rep="NaN",
+        float_format=lambda v: f"{v:.5g}",
+        border=0,
+    ) + "</div>"
+
+
+def _card(value, label, kind=""):
+    return f'<div class="card {kind}"><div class="value">{_esc(value)}</div><div class="label">{_esc(label)}</div></div>'
+
+
+def _as_frame(detector, X):
+    """A batch as a DataFrame with the training column names."""
+    if isinstance(X, pd.DataFrame):
+        return X
+    return pd.DataFrame(np.asarray(X), columns=list(detector.schema_.names))
+
+
+def _shown_columns(names, preferred=()):
+    """At most MAX_TABLE_COLUMNS names: ``preferred`` first, then in order."""
+    shown = [name for name in dict.fromkeys(preferred) if name in names]
+    for name in names:
+        if len(shown) >= MAX_TABLE_COLUMNS:
+            break
+        if name not in shown:
+            shown.append(name)
+    shown = shown[:MAX_TABLE_COLUMNS]
+    return [name for name in names if name in shown]
+
+
+# ------------------------------------------------------------------ reasons
+def _named_columns(detail, names):
+    """Columns named in a reason's detail (``name=value (...)`` parts), in order."""
+    found = []
+    for part in detail.split("; "):
+        candidates = [name for name in names if part.startswith(f"{name}=")]
+        if candidates:
+            found.append(max(candidates, key=len))
+        elif "=" in part and not part.startswith("jointly"):
+            found.append(part.split("=", 1)[0])
+    return found
+
+
+def reason_key(reason, names):
+    """The group of one ``explain`` reason: its first named column, or its kind.
+
+    Parameters
+    ----------
+    reason : str
+        A reason from ``detector.explain(X)['reason']``.
+    names : list of str
+        The training column names (they may themselves contain '=').
+
+    Returns
+    -------
+    key : str
+        ``'<column> (below the band)'``, ``'unusually typical (above the band)'``,
+        ``'jointly unlikely (below the band)'``, or the reason itself when its
+        format is not recognised.
+    """
+    match = _REASON_HEAD.match(reason)
+    if not match:
+        return reason.strip() or "(no reason)"
+    side, detail = match.groups()
+    if side == "above":
+        return "unusually typical (above the band)"
+    columns = _named_columns(detail, names)
+    if not columns:
+        return "jointly unlikely (below the band)"
+    return f"{columns[0]} (below the band)"
+
+
+def reason_groups(explanation, names):
+    """Rejected rows grouped by the first column their reason names.
+
+    Parameters
+    ----------
+    explanation : DataFrame
+        The output of ``detector.explain``.
+    names : list of str
+        The training column names.
+
+    Returns
+    -------
+    groups : DataFrame
+        One row per group, most frequent first: ``rows``, ``share of
+        rejected`` and an ``example`` reason.
+    named_anywhere : Series
+        For each column, how many rejected rows name it anywhere in their reason.
+    """
+    rejected = explanation.loc[~explanation["is_valid"].astype(bool), "reason"].astype(str)
+    keys = [reason_key(reason, names) for reason in rejected]
+    counts = Counter(keys)
+    examples = {}
+    for key, reason in zip(keys, rejected):
+        examples.setdefault(key, reason)
+    groups = pd.DataFrame(
+        [
+            {"cause (first column named)": key, "rows": count,
+             "share of rejected": f"{count / max(len(keys), 1):.1%}",
+             "example": examples[key]}
+            for key, count in counts.most_common()
+        ],
+        columns=["cause (first column named)", "rows", "share of rejected", "example"],
+    )
+    anywhere = Counter()
+    for reason in rejected:
+        match = _REASON_HEAD.match(reason)
+        if match and match.group(1) == "below":
+            anywhere.update(set(_named_columns(match.group(2), names)))
+    named_anywhere = pd.Series(dict(anywhere.most_common()), dtype=int, name="rejected rows naming it")
+    return groups, named_anywhere
+
+
+# ---------------------------------------------------------------- sections
+MAX_COLUMN_ROWS = 20
+
+
+def _columns_table(specs):
+    """One row per column; runs of alike columns share a row when there are many."""
+
+    def describe(spec):
+        categories = ", ".join(spec.categories[:12]) + (" ..." if len(spec.categories) > 12 else "")
+        return (spec.kind, spec.dtype, "yes" if spec.has_missing else "no", categories)
+
+    runs = []
+    for spec in specs:
+        if len(specs) > MAX_COLUMN_ROWS and runs and runs[-1][1] == describe(spec):
+            runs[-1][0].append(spec.name)
+        else:
+            runs.append(([spec.name], describe(spec)))
+    rows = []
+    for names, (kind, dtype, missing, categories) in runs:
+        label = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]} ({len(names)} columns)"
+        rows.append({"column": label, "kind": kind, "dtype": dtype, "missing modelled": missing,
+                     "categories": categories})
+    return pd.DataFrame(rows, columns=["column", "kind", "dtype", "missing modelled", "categories"])
+
+
+def _model_section(detector):
+    lower, upper = detector.thresholds_
+    percentiles = getattr(detector, "threshold_percentiles", (None, None))
+    band_text = f"[{_fmt(lower, 6)}, {_fmt(upper, 6)}]"
+    train = list(detector.loss_curve_)
+    val = list(detector.validation_loss_curve_)
+    best = int(detector.best_epoch_)
+    cards = [
+        _card(band_text, f"valid band of log p(x), nats (percentiles {percentiles[0]}, {percentiles[1]})"),
+        _card(detector.n_iter_, "epochs run"),
+        _card(best, "best epoch (weights kept)"),
+        _card(f"{train[-1]:.3f}" if train else "n/a", "final training -ELBO, nats/row"),
+        _card(f"{val[-1]:.3f}" if val else "n/a", "final held-out -ELBO, nats/row"),
+        _card(f"{val[best - 1]:.3f}" if val and 1 <= best <= len(val) else "n/a", "best held-out -ELBO, nats/row"),
+        _card(len(detector.validation_scores_), "calibration rows"),
+    ]
+    settings = pd.DataFrame(
+        {
+            "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples", "handle_missing",
+                        "n_features_in_"],
+            "value": [str(detector.latent_dim), str(tuple(detector.hidden_layer_sizes)), str(detector.likelihood),
+                      str(detector.n_importance_samples), str(getattr(detector, "handle_missing", "error")),
+                      str(detector.n_features_in_)],
+        }
+    )
+    columns = _columns_table(detector.schema_.columns)
+    kinds = Counter(spec.kind for spec in detector.schema_.columns)
+    kind_text = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    parts = [
+        "<h2>Model</h2>",
+        '<div class="summary">' + "".join(cards) + "</div>",
+        '<p class="note">A row is valid when its log p(x) lies inside the band. log p(x) is the '
+        "importance-sampled log-likelihood of the whole row under the VAE, in nats; higher is more typical.</p>",
+        '<div class="side"><div><h3>Settings</h3>' + _table(settings, index=False) + "</div>",
+        f"<div><h3>Columns ({_esc(kind_text)})</h3>" + _table(columns, index=False) + "</div></div>",
+        "<h3>Training</h3>",
+        _img(plotting.plot_training(detector), "training and held-out loss per epoch"),
+    ]
+    return "\n".join(parts)
+
+
+def _batch_section(detector, batch, random_state):
+    frame = _as_frame(detector, batch)
+    explanation = detector.explain(batch)
+    explanation.index = frame.index
+    names = [str(n) for n in detector.schema_.names]
+    scores = explanation["log_px"].to_numpy(dtype=float)
+    valid = explanation["is_valid"].to_numpy(dtype=bool)
+    lower, upper = detector.thresholds_
+    n_rows = len(frame)
+    n_rejected = int((~valid).sum())
+    n_below = int(np.sum(scores < lower)) if lower is not None else 0
+    n_above = int(np.sum(scores > upper)) if upper is not None else 0
+    share = n_rejected / n_rows if n_rows else 0.0
+    cards = [
+        _card(n_rows, "rows in the batch"),
+        _card(f"{share:.1%}", f"rejected ({n_rejected} rows)", "bad" if n_rejected else "good"),
+        _card(n_below, "below the band (unlikely)"),
+        _card(n_above, "above the band (unusually typical)"),
+        _card(f"{np.median(scores):.2f}" if n_rows else "n/a", "median log p(x), nats"),
+    ]
+    parts = [
+        "<h2>Batch</h2>",
+        '<div class="summary">' + "".join(cards) + "</div>",
+        _img(
+            plotting._draw_score_histogram(detector, {"batch": scores}),
+            "histogram of log p(x): calibration rows, the band and the batch",
+        ),
+    ]
+    if n_rejected:
+        groups, named_anywhere = reason_groups(explanation, names)
+        parts += [
+            "<h3>Why rows were rejected</h3>",
+            '<p class="note">Rejected rows grouped by the first column their reason names (the column whose '
+            "value is the most nats less likely than typical, given the rest of the row).</p>",
+            '<div class="side"><div>' + _table(groups.head(N_REASON_GROUPS), index=False) + "</div>",
+        ]
+        if len(named_anywhere):
+            parts.append("<div>" + _table(named_anywhere.head(N_REASON_GROUPS).rename_axis("column").reset_index(), index=False) + "</div>")
+        parts.append("</div>")
+        rejected_rows = explanation.index[~valid]
+        # the least likely first, then a few that are just outside the band
+        order = np.argsort(scores[~valid])
+        picked = list(rejected_rows[order[: N_EXAMPLE_ROWS - 2]])
+        picked += [r for r in rejected_rows[order[::-1]] if r not in picked][: N_EXAMPLE_ROWS - len(picked)]
+        picked_positions = [frame.index.get_loc(r) for r in picked]
+        named = []
+        for reason in explanation["reason"].iloc[picked_positions]:
+            match = _REASON_HEAD.match(reason)
+            if match:
+                named += _named_columns(match.group(2), names)
+        shown = _shown_columns(names, named)
+        examples = frame.iloc[picked_positions][[frame.columns[names.index(n)] for n in shown]].copy()
+        examples.insert(0, "log p(x)", explanation["log_px"].iloc[picked_positions].to_numpy())
+        examples["reason"] = explanation["reason"].iloc[picked_positions].to_numpy()
+        parts += [
+            "<h3>Rejected rows (examples)</h3>",
+            _column_note(len(shown), len(names)),
+            _table(examples),
+        ]
+    real = frame.loc[valid] if valid.any() else frame
+    parts += _generated_section(detector, real, random_state, "accepted rows of the batch")
+    return "\n".join(parts)
+
+
+def _column_note(n_shown, n_total):
+    if n_shown < n_total:
+        return f'<p class="note">Showing {n_shown} of {n_total} columns.</p>'
+    return ""
+
+
+def _generated_section(detector, real, random_state, real_label):
+    names = [str(n) for n in detector.schema_.names]
+    generated = _as_frame(detector, detector.sample(N_EXAMPLE_ROWS, random_state=random_state))
+    shown = _shown_columns(names)
+    positions = [names.index(n) for n in shown]
+    heading = "Generated rows beside real ones" if real is not None and len(real) else "Generated rows"
+    parts = [f"<h2>{heading}</h2>",
+             '<p class="note">Generated: z ~ N(0, I), then x ~ p(x | z). If they look unlike the real rows, '
+             "the model has not learned the table well and its scores deserve less trust.</p>",
+             _column_note(len(shown), len(names)),
+             '<div class="side">']
+    if real is not None and len(real):
+        rows = np.sort(np.random.RandomState(random_state).choice(len(real), min(N_EXAMPLE_ROWS, len(real)),
+                                                                  replace=False))
+        parts.append(f"<div><h3>Real ({_esc(real_label)})</h3>" + _table(real.iloc[rows, positions]) + "</div>")
+    parts.append("<div><h3>Generated</h3>" + _table(generated.iloc[:, positions], index=False) + "</div>")
+    parts.append("</div>")
+    return parts
+
+
+# ------------------------------------------------------------------- public
+def build_report(detector, batch=None, title="vaefilter report", random_state=0):
+    """The report as one self-contained HTML string.
+
+    Parameters
+    ----------
+    detector : fitted VAEOutlierDetector
+    batch : array-like or DataFrame, optional
+        Rows to check: the report then shows the rejected share, the score
+        histogram with the band, the most frequent rejection reasons,
+        examples of rejected rows and generated rows beside accepted ones.
+    title : str, default='vaefilter report'
+    random_state : int, default=0
+        Seed of the generated rows and of the real rows shown beside them.
+
+    Returns
+    -------
+    html : str
+        A complete HTML document: inline CSS, PNG pictures as data URIs, no
+        scripts and no external links.
+    """
+    check_is_fitted(detector)
+    plotting._matplotlib()
+    body = [f"<h1>{_esc(title)}</h1>", _model_section(detector)]
+    if batch is not None:
+        body.append(_batch_section(detector, batch, random_state))
+    else:
+        body += [
+            "<h2>Calibration scores</h2>",
+            _img(plotting._draw_score_histogram(detector, {}), "histogram of calibration log p(x) and the band"),
+        ]
+        body += _generated_section(detector, None, random_state, "")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + '\n<p class="note">Made by vaefilter.</p>\n</body>\n</html>\n'
+    )
+
+
+def write_report(detector, path, batch=None, title="vaefilter report", random_state=0):
+    """Write :func:`build_report`'s HTML to ``path`` (UTF-8); return the path."""
+    path = Path(path)
+    path.write_text(build_report(detector, batch=batch, title=title, random_state=random_state), encoding="utf-8")
+    return path
