@@ -6,7 +6,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from vaefilter.likelihoods import FactorizedLikelihood, GaussianColumns
-from vaefilter.marginal import estimate_log_marginal, importance_noise, rows_per_pass
+from vaefilter.marginal import estimate_log_marginal, rows_per_pass
 from vaefilter.network import VAENetwork
 
 DEFAULT_K = 100
@@ -62,9 +62,8 @@ def ppca():
     return ppca_network(W, b, noise_variance), X, exact
 
 
-def _estimate(network, X, K, seed=0):
-    noise = importance_noise(K, network.latent_dim, seed)
-    return estimate_log_marginal(network, torch.tensor(X, dtype=torch.float32), noise)
+def _estimate(network, X, K, seed=0, **kwargs):
+    return estimate_log_marginal(network, torch.tensor(X, dtype=torch.float32), K, seed, **kwargs)
 
 
 def test_matches_exact_ppca_marginal_at_default_k(ppca):
@@ -78,14 +77,13 @@ def test_error_shrinks_as_k_grows(ppca):
     network, X, exact = ppca
     errors = [np.abs(_estimate(network, X, K).log_px - exact).mean() for K in (1, 10, 100, 1000)]
     assert errors[0] > errors[1] > errors[2] > errors[3]
-    assert errors[3] < 0.01
+    assert errors[3] < 0.02  # ~ errors[2] / sqrt(10): Monte Carlo error falls as 1/sqrt(K)
 
 
 def test_k1_is_a_lower_bound_on_average(ppca):
     network, X, exact = ppca
     elbo = _estimate(network, X, 1).log_px.mean()
-    # the K draws are shared by all rows, so the mean keeps their luck: allow 0.05 nats
-    assert elbo < _estimate(network, X, DEFAULT_K).log_px.mean() <= exact.mean() + 0.05
+    assert elbo < _estimate(network, X, DEFAULT_K).log_px.mean() <= exact.mean() + 0.005
 
 
 def test_exact_proposal_gives_exact_answer_with_one_sample():
@@ -123,9 +121,7 @@ def test_batching_over_rows_is_invisible(ppca):
 
 def test_per_column_contributions_sum_to_posterior_expected_log_likelihood(ppca):
     network, X, _ = ppca
-    estimate = estimate_log_marginal(
-        network, torch.tensor(X[:20], dtype=torch.float32), importance_noise(64, 2, 0), per_column=True
-    )
+    estimate = _estimate(network, X[:20], 64, per_column=True)
     assert estimate.column_log_prob.shape == (20, X.shape[1])
     # E_post[log p(x|z)] >= log p(x) - KL... at least it is finite and below the max per-column density
     assert np.isfinite(estimate.column_log_prob).all()

@@ -23,7 +23,7 @@ from .columns import TableSchema
 from .devices import resolve_device
 from .explanations import reasons_for_rows
 from .likelihoods import build_likelihood
-from .marginal import DEFAULT_MAX_BATCH_ELEMENTS, check_finite_scores, estimate_log_marginal, importance_noise
+from .marginal import DEFAULT_MAX_BATCH_ELEMENTS, check_finite_scores, estimate_log_marginal
 from .network import VAENetwork
 from .training import TrainingConfig, train
 
@@ -384,9 +384,13 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     def _log_marginal(self, X, per_column=False):
         network = self._network()
         device = next(network.parameters()).device
-        noise = importance_noise(self.n_importance_samples, network.latent_dim, self.importance_seed_, device)
         return estimate_log_marginal(
-            network, self._to_tensor(X, device), noise, DEFAULT_MAX_BATCH_ELEMENTS, per_column=per_column
+            network,
+            self._to_tensor(X, device),
+            self.n_importance_samples,
+            self.importance_seed_,
+            DEFAULT_MAX_BATCH_ELEMENTS,
+            per_column=per_column,
         )
 
     def _validate_for_scoring(self, X):

@@ -8,9 +8,10 @@ For each row, with z_k = mu(x) + sigma(x) * eps_k,
 The estimate of p(x) is unbiased; that of log p(x) is a stochastic lower bound
 whose gap shrinks as K grows (K = 1 is the ELBO).
 
-The K standard-normal draws ``eps`` are shared by every row (common random
-numbers): a row's score is then a deterministic function of that row alone,
-independent of which rows are scored with it or in what order.
+The K standard-normal draws ``eps`` of a row are derived from the row's own
+bytes and a seed (see :mod:`vaefilter.row_noise`): a row's score is then a
+deterministic function of that row alone, independent of which rows are
+scored with it or in what order, while different rows get independent draws.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .row_noise import row_normal
 
 # rows x importance samples per decoder pass: large enough for a few big
 # matmuls per batch, small enough to keep the activations near 100 MB.
@@ -55,20 +58,15 @@ class MarginalEstimate:
     column_log_prob: np.ndarray | None = None
 
 
-def importance_noise(n_importance_samples, latent_dim, seed, device="cpu"):
-    """The K x latent_dim standard-normal draws shared by every row."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return torch.randn(n_importance_samples, latent_dim, generator=generator).to(device)
-
-
 def log_weights(network, x, noise, per_column=False):
     """Importance log-weights of shape (n_rows, K) for a batch of rows.
 
+    ``noise`` holds standard-normal draws of shape (n_rows, K, latent_dim).
     With ``per_column``, also log p(x_j | z_k) of shape (n_rows, K, n_features).
     """
     mean, log_var = network.encode(x)
     std = (0.5 * log_var).exp()
-    z = mean.unsqueeze(1) + std.unsqueeze(1) * noise.unsqueeze(0)
+    z = mean.unsqueeze(1) + std.unsqueeze(1) * noise
     params = network.decode(z)
     if per_column:
         columns = network.likelihood.column_log_prob(params, x.unsqueeze(1))
@@ -76,7 +74,7 @@ def log_weights(network, x, noise, per_column=False):
     else:
         columns, log_px_given_z = None, network.likelihood.log_prob(params, x.unsqueeze(1))
     # (z - mean) / std is exactly the noise, so q's density needs no division
-    log_q = network.log_prior(noise).unsqueeze(0) - 0.5 * log_var.sum(-1, keepdim=True)
+    log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
     return log_px_given_z + network.log_prior(z) - log_q, columns
 
 
@@ -92,7 +90,9 @@ def rows_per_pass(n_importance_samples, max_batch_elements=DEFAULT_MAX_BATCH_ELE
     return int(np.clip(max_batch_elements // n_importance_samples, MIN_ROWS_PER_PASS, MAX_ROWS_PER_PASS))
 
 
-def estimate_log_marginal(network, X, noise, max_batch_elements=DEFAULT_MAX_BATCH_ELEMENTS, per_column=False):
+def estimate_log_marginal(
+    network, X, n_importance_samples, seed, max_batch_elements=DEFAULT_MAX_BATCH_ELEMENTS, per_column=False
+):
     """Importance-sampled log p(x) for every row of ``X``.
 
     Parameters
@@ -101,8 +101,10 @@ def estimate_log_marginal(network, X, noise, max_batch_elements=DEFAULT_MAX_BATC
         The fitted model, in eval mode.
     X : torch.Tensor of shape (n_samples, n_features)
         Model matrix on the network's device.
-    noise : torch.Tensor of shape (K, latent_dim)
-        Shared standard-normal draws (see :func:`importance_noise`).
+    n_importance_samples : int
+        K, draws from q(z|x) per row.
+    seed : int
+        Seed of the per-row draws (see :func:`vaefilter.row_noise.row_normal`).
     max_batch_elements : int
         Upper bound on rows x K evaluated in one decoder pass.
     per_column : bool
@@ -112,13 +114,14 @@ def estimate_log_marginal(network, X, noise, max_batch_elements=DEFAULT_MAX_BATC
     -------
     MarginalEstimate
     """
-    n_importance_samples = noise.shape[0]
     rows = rows_per_pass(n_importance_samples, max_batch_elements)
     log_px, ess, column_parts = [], [], []
     with torch.inference_mode():
         for start in range(0, X.shape[0], rows):
             batch = X[start : start + rows]
-            w, columns = log_weights(network, _padded(batch), noise, per_column)
+            padded = _padded(batch)
+            noise = row_normal(padded, n_importance_samples, network.latent_dim, seed)
+            w, columns = log_weights(network, padded, noise, per_column)
             w = w[: batch.shape[0]]
             log_sum = torch.logsumexp(w, dim=1)
             log_px.append(log_sum - math.log(n_importance_samples))
