@@ -119,6 +119,7 @@ def evaluate(tasks, seeds, vae_configs, with_peers, with_pyod):
                         s = fit(sp.X_train)(sp.X_test)
                     except Exception as exc:
                         print(f"  {name} failed on {task.name}: {exc!r}")
+                        records.append(dict(task=task.name, method=name, seed=seed, failed=repr(exc)))
                         continue
                 secs = time.perf_counter() - t0
                 s = np.nan_to_num(np.asarray(s, float), nan=-1e300, neginf=-1e300, posinf=1e300)
@@ -130,7 +131,7 @@ def evaluate(tasks, seeds, vae_configs, with_peers, with_pyod):
                 secs = time.perf_counter() - t0
                 records.append(dict(task=task.name, method=cname, seed=seed, secs=secs, band=band, n_iter=n_iter,
                                     auc=roc_auc_score(sp.y_test, -s), ap=average_precision_score(sp.y_test, -s)))
-            done = [r for r in records if r["task"] == task.name and r["seed"] == seed]
+            done = [r for r in records if r["task"] == task.name and r["seed"] == seed and "auc" in r]
             print(f"{task.name:14s} seed {seed}: " + "  ".join(f"{r['method']}={r['auc']:.3f}" for r in done), flush=True)
     return records
 
@@ -146,7 +147,7 @@ def report(records, tasks, seeds, vae_configs, args, wall):
     names = [t.name for t in tasks]
 
     def cell(task, method, key):
-        v = [r[key] for r in records if r["task"] == task and r["method"] == method]
+        v = [r[key] for r in records if r["task"] == task and r["method"] == method and key in r]
         return v
 
     out = []
@@ -161,6 +162,10 @@ def report(records, tasks, seeds, vae_configs, args, wall):
         # suite mean over tasks (each task's seed mean), and mean rank per task
         task_means = np.array([[np.mean(cell(t, m, key)) if cell(t, m, key) else np.nan for m in methods] for t in names])
         rows.append(["**mean over tasks**"] + [f"**{np.nanmean(task_means[:, j]):.3f}**" for j in range(len(methods))])
+        complete = ~np.isnan(task_means).any(axis=1)
+        if not complete.all():
+            rows.append([f"mean over the {complete.sum()} tasks where every method ran"]
+                        + [f"{task_means[complete, j].mean():.3f}" for j in range(len(methods))])
         ranks = np.array([(-row).argsort().argsort() + 1.0 for row in np.nan_to_num(task_means, nan=-1)])
         rows.append(["mean rank (1 = best)"] + [f"{ranks[:, j].mean():.2f}" for j in range(len(methods))])
         out.append(f"**{title}** (mean ± std over seeds)\n")
@@ -184,7 +189,7 @@ def report(records, tasks, seeds, vae_configs, args, wall):
                    "detection rate on test outliers; band calibrated on the held-out calibration inliers)\n")
         out.append(ds.md_table(["task", "FRR (25,75)", "detect (25,75)", "FRR (1,None)", "detect (1,None)", "epochs"], rows) + "\n")
 
-    rows = [[m, f"{np.mean([r['secs'] for r in records if r['method'] == m]):.2f}"] for m in methods]
+    rows = [[m, f"{np.mean([r['secs'] for r in records if r['method'] == m and 'secs' in r]):.2f}"] for m in methods]
     out.append("**Mean seconds per task (fit + score)**\n")
     out.append(ds.md_table(["method", "seconds"], rows) + "\n")
     return "\n".join(out)
@@ -228,6 +233,9 @@ def main():
     t0 = time.perf_counter()
     records = evaluate(tasks, seeds, configs, not args.no_peers, not args.no_pyod)
     text = report(records, tasks, seeds, configs, args, time.perf_counter() - t0)
+    failed = sorted({(r["task"], r["method"]) for r in records if r.get("failed")})
+    if failed:
+        text += "\nFailed runs (left out of the means): " + ", ".join(f"{m} on {t}" for t, m in failed) + "\n"
     print(text)
     section = args.section or ("bench_detection_tuning" if args.vae_config else "bench_detection")
     ds.write_section(section, f"## Detection ({section})\n\n" + text)
