@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-# two cores in CI: keep torch from oversubscribing them next to pytest
-torch.set_num_threads(2)
+# The test models are tiny: one thread is as fast, and OpenMP's spinning
+# threads slow down by 10x or more when another process shares the two cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -307,7 +307,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """Learn the schema and return the training model matrix."""
         if isinstance(X, pd.DataFrame):
             schema = TableSchema.fit(X, self.categorical_features)
-            if schema.categorical_sizes:
+            if not schema.is_numeric_only:
                 self.schema_ = schema
                 return self._table_model_matrix(X, reset=True)
         else:
@@ -327,10 +327,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         return True if self.handle_missing == "error" else "allow-nan"
 
     def _table_model_matrix(self, X, reset):
-        """Model matrix of a DataFrame with categorical columns (validated like arrays)."""
+        """Model matrix of a DataFrame with categorical or boolean columns."""
         if not isinstance(X, pd.DataFrame):
             raise TypeError(
-                "this detector was fitted on a DataFrame with categorical columns; "
+                "this detector was fitted on a DataFrame with categorical or boolean columns; "
                 f"pass a DataFrame with columns {self.schema_.names}, got {type(X).__name__}"
             )
         validate_data(self, X, skip_check_array=True, reset=reset)
@@ -395,7 +395,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
     def _validate_for_scoring(self, X):
         check_is_fitted(self)
-        if self.schema_.categorical_sizes:
+        if not self.schema_.is_numeric_only:
             return self._table_model_matrix(X, reset=False)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=self._finite_policy())
         self._check_values(X)
@@ -621,7 +621,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         return self._to_training_space(matrix.double().cpu().numpy())
 
     def _to_training_space(self, matrix):
-        if hasattr(self, "feature_names_in_") or self.schema_.categorical_sizes:
+        if hasattr(self, "feature_names_in_") or not self.schema_.is_numeric_only:
             return self.schema_.decode(matrix)
         return matrix
 

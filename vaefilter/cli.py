@@ -1,0 +1,379 @@
+"""The ``vaefilter`` command: fit, score, filter, info, report, demo.
+
+Exit status: 0 on success, 1 when ``--fail-on-invalid`` is given and a row was
+rejected, 2 on usage or input errors (one line on stderr naming file, line
+and column). Rows that cannot be parsed never stop a run: they are rejected
+with a reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import pandas as pd
+
+from .columns import CATEGORICAL, infer_text_table, parse_text_table
+from .csvio import AtomicWriter, CsvFormatError, CsvReader, append_fields
+from .persistence import ModelFileError, load_model, model_bytes, read_header
+
+EXIT_OK, EXIT_INVALID_ROWS, EXIT_USAGE = 0, 1, 2
+SCORE_FIELDS = ["log_px", "is_valid", "reason"]
+REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason"]
+
+
+# ------------------------------------------------------------------ parsing
+def _percentile(text):
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a percentile must be a number in [0, 100] or 'none', got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"a percentile must lie in [0, 100], got {text!r}")
+    return value
+
+
+def _add_csv_options(parser):
+    parser.add_argument("--delimiter", default=",", help="field delimiter (default ',')")
+    parser.add_argument("--encoding", default="utf-8", help="text encoding (default utf-8)")
+    parser.add_argument("--chunk-rows", type=int, default=65536, help="rows per chunk (memory stays flat)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _add_fit_parser(commands):
+    p = commands.add_parser("fit", help="learn valid rows from trusted CSV files", description="Train a detector on trusted CSV files and save it.")
+    p.add_argument("train", nargs="+", help="trusted CSV file(s) with the same header ('-' for stdin)")
+    p.add_argument("-o", "--output", required=True, help="model file to write")
+    cols = p.add_mutually_exclusive_group()
+    cols.add_argument("--columns", nargs="+", metavar="NAME", help="model only these columns")
+    cols.add_argument("--exclude", nargs="+", metavar="NAME", help="model every column but these")
+    p.add_argument("--categorical", nargs="+", default=[], metavar="NAME", help="treat these columns as categorical")
+    p.add_argument("--validation", metavar="VALID.csv", help="valid rows to calibrate the band on (default: a held-out share)")
+    p.add_argument("--percentiles", nargs=2, type=_percentile, default=[25.0, 75.0], metavar=("LOWER", "UPPER"),
+                   help="band percentiles of validation log p(x); 'none' drops a side (default 25 75)")
+    p.add_argument("--latent-dim", type=int, default=8)
+    p.add_argument("--hidden", type=int, nargs="*", default=[128, 128], metavar="WIDTH", help="hidden layer widths")
+    p.add_argument("--epochs", type=int, default=200, help="maximum epochs")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--importance-samples", type=int, default=100, help="K draws per row for log p(x)")
+    p.add_argument("--validation-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_csv_options(p)
+    p.set_defaults(handler=run_fit)
+
+
+def _add_stream_parsers(commands):
+    s = commands.add_parser("score", help="score every row", description="Write every input row with log_px, is_valid and reason appended.")
+    s.add_argument("input", help="CSV file ('-' for stdin)")
+    s.add_argument("-m", "--model", required=True)
+    s.add_argument("-o", "--output", required=True, help="scored CSV ('-' for stdout)")
+    s.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is invalid")
+    _add_csv_options(s)
+    s.set_defaults(handler=run_score)
+
+    f = commands.add_parser("filter", help="split rows into valid and rejected",
+                            description="Valid rows go out byte for byte; rejected rows gain log_px, the band and a reason.")
+    f.add_argument("input", help="CSV file ('-' for stdin)")
+    f.add_argument("-m", "--model", required=True)
+    f.add_argument("--valid", required=True, help="CSV for valid rows ('-' for stdout)")
+    f.add_argument("--invalid", required=True, help="CSV for rejected rows ('-' for stdout)")
+    f.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is rejected")
+    _add_csv_options(f)
+    f.set_defaults(handler=run_filter)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="vaefilter", description="A variational autoencoder as a learned data-validation gate.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_fit_parser(commands)
+    _add_stream_parsers(commands)
+    info = commands.add_parser("info", help="describe a model file", description="Columns, types, band and training summary of a model.")
+    info.add_argument("-m", "--model", required=True)
+    info.set_defaults(handler=run_info)
+    report = commands.add_parser("report", help="write a self-contained HTML report",
+                                 description="Summarise a model and, optionally, a scored batch in one HTML file.")
+    report.add_argument("input", nargs="?", help="CSV batch to score and summarise")
+    report.add_argument("-m", "--model", required=True)
+    report.add_argument("-o", "--output", required=True, help="HTML file to write")
+    _add_csv_options(report)
+    report.set_defaults(handler=run_report)
+    demo = commands.add_parser("demo", help="train on the embedded digits and show what the gate rejects",
+                               description="Train on digits 0-4, calibrate the band, count flagged rows of known and unseen digits.")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=run_demo)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CsvFormatError, ModelFileError, ValueError, OSError) as exc:
+        print(f"vaefilter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vaefilter: interrupted; no output was written under its final name", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------- fit
+def _read_whole(path, args):
+    """A trusted file as text: a malformed line is an error, not a rejection."""
+    frames = []
+    with CsvReader(path, chunk_rows=args.chunk_rows, encoding=args.encoding, delimiter=args.delimiter) as reader:
+        for chunk in reader:
+            if chunk.errors:
+                position = min(chunk.errors)
+                raise ValueError(f"{reader.name}: {chunk.errors[position]} (training files must parse completely)")
+            frames.append(chunk.frame)
+        columns = reader.columns
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return frame
+
+
+def _select_columns(frame, args, path):
+    names = list(frame.columns)
+    chosen = args.columns or [n for n in names if n not in set(args.exclude or [])]
+    unknown = [n for n in [*(args.columns or []), *(args.exclude or []), *args.categorical] if n not in names]
+    if unknown:
+        raise ValueError(f"{path}: line 1: no column named {unknown[0]!r} (columns: {names})")
+    return frame[chosen]
+
+
+def _build_detector(args, categorical):
+    from .estimator import VAEOutlierDetector
+
+    return VAEOutlierDetector(
+        latent_dim=args.latent_dim,
+        hidden_layer_sizes=tuple(args.hidden),
+        n_importance_samples=args.importance_samples,
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        validation_fraction=args.validation_fraction,
+        threshold_percentiles=tuple(args.percentiles),
+        categorical_features=sorted(categorical) or None,
+        handle_missing="model",
+        random_state=args.seed,
+        verbose=int(not args.quiet and sys.stderr.isatty()),
+    )
+
+
+def run_fit(args):
+    frames = [_read_whole(path, args) for path in args.train]
+    headers = {tuple(f.columns) for f in frames}
+    if len(headers) > 1:
+        raise ValueError(f"training files have different headers: {sorted(headers)}")
+    text = _select_columns(pd.concat(frames, ignore_index=True), args, args.train[0])
+    if len(text) < 2:
+        raise ValueError(f"{args.train[0]}: need at least 2 data rows to train, found {len(text)}")
+    table = infer_text_table(text, categorical=set(args.categorical))
+    categorical = {n for n in table.columns if isinstance(table[n].dtype, pd.CategoricalDtype)}
+    detector = _build_detector(args, categorical).fit(table)
+    if args.validation:
+        valid_text = _select_columns(_read_whole(args.validation, args), args, args.validation)
+        valid, problems = parse_text_table(valid_text, detector.schema_, source=args.validation)
+        if problems:
+            row = min(problems)
+            raise ValueError(f"{args.validation}: data row {row + 1}: {problems[row]}")
+        detector.calibrate(valid)
+    with AtomicWriter(args.output) as out:
+        out.write(model_bytes(detector))
+    _print_summary(detector, args.output, len(table))
+    return EXIT_OK
+
+
+def _print_summary(detector, path, n_rows):
+    lower, upper = detector.thresholds_
+    kinds = ", ".join(f"{c.name}:{c.kind}" for c in detector.schema_.columns)
+    print(
+        f"trained on {n_rows} rows ({kinds}); {detector.n_iter_} epochs; "
+        f"band log p(x) in [{_fmt(lower)}, {_fmt(upper)}]; model written to {path}",
+        file=sys.stderr,
+    )
+
+
+def _fmt(value):
+    return "none" if value is None else f"{value:.3f}"
+
+
+# ------------------------------------------------------------ score/filter
+def _progress(args, total_bytes=None):
+    if args.quiet or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(unit=" rows", unit_scale=True, file=sys.stderr, desc="vaefilter")
+
+
+def _score_table(detector, typed):
+    """explain() for the rows that parsed; a row whose score fails gets that error as its reason."""
+    if typed.empty:
+        return pd.DataFrame(columns=["log_px", "is_valid", "reason"])
+    try:
+        return detector.explain(typed)[["log_px", "is_valid", "reason"]]
+    except ValueError:
+        rows = []
+        for label in typed.index:
+            try:
+                rows.append(detector.explain(typed.loc[[label]])[["log_px", "is_valid", "reason"]])
+            except ValueError as exc:
+                rows.append(pd.DataFrame({"log_px": [np.nan], "is_valid": [False], "reason": [str(exc)]}, index=[label]))
+        return pd.concat(rows)
+
+
+def _chunk_results(detector, chunk, source):
+    """(log_px, is_valid, reason) for every record of a chunk, in record order."""
+    n = len(chunk.records)
+    log_px = np.full(n, np.nan)
+    is_valid = np.zeros(n, dtype=bool)
+    reasons = [""] * n
+    for position, problem in chunk.errors.items():
+        reasons[position] = f"unparseable: {problem}"
+    typed, problems = parse_text_table(chunk.frame, detector.schema_, source=source)
+    for position, problem in problems.items():
+        reasons[position] = f"line {chunk.line_numbers[position]}: {problem}"
+    scored = _score_table(detector, typed.drop(index=list(problems)))
+    positions = scored.index.to_numpy(dtype=int)
+    log_px[positions] = scored["log_px"].to_numpy(dtype=float)
+    is_valid[positions] = scored["is_valid"].to_numpy(dtype=bool)
+    for position, reason in zip(positions, scored["reason"]):
+        reasons[position] = reason
+    return log_px, is_valid, reasons
+
+
+def _open_input(args, detector):
+    reader = CsvReader(args.input, chunk_rows=args.chunk_rows, encoding=args.encoding, delimiter=args.delimiter)
+    missing = [n for n in detector.schema_.names if n not in reader.columns]
+    if missing:
+        reader.close()
+        raise ValueError(f"{reader.name}: line 1: the header lacks column(s) the model needs: {missing}")
+    return reader
+
+
+def _results(args, detector, reader):
+    """(chunk, log_px, is_valid, reasons) per chunk, with a progress bar in rows."""
+    bar = _progress(args)
+    try:
+        for chunk in reader:
+            yield (chunk, *_chunk_results(detector, chunk, reader.name))
+            if bar is not None:
+                bar.update(len(chunk.records))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _number(value):
+    return "" if np.isnan(value) else f"{value:.6f}"
+
+
+def run_score(args):
+    detector = load_model(args.model)
+    csv = dict(encoding=args.encoding, delimiter=args.delimiter)
+    n_invalid = 0
+    with _open_input(args, detector) as reader, AtomicWriter(args.output) as out:
+        csv["terminator"] = reader.line_terminator
+        out.write(append_fields(reader.header, SCORE_FIELDS, **csv))
+        for chunk, log_px, is_valid, reasons in _results(args, detector, reader):
+            out.write(b"".join(
+                append_fields(record, [_number(s), "true" if v else "false", r], **csv)
+                for record, s, v, r in zip(chunk.records, log_px, is_valid, reasons)
+            ))
+            n_invalid += int((~is_valid).sum())
+    return EXIT_INVALID_ROWS if args.fail_on_invalid and n_invalid else EXIT_OK
+
+
+def run_filter(args):
+    if args.valid == "-" and args.invalid == "-":
+        raise ValueError("--valid and --invalid cannot both be '-' (stdout)")
+    detector = load_model(args.model)
+    band = ["" if t is None else f"{t:.6f}" for t in detector.thresholds_]
+    csv = dict(encoding=args.encoding, delimiter=args.delimiter)
+    n_invalid = 0
+    with _open_input(args, detector) as reader, AtomicWriter(args.valid) as valid_out, \
+            AtomicWriter(args.invalid) as invalid_out:
+        csv["terminator"] = reader.line_terminator
+        valid_out.write(reader.header)
+        invalid_out.write(append_fields(reader.header, REJECT_FIELDS, **csv))
+        for chunk, log_px, is_valid, reasons in _results(args, detector, reader):
+            valid_out.write(b"".join(record for record, v in zip(chunk.records, is_valid) if v))
+            invalid_out.write(b"".join(
+                append_fields(record, [_number(s), *band, reason], **csv)
+                for record, s, v, reason in zip(chunk.records, log_px, is_valid, reasons) if not v
+            ))
+            n_invalid += int((~is_valid).sum())
+    return EXIT_INVALID_ROWS if args.fail_on_invalid and n_invalid else EXIT_OK
+
+
+# --------------------------------------------------------------- info/demo
+def run_info(args):
+    header = read_header(args.model)
+    params, fitted = header["params"], header["fitted"]
+    lower, upper = fitted["thresholds_"]
+    print(f"model: {args.model}")
+    print(f"versions: {', '.join(f'{k} {v}' for k, v in header['versions'].items())}")
+    print("columns:")
+    for column in header["schema"]["columns"]:
+        extra = f" categories={column['categories']}" if column["kind"] == CATEGORICAL else ""
+        missing = " (missing values modelled)" if column["has_missing"] else ""
+        print(f"  {column['name']}: {column['kind']}{extra}{missing}")
+    print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats "
+          f"(percentiles {params['threshold_percentiles']} of {len(fitted['validation_scores_'])} validation rows)")
+    print(f"model: latent_dim={params['latent_dim']} hidden={params['hidden_layer_sizes']} "
+          f"K={params['n_importance_samples']} likelihood={params['likelihood']}")
+    curve, val_curve = fitted["loss_curve_"], fitted["validation_loss_curve_"]
+    print(f"training: {fitted['n_iter_']} epochs, best epoch {fitted['best_epoch_']}, final -ELBO "
+          f"{curve[-1]:.3f} train / {val_curve[-1] if val_curve else float('nan'):.3f} validation (nats/row)")
+    return EXIT_OK
+
+
+def run_report(args):
+    from .report import write_report
+
+    detector = load_model(args.model)
+    batch = None
+    if args.input:
+        frames = []
+        with CsvReader(args.input, chunk_rows=args.chunk_rows, encoding=args.encoding, delimiter=args.delimiter) as reader:
+            for chunk in reader:
+                typed, problems = parse_text_table(chunk.frame, detector.schema_, source=reader.name)
+                frames.append(typed.drop(index=list(problems)))
+        batch = pd.concat(frames, ignore_index=True)
+    write_report(detector, args.output, batch=batch)
+    print(f"report written to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_demo(args):
+    from .datasets import digits_split
+    from .estimator import VAEOutlierDetector
+
+    known, unseen = digits_split()
+    rng = np.random.RandomState(args.seed)
+    order = rng.permutation(len(known))
+    n_test = len(known) // 4
+    train, test = known[order[n_test:]], known[order[:n_test]]
+    print(f"digits: training on {len(train)} images of classes 0-4 (64 pixels each) ...", flush=True)
+    for percentiles in [(25, 75), (1, None)]:
+        detector = VAEOutlierDetector(threshold_percentiles=percentiles, random_state=args.seed).fit(train)
+        flagged_known = int((detector.predict(test) == -1).sum())
+        flagged_unseen = int((detector.predict(unseen) == -1).sum())
+        lower, upper = detector.thresholds_
+        print(f"band {percentiles}: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats")
+        print(f"  held-out digits of trained classes 0-4 flagged: {flagged_known} / {len(test)} "
+              f"({flagged_known / len(test):.1%})")
+        print(f"  digits of unseen classes 5-9 flagged:           {flagged_unseen} / {len(unseen)} "
+              f"({flagged_unseen / len(unseen):.1%})")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
