@@ -1,0 +1,517 @@
+"""Scaling out with Dask: score dask DataFrames and filter many files in parallel.
+
+Three entry points, all behind the optional ``dask`` extra
+(``pip install 'vaefilter[dask]'``):
+
+* :func:`score_dataframe` / :func:`explain_dataframe`: a fitted detector
+  applied partition by partition to a ``dask.dataframe.DataFrame``. The model
+  enters the task graph once, as a single key (scattered to every worker with
+  ``broadcast=True`` when a ``distributed.Client`` is active, else wrapped in
+  ``dask.delayed``), so it is not pickled again for every partition. A row's
+  score depends on that row alone (per-row importance draws), so the scores
+  equal ``detector.score_samples`` on the whole table, whatever the partitioning.
+
+* :func:`filter_files`: ``vaefilter filter`` over many CSV files, one task per
+  file. Each task runs the very code path of the single-file command
+  (:func:`vaefilter.cli.run_filter`): valid records are copied byte for byte,
+  every record lands in exactly one of the two outputs, and both outputs are
+  written to hidden temporary files and renamed into place. A task is
+  therefore idempotent: when a worker dies mid-file, Dask reruns the task on
+  another worker, and the file's outputs are either complete or absent, never
+  partial or duplicated. Inputs and outputs must lie on a file system every
+  worker sees (the same paths on every machine).
+
+* Parquet: ``filter_files`` over ``*.parquet`` inputs reads them with
+  ``dd.read_parquet``, scores them partition by partition and writes two
+  Parquet datasets (directories): the valid rows with their original columns,
+  the rejected rows with ``log_px``, ``band_lower``, ``band_upper`` and
+  ``reason`` appended. Byte-exactness has no meaning there; row-exactness
+  holds: every input row is in exactly one output.
+
+Where work runs (``scheduler``):
+
+* ``None``: the current ``distributed`` client when one exists; otherwise a
+  ``distributed.LocalCluster`` of worker *processes* with one thread each
+  (``n_workers`` defaults to min(number of files, CPU cores)) that lives for
+  the call. Processes rather than threads because the CSV splitting and
+  per-record writing hold the GIL; one thread per worker, with torch limited
+  to ``cores // n_workers`` intra-op threads, because torch's OpenMP threads
+  oversubscribe shared cores badly. A single file runs in-process: starting a
+  cluster (seconds) would cost more than it saves.
+* ``"synchronous"``: in this process, one file after another (debugging).
+* an address such as ``"tcp://scheduler:8786"``: a running Dask cluster.
+* a ``distributed.Client``: used as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob as globlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._optional import import_optional
+
+__all__ = [
+    "FilterFilesError",
+    "explain_dataframe",
+    "expand_inputs",
+    "filter_file",
+    "filter_files",
+    "filter_parquet",
+    "output_path",
+    "score_dataframe",
+]
+
+SCORE_FIELDS = ["log_px", "is_valid", "reason"]
+REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason"]
+_PURPOSE = "Scaling out with Dask (vaefilter.dask)"
+
+
+def _dd():
+    return import_optional("dask.dataframe", extra="dask", purpose=_PURPOSE)
+
+
+def _distributed():
+    return import_optional("distributed", extra="dask", purpose=_PURPOSE)
+
+
+class FilterFilesError(ValueError):
+    """Some files could not be filtered; the others were.
+
+    ``failures`` maps input path -> error text, ``results`` holds the
+    summaries of the files that were filtered.
+    """
+
+    def __init__(self, failures, results):
+        self.failures, self.results = failures, results
+        lines = [f"{path}: {error}" for path, error in failures.items()]
+        super().__init__(f"{len(failures)} of {len(failures) + len(results)} file(s) failed: " + "; ".join(lines))
+
+
+# ------------------------------------------------------------ data frames
+def _current_client():
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _ship(detector, client=None):
+    """The fitted detector as one graph key: scattered to all workers, or a delayed literal."""
+    client = client or _current_client()
+    if client is not None:
+        return client.scatter(detector, broadcast=True, hash=False)
+    dask = import_optional("dask", extra="dask", purpose=_PURPOSE)
+    return dask.delayed(detector, pure=True, traverse=False)
+
+
+def _model_columns(detector, columns):
+    names = getattr(detector, "feature_names_in_", None)
+    if names is None:
+        return None
+    names = [str(n) for n in names]
+    missing = [n for n in names if n not in set(map(str, columns))]
+    if missing:
+        raise ValueError(f"the data frame lacks column(s) the model needs: {missing}")
+    return names
+
+
+def _limit_torch_threads(n):
+    if n:
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(int(n))
+
+
+def _score_meta(index):
+    return pd.DataFrame(
+        {"log_px": pd.Series(dtype="float64"), "is_valid": pd.Series(dtype="bool"), "reason": pd.Series(dtype=object)},
+        index=index[:0],
+    )
+
+
+def _score_partition(partition, detector, names, torch_threads=None):
+    """log_px, is_valid, reason for every row of one partition, in row order.
+
+    Reuses the CLI's scoring: a row whose score fails (say a missing value the
+    model never saw) becomes invalid with the error as its reason instead of
+    failing the partition.
+    """
+    from .cli import _score_table
+
+    _limit_torch_threads(torch_threads)
+    frame = partition if names is None else partition[names]
+    out = _score_meta(partition.index)
+    if len(frame) == 0:
+        return out
+    # positional labels: _score_table's per-row fallback needs unique labels
+    scored = _score_table(detector, frame.reset_index(drop=True))
+    return pd.DataFrame(
+        {
+            "log_px": scored["log_px"].to_numpy(dtype="float64"),
+            "is_valid": scored["is_valid"].to_numpy(dtype="bool"),
+            "reason": scored["reason"].to_numpy(dtype=object),
+        },
+        index=partition.index,
+    )
+
+
+def score_dataframe(detector, ddf, *, torch_threads=None):
+    """Score a dask DataFrame partition by partition.
+
+    Parameters
+    ----------
+    detector : fitted VAEOutlierDetector
+    ddf : dask.dataframe.DataFrame
+        Typed rows (as the detector was fitted on); with a detector fitted on
+        a DataFrame, its ``feature_names_in_`` columns are used and others ignored.
+    torch_threads : int, optional
+        Intra-op torch threads in each task (1 avoids oversubscription when a
+        worker process shares cores with others).
+
+    Returns
+    -------
+    scores : dask.dataframe.DataFrame
+        ``log_px`` (float64, nats), ``is_valid`` (bool), ``reason`` (str) per
+        row, with ``ddf``'s index and partitions. Lazy: call ``.compute()``.
+    """
+    _dd()
+    names = _model_columns(detector, ddf.columns)
+    return ddf.map_partitions(
+        _score_partition, _ship(detector), names, torch_threads, meta=_score_meta(ddf._meta.index),
+        enforce_metadata=False,
+    )
+
+
+def _explain_partition(partition, detector, names, torch_threads=None):
+    _limit_torch_threads(torch_threads)
+    frame = partition if names is None else partition[names]
+    explained = detector.explain(frame.reset_index(drop=True))
+    explained.index = partition.index
+    return explained
+
+
+def explain_dataframe(detector, ddf, *, torch_threads=None):
+    """:meth:`VAEOutlierDetector.explain` partition by partition (lazy).
+
+    Returns a dask DataFrame with ``log_px``, ``is_valid``, ``reason`` and one
+    per-column deficit (nats) per model column. Unlike :func:`score_dataframe`,
+    a row that cannot be scored fails its partition, as ``explain`` does.
+    """
+    _dd()
+    names = _model_columns(detector, ddf.columns)
+    meta = _score_meta(ddf._meta.index)
+    for name in detector.schema_.names:
+        meta[name] = pd.Series(dtype="float64")
+    return ddf.map_partitions(
+        _explain_partition, _ship(detector), names, torch_threads, meta=meta, enforce_metadata=False
+    )
+
+
+# ------------------------------------------------------------ many files
+def expand_inputs(inputs):
+    """Sorted, de-duplicated file paths from a glob, a path, or a list of either."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files = []
+    for item in inputs:
+        item = os.fspath(item)
+        if globlib.has_magic(item) and not os.path.exists(item):
+            matches = sorted(globlib.glob(item))
+            if not matches:
+                raise ValueError(f"{item}: no file matches this pattern")
+            files.extend(matches)
+        else:
+            files.append(item)
+    seen = set()
+    return [f for f in files if not (f in seen or seen.add(f))]
+
+
+def _stem(path):
+    return os.path.splitext(os.path.basename(os.fspath(path)))[0]
+
+
+def output_path(pattern, input_path):
+    """``pattern`` with its one '*' replaced by the input file's stem: 'out/valid-*.csv', 'in/a.csv' -> 'out/valid-a.csv'."""
+    pattern = os.fspath(pattern)
+    if pattern.count("*") != 1:
+        raise ValueError(f"output pattern {pattern!r} must contain exactly one '*' (replaced by each input file's stem)")
+    return pattern.replace("*", _stem(input_path))
+
+
+def _plan(files, valid_pattern, invalid_pattern):
+    jobs = [(f, output_path(valid_pattern, f), output_path(invalid_pattern, f)) for f in files]
+    stems = {}
+    for f in files:
+        if _stem(f) in stems:
+            raise ValueError(f"{stems[_stem(f)]} and {f} have the same stem {_stem(f)!r}: their outputs would collide")
+        stems[_stem(f)] = f
+    inputs = {os.path.abspath(f) for f in files}
+    for _, valid, invalid in jobs:
+        for out in (valid, invalid):
+            if os.path.abspath(out) in inputs:
+                raise ValueError(f"{out}: an output pattern names an input file")
+        if os.path.abspath(valid) == os.path.abspath(invalid):
+            raise ValueError(f"{valid}: the valid and invalid patterns give the same file")
+    for _, valid, invalid in jobs:
+        for out in (valid, invalid):
+            os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    return jobs
+
+
+def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter=",", encoding="utf-8",
+                chunk_rows=65536, torch_threads=None):
+    """``vaefilter filter`` on one CSV file, as the CLI runs it; returns a summary.
+
+    The summary is a dict with ``input``, ``valid``, ``invalid``, ``n_valid``
+    and ``n_invalid`` (records in each output). Errors raise, as in the CLI.
+    """
+    from . import cli
+    from .csvio import count_records
+
+    _limit_torch_threads(torch_threads)
+    argv = ["filter", os.fspath(input_path), "-m", os.fspath(model_path), "--valid", os.fspath(valid_path),
+            "--invalid", os.fspath(invalid_path), "-q", "--delimiter", delimiter, "--encoding", encoding,
+            "--chunk-rows", str(int(chunk_rows))]
+    args = cli.build_parser().parse_args(argv)
+    if isinstance(args.input, list):  # the multi-file CLI takes a list of inputs
+        (args.input,) = args.input
+    args.scheduler = None
+    cli.run_filter(args)  # the single-file path: byte-exact, atomic outputs
+    return {
+        "input": os.fspath(input_path),
+        "valid": os.fspath(valid_path),
+        "invalid": os.fspath(invalid_path),
+        "n_valid": count_records(valid_path, encoding=encoding),
+        "n_invalid": count_records(invalid_path, encoding=encoding),
+    }
+
+
+@dataclass
+class _Runner:
+    client: object = None  # None: in-process, one task after another
+    torch_threads: int | None = None
+
+
+@contextlib.contextmanager
+def _runner(scheduler, n_jobs, n_workers):
+    """Where the tasks run; see the module docstring."""
+    if scheduler == "synchronous":
+        yield _Runner(None, None)
+        return
+    if scheduler is None:
+        current = _current_client()
+        if current is not None:
+            yield _Runner(current, None)
+            return
+        n = n_workers or min(n_jobs, os.cpu_count() or 1)
+        if n_jobs <= 1 or n <= 1:
+            yield _Runner(None, None)
+            return
+        distributed = _distributed()
+        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+            yield _Runner(client, max(1, (os.cpu_count() or 1) // n))
+        return
+    distributed = _distributed()
+    if isinstance(scheduler, distributed.Client):
+        yield _Runner(scheduler, None)
+        return
+    with distributed.Client(scheduler) as client:
+        yield _Runner(client, None)
+
+
+def _run_tasks(runner, fn, jobs, kwargs, retries):
+    """(results, failures) of fn(*job, **kwargs) per job, in job order."""
+    results, failures = {}, {}
+    if runner.client is None:
+        for job in jobs:
+            try:
+                results[job[1]] = fn(*job, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported per file
+                failures[job[1]] = f"{type(exc).__name__}: {exc}"
+        return results, failures
+    distributed = _distributed()
+    token = secrets.token_hex(4)
+    futures = [
+        runner.client.submit(fn, *job, **kwargs, pure=False, retries=retries,
+                             key=f"vaefilter-filter-{token}-{i}")
+        for i, job in enumerate(jobs)
+    ]
+    distributed.wait(futures)
+    for job, future in zip(jobs, futures):
+        if future.status == "finished":
+            results[job[1]] = future.result()
+        else:
+            exc = future.exception()
+            failures[job[1]] = f"{type(exc).__name__}: {exc}"
+    return results, failures
+
+
+def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=None, *, n_workers=None,
+                 delimiter=",", encoding="utf-8", chunk_rows=65536, torch_threads=None, retries=0,
+                 file_task=None):
+    """Filter many CSV files in parallel, one task per file (or Parquet inputs, see below).
+
+    Parameters
+    ----------
+    model_path : str
+        Model file written by ``vaefilter fit`` (readable by every worker).
+    inputs : str or list of str
+        A glob such as ``'in/*.csv'``, a path, or a list of either.
+    valid_pattern, invalid_pattern : str
+        Output names with one ``*``, replaced by each input's stem:
+        ``'out/valid-*.csv'``. For Parquet inputs, two dataset directories
+        (no ``*``), see :func:`filter_parquet`.
+    scheduler : None, 'synchronous', str address or distributed.Client
+        Where the tasks run; see the module docstring.
+    n_workers : int, optional
+        Workers of the local cluster started when ``scheduler`` is None.
+    delimiter, encoding, chunk_rows :
+        As the CLI's options.
+    torch_threads : int, optional
+        Torch intra-op threads per task; defaults to cores // n_workers on a
+        local cluster and to the worker's setting elsewhere.
+    retries : int, default 0
+        Reruns of a task that raised. (A task whose worker *died* is rerun by
+        Dask in any case, up to ``distributed.scheduler.allowed-failures``.)
+    file_task : callable, optional
+        The per-file function, called as ``file_task(model_path, input,
+        valid, invalid, **options)``; default :func:`filter_file`. A wrapper
+        can add logging or fault injection.
+
+    Returns
+    -------
+    summaries : list of dict
+        Per input file, in input order: ``input``, ``valid``, ``invalid``,
+        ``n_valid``, ``n_invalid``.
+
+    Raises
+    ------
+    FilterFilesError
+        When any file failed; the other files' outputs are written and
+        listed in ``.results``.
+    """
+    files = expand_inputs(inputs)
+    if not files:
+        raise ValueError("no input files")
+    if all(f.endswith(".parquet") for f in files):
+        return [filter_parquet(model_path, files, valid_pattern, invalid_pattern, scheduler, n_workers=n_workers)]
+    if any(f.endswith(".parquet") for f in files):
+        raise ValueError("inputs mix Parquet and CSV files; filter them in separate runs")
+    if "-" in files:
+        raise ValueError("stdin ('-') cannot be one of many inputs")
+    jobs = _plan(files, valid_pattern, invalid_pattern)
+    fn = file_task or filter_file
+    with _runner(scheduler, len(jobs), n_workers) as runner:
+        kwargs = dict(delimiter=delimiter, encoding=encoding, chunk_rows=chunk_rows,
+                      torch_threads=torch_threads or runner.torch_threads)
+        results, failures = _run_tasks(runner, fn, jobs, kwargs, retries)
+    ordered = [results[job[1]] for job in jobs if job[1] in results]
+    if failures:
+        by_input = {job[0]: failures[job[1]] for job in jobs if job[1] in failures}
+        raise FilterFilesError(by_input, ordered)
+    return ordered
+
+
+# ---------------------------------------------------------------- Parquet
+def _annotate_partition(partition, detector, names, band, torch_threads=None):
+    scores = _score_partition(partition, detector, names, torch_threads)
+    out = partition.copy()
+    out["log_px"] = scores["log_px"].to_numpy()
+    out["band_lower"], out["band_upper"] = band
+    out["reason"] = scores["reason"].to_numpy()
+    out["_vaefilter_is_valid"] = scores["is_valid"].to_numpy()
+    return out
+
+
+def _temp_dir_beside(path):
+    directory, base = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+
+
+def _replace_dir(tmp, path):
+    """Move a finished dataset directory into place, replacing an old one."""
+    old = None
+    if os.path.exists(path):
+        old = _temp_dir_beside(path) + ".old"
+        os.rename(path, old)
+    os.rename(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None, *, n_workers=None,
+                   torch_threads=None):
+    """Split Parquet files into a valid and a rejected Parquet dataset (directories).
+
+    Every input row ends up in exactly one output. Valid rows keep their
+    columns and index; rejected rows gain ``log_px``, ``band_lower``,
+    ``band_upper`` (float, NaN for an open side) and ``reason``. Both datasets
+    are written to hidden temporary directories and renamed into place once
+    complete; scoring is computed once for both.
+
+    Returns
+    -------
+    summary : dict
+        ``input`` (the file list), ``valid``, ``invalid``, ``n_valid``, ``n_invalid``.
+    """
+    dd = _dd()
+    import dask
+
+    from .persistence import load_model
+
+    for path in (valid_path, invalid_path):
+        if "*" in os.fspath(path):
+            raise ValueError(f"{path}: a Parquet output is one dataset directory; drop the '*'")
+    if os.path.abspath(valid_path) == os.path.abspath(invalid_path):
+        raise ValueError(f"{valid_path}: the valid and invalid outputs are the same")
+    files = expand_inputs(inputs)
+    detector = load_model(model_path)
+    ddf = dd.read_parquet(files)
+    clash = [c for c in REJECT_FIELDS if c in ddf.columns]
+    if clash:
+        raise ValueError(f"the input already has column(s) {clash}, which the rejected rows would gain")
+    names = _model_columns(detector, ddf.columns)
+    band = tuple(np.nan if t is None else float(t) for t in detector.thresholds_)
+    columns = list(ddf.columns)
+    with _runner(scheduler, ddf.npartitions, n_workers) as runner:
+        threads = torch_threads or runner.torch_threads
+        shipped = _ship(detector, runner.client) if runner.client is not None else _ship_delayed(detector)
+        meta = ddf._meta.copy()
+        for name, dtype in [("log_px", "float64"), ("band_lower", "float64"), ("band_upper", "float64"),
+                            ("reason", object), ("_vaefilter_is_valid", "bool")]:
+            meta[name] = pd.Series(dtype=dtype)
+        annotated = ddf.map_partitions(_annotate_partition, shipped, names, band, threads, meta=meta,
+                                       enforce_metadata=False)
+        keep = annotated["_vaefilter_is_valid"]
+        valid = annotated[keep][columns]
+        invalid = annotated[~keep][columns + REJECT_FIELDS]
+        for path in (valid_path, invalid_path):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp_valid, tmp_invalid = _temp_dir_beside(valid_path), _temp_dir_beside(invalid_path)
+        try:
+            writes = [valid.to_parquet(tmp_valid, compute=False), invalid.to_parquet(tmp_invalid, compute=False)]
+            scheduler_kw = {} if runner.client is not None else {"scheduler": "sync"}
+            _, _, n_valid, n_rows = dask.compute(*writes, keep.sum(), keep.size, **scheduler_kw)
+            for tmp, path in ((tmp_valid, valid_path), (tmp_invalid, invalid_path)):
+                _replace_dir(tmp, path)
+        finally:
+            for tmp in (tmp_valid, tmp_invalid):
+                shutil.rmtree(tmp, ignore_errors=True)
+    return {"input": files, "valid": os.fspath(valid_path), "invalid": os.fspath(invalid_path),
+            "n_valid": int(n_valid), "n_invalid": int(n_rows - n_valid)}
+
+
+def _ship_delayed(detector):
+    dask = import_optional("dask", extra="dask", purpose=_PURPOSE)
+    return dask.delayed(detector, pure=True, traverse=False)
