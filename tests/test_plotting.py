@@ -62,7 +62,7 @@ def test_latent_grid_of_images(digit_detector):
     ax = the_axes(figure)
     assert len(ax.images) == 1
     canvas = ax.images[0].get_array()
-    assert canvas.shape == (6 * 8, 6 * 8)
+    assert canvas.shape == (6 * 8 + 5, 6 * 8 + 5)  # 6x6 tiles, one-pixel gaps
     assert np.ptp(np.asarray(canvas)) > 0  # the decoder does not draw one flat image
     assert "z1" in ax.get_xlabel() and "z2" in ax.get_ylabel()
     assert_png(figure)

@@ -25,6 +25,7 @@ from .band import signed_distance
 __all__ = ["plot_latent_grid", "plot_samples", "plot_scores", "plot_training"]
 
 VALID_COLOUR = "#2ca02c"
+TILE_GAP_COLOUR = "#c6d4e6"
 BATCH_COLOURS = ("#d62728", "#1f77b4", "#ff7f0e", "#9467bd")
 # the x-range of score histograms spans the validation median minus this many
 # interquartile ranges to the median plus SCORE_RANGE_RIGHT_IQRS of them (log p(x)
@@ -134,12 +135,18 @@ def plot_latent_grid(detector, n=15, image_shape=None, ax=None, extent=0.99, cma
         images = _as_images(decoded, image_shape)
         figure, ax = _figure_and_axes(ax, (6.4, 6.4))
         height, width = images.shape[1:3]
-        canvas = _tile(images, n, n, gap=0)
-        ax.imshow(canvas, cmap=cmap, interpolation="nearest", vmin=np.nanmin(decoded), vmax=np.nanmax(decoded))
+        # a one-pixel gap between the tiles keeps neighbouring strokes apart
+        canvas = _tile(images, n, n, gap=1)
+        cmap_object = _matplotlib().colormaps[cmap].with_extremes(bad=TILE_GAP_COLOUR)
+        # a robust grey scale: the grid's far corners can decode to extreme values
+        vmin, vmax = np.nanpercentile(decoded, [1, 99.5])
+        if vmax <= vmin:
+            vmin, vmax = np.nanmin(decoded), np.nanmax(decoded) + 1e-12
+        ax.imshow(canvas, cmap=cmap_object, interpolation="nearest", vmin=vmin, vmax=vmax)
         # ticks at the centres of a few cells, labelled with their z
         shown = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
-        ax.set_xticks(shown * width + (width - 1) / 2, [f"{axis_values[i]:.2f}" for i in shown])
-        ax.set_yticks(shown * height + (height - 1) / 2, [f"{axis_values[::-1][i]:.2f}" for i in shown])
+        ax.set_xticks(shown * (width + 1) + (width - 1) / 2, [f"{axis_values[i]:.2f}" for i in shown])
+        ax.set_yticks(shown * (height + 1) + (height - 1) / 2, [f"{axis_values[::-1][i]:.2f}" for i in shown])
         ax.set_xlabel("z1 (standard-normal quantile)")
         ax.set_ylabel("z2 (standard-normal quantile)")
         ax.set_title(f"E[x | z] on a {n}x{n} latent grid ({extent:.0%} of the prior per axis)")
