@@ -134,7 +134,7 @@ def _limit_torch_threads(n):
 
 def _score_meta(index):
     return pd.DataFrame(
-        {"log_px": pd.Series(dtype="float64"), "is_valid": pd.Series(dtype="bool"), "reason": pd.Series(dtype=object)},
+        {"log_px": pd.Series(dtype="float64"), "is_valid": pd.Series(dtype="bool"), "reason": pd.Series(dtype=str)},
         index=index[:0],
     )
 
@@ -159,7 +159,7 @@ def _score_partition(partition, detector, names, torch_threads=None):
         {
             "log_px": scored["log_px"].to_numpy(dtype="float64"),
             "is_valid": scored["is_valid"].to_numpy(dtype="bool"),
-            "reason": scored["reason"].to_numpy(dtype=object),
+            "reason": scored["reason"].astype(str).to_numpy(),
         },
         index=partition.index,
     )
@@ -330,31 +330,31 @@ def _runner(scheduler, n_jobs, n_workers):
         yield _Runner(client, None)
 
 
-def _run_tasks(runner, fn, jobs, kwargs, retries):
-    """(results, failures) of fn(*job, **kwargs) per job, in job order."""
-    results, failures = {}, {}
+def _run_tasks(runner, fn, calls, kwargs, retries):
+    """Per call, ("ok", result) or ("error", text) of fn(*call, **kwargs), in call order."""
     if runner.client is None:
-        for job in jobs:
+        outcomes = []
+        for call in calls:
             try:
-                results[job[1]] = fn(*job, **kwargs)
+                outcomes.append(("ok", fn(*call, **kwargs)))
             except Exception as exc:  # noqa: BLE001 - reported per file
-                failures[job[1]] = f"{type(exc).__name__}: {exc}"
-        return results, failures
+                outcomes.append(("error", f"{type(exc).__name__}: {exc}"))
+        return outcomes
     distributed = _distributed()
     token = secrets.token_hex(4)
     futures = [
-        runner.client.submit(fn, *job, **kwargs, pure=False, retries=retries,
-                             key=f"vaefilter-filter-{token}-{i}")
-        for i, job in enumerate(jobs)
+        runner.client.submit(fn, *call, **kwargs, pure=False, retries=retries, key=f"vaefilter-filter-{token}-{i}")
+        for i, call in enumerate(calls)
     ]
     distributed.wait(futures)
-    for job, future in zip(jobs, futures):
+    outcomes = []
+    for future in futures:
         if future.status == "finished":
-            results[job[1]] = future.result()
+            outcomes.append(("ok", future.result()))
         else:
             exc = future.exception()
-            failures[job[1]] = f"{type(exc).__name__}: {exc}"
-    return results, failures
+            outcomes.append(("error", f"{type(exc).__name__}: {exc}"))
+    return outcomes
 
 
 def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=None, *, n_workers=None,
@@ -415,12 +415,12 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     with _runner(scheduler, len(jobs), n_workers) as runner:
         kwargs = dict(delimiter=delimiter, encoding=encoding, chunk_rows=chunk_rows,
                       torch_threads=torch_threads or runner.torch_threads)
-        results, failures = _run_tasks(runner, fn, jobs, kwargs, retries)
-    ordered = [results[job[1]] for job in jobs if job[1] in results]
+        outcomes = _run_tasks(runner, fn, [(model_path, *job) for job in jobs], kwargs, retries)
+    results = [value for status, value in outcomes if status == "ok"]
+    failures = {job[0]: value for job, (status, value) in zip(jobs, outcomes) if status == "error"}
     if failures:
-        by_input = {job[0]: failures[job[1]] for job in jobs if job[1] in failures}
-        raise FilterFilesError(by_input, ordered)
-    return ordered
+        raise FilterFilesError(failures, results)
+    return results
 
 
 # ---------------------------------------------------------------- Parquet
@@ -429,7 +429,7 @@ def _annotate_partition(partition, detector, names, band, torch_threads=None):
     out = partition.copy()
     out["log_px"] = scores["log_px"].to_numpy()
     out["band_lower"], out["band_upper"] = band
-    out["reason"] = scores["reason"].to_numpy()
+    out["reason"] = scores["reason"].astype(str)
     out["_vaefilter_is_valid"] = scores["is_valid"].to_numpy()
     return out
 
@@ -489,7 +489,7 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
         shipped = _ship(detector, runner.client) if runner.client is not None else _ship_delayed(detector)
         meta = ddf._meta.copy()
         for name, dtype in [("log_px", "float64"), ("band_lower", "float64"), ("band_upper", "float64"),
-                            ("reason", object), ("_vaefilter_is_valid", "bool")]:
+                            ("reason", str), ("_vaefilter_is_valid", "bool")]:
             meta[name] = pd.Series(dtype=dtype)
         annotated = ddf.map_partitions(_annotate_partition, shipped, names, band, threads, meta=meta,
                                        enforce_metadata=False)
