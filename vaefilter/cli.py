@@ -9,6 +9,8 @@ with a reason.
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import sys
 
 import numpy as np
@@ -77,13 +79,20 @@ def _add_stream_parsers(commands):
 
     f = commands.add_parser("filter", help="split rows into valid and rejected",
                             description="Valid rows go out byte for byte; rejected rows gain log_px, the band and a reason.")
-    f.add_argument("input", help="CSV file ('-' for stdin)")
+    f.add_argument("input", nargs="+",
+                   help="CSV file ('-' for stdin); several files, a glob ('in/*.csv') or *.parquet run one task "
+                        "per file through Dask (the dask extra)")
     f.add_argument("-m", "--model", required=True)
-    f.add_argument("--valid", required=True, help="CSV for valid rows ('-' for stdout)")
-    f.add_argument("--invalid", required=True, help="CSV for rejected rows ('-' for stdout)")
+    f.add_argument("--valid", required=True,
+                   help="CSV for valid rows ('-' for stdout); for several files a pattern such as 'out/valid-*.csv' "
+                        "('*' becomes each input's name); for Parquet a dataset directory")
+    f.add_argument("--invalid", required=True, help="CSV for rejected rows ('-' for stdout); a pattern or directory as --valid")
     f.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is rejected")
+    f.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler to run the files on, e.g. tcp://scheduler:8786 (default for several files: "
+                        "a local cluster of one worker process per core)")
     _add_csv_options(f)
-    f.set_defaults(handler=run_filter)
+    f.set_defaults(handler=run_filter_dispatch)
 
 
 def build_parser():
@@ -310,6 +319,36 @@ def run_filter(args):
                 for record, s, v, reason in zip(chunk.records, log_px, is_valid, reasons) if not v
             ))
             n_invalid += int((~is_valid).sum())
+    return EXIT_INVALID_ROWS if args.fail_on_invalid and n_invalid else EXIT_OK
+
+
+def _is_single_plain_file(args):
+    if len(args.input) != 1 or args.scheduler is not None:
+        return False
+    (path,) = args.input
+    if path.endswith(".parquet"):
+        return False
+    return path == "-" or not glob.has_magic(path) or os.path.exists(path)
+
+
+def run_filter_dispatch(args):
+    """One CSV file without --scheduler: :func:`run_filter`. Otherwise one Dask task per file
+    (:func:`vaefilter.dask.filter_files`), each task running :func:`run_filter` on its file."""
+    if _is_single_plain_file(args):
+        args.input = args.input[0]
+        return run_filter(args)
+    try:
+        from .dask import filter_files
+
+        results = filter_files(args.model, args.input, args.valid, args.invalid, scheduler=args.scheduler,
+                               delimiter=args.delimiter, encoding=args.encoding, chunk_rows=args.chunk_rows)
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    n_valid = sum(r["n_valid"] for r in results)
+    n_invalid = sum(r["n_invalid"] for r in results)
+    if not args.quiet:
+        n_files = sum(len(r["input"]) if isinstance(r["input"], list) else 1 for r in results)
+        print(f"{n_files} file(s): {n_valid} valid and {n_invalid} rejected rows", file=sys.stderr)
     return EXIT_INVALID_ROWS if args.fail_on_invalid and n_invalid else EXIT_OK
 
 
