@@ -183,3 +183,14 @@ def test_missing_matplotlib_names_the_extra(digit_detector, monkeypatch):
     for draw in (plotting.plot_training, plotting.plot_scores):
         with pytest.raises(ImportError, match=r"vaefilter\[plot\]"):
             draw(digit_detector)
+
+
+def test_user_text_is_not_read_as_mathtext():
+    import pandas as pd
+
+    rng = np.random.RandomState(0)
+    name = r"cost $\notacommand$"  # as mathtext this fails to draw
+    frame = pd.DataFrame({name: rng.normal(size=120), "kind": pd.Categorical(rng.choice([r"$\bad$", "b"], 120))})
+    detector = VAEOutlierDetector(**dict(SMALL, max_epochs=2)).fit(frame)
+    for figure in (plotting.plot_latent_grid(detector, n=3), plotting.plot_samples(detector, frame, n=2)):
+        assert_png(figure, min_bytes=1000)

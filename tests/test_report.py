@@ -155,9 +155,11 @@ def test_reason_groups_count_rejected_rows():
     import pandas as pd
 
     reasons = [
-        "log p(x)=-25.6 below the band's lower edge -14.8: fare=1e6 (99.0 nats below typical); age=3 (1.2 nats below typical)",
+        "log p(x)=-25.6 below the band's lower edge -14.8: fare=1e6 (99.0 nats below typical); "
+        "age=3 (1.2 nats below typical)",
         "log p(x)=-20.0 below the band's lower edge -14.8: fare=2e6 (80.0 nats below typical)",
-        "log p(x)=-19.0 below the band's lower edge -14.8: age=99 (5.0 nats below typical); fare=80 (1.1 nats below typical)",
+        "log p(x)=-19.0 below the band's lower edge -14.8: age=99 (5.0 nats below typical); "
+        "fare=80 (1.1 nats below typical)",
         "",
     ]
     explanation = pd.DataFrame({"log_px": [-25.6, -20.0, -19.0, -10.0], "is_valid": [False, False, False, True],

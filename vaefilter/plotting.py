@@ -67,6 +67,11 @@ def _numeric_matrix(detector, X):
     return np.column_stack([c.to_numpy() for c in columns])
 
 
+def _plain(text):
+    """``text`` shown literally: matplotlib would read '$...$' as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 def _tile(images, n_rows, n_cols, gap=1, fill=np.nan):
     """Arrange ``n_rows * n_cols`` images of one shape on a canvas."""
     height, width = images.shape[1:3]
@@ -159,7 +164,7 @@ def plot_latent_grid(detector, n=15, image_shape=None, ax=None, extent=0.99, cma
     figure, ax = _figure_and_axes(ax, (max(4.8, 0.35 * n_features + 2.5), 6.0))
     limit = max(float(np.nanmax(np.abs(standardised))), 1e-12)
     image = ax.imshow(standardised, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    names = list(detector.schema_.names)
+    names = [_plain(name) for name in detector.schema_.names]
     if n_features <= 40:
         ax.set_xticks(np.arange(n_features), names, rotation=60, ha="right", rotation_mode="anchor")
     ax.set_xlabel("feature")
@@ -226,7 +231,7 @@ def _draw_score_histogram(detector, batches, ax=None, bins=50):
             histtype="step",
             linewidth=1.8,
             color=colour,
-            label=f"{label} (n={scores.size}, {rejected:.1%} rejected)",
+            label=f"{_plain(label)} (n={scores.size}, {rejected:.1%} rejected)",
         )
 
     lower, upper = detector.thresholds_
@@ -351,7 +356,7 @@ def _pick_rows(X, n, random_state):
 def _format_cell(value):
     if isinstance(value, (float, np.floating)):
         return "NaN" if np.isnan(value) else f"{value:.4g}"
-    return "NaN" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+    return "NaN" if value is None or (not isinstance(value, str) and pd.isna(value)) else _plain(value)
 
 
 def plot_samples(detector, X_real, n=10, image_shape=None, random_state=0, ax=None, draw="sample", cmap="gray_r"):
@@ -411,11 +416,10 @@ def plot_samples(detector, X_real, n=10, image_shape=None, random_state=0, ax=No
         ax.set_title(f"Real rows (top) and generated rows, {what} (bottom)")
         return figure
 
-    real = real if isinstance(real, pd.DataFrame) else pd.DataFrame(real, columns=list(detector.schema_.names))
-    generated = (
-        generated if isinstance(generated, pd.DataFrame) else pd.DataFrame(generated, columns=list(detector.schema_.names))
-    )
-    names = ["row"] + [str(c) for c in real.columns]
+    columns = list(detector.schema_.names)
+    real = real if isinstance(real, pd.DataFrame) else pd.DataFrame(real, columns=columns)
+    generated = generated if isinstance(generated, pd.DataFrame) else pd.DataFrame(generated, columns=columns)
+    names = ["row"] + [_plain(c) for c in real.columns]
     cells = [[f"real {i + 1}"] + [_format_cell(v) for v in row] for i, row in enumerate(real.itertuples(index=False))]
     cells += [
         [f"generated {i + 1}"] + [_format_cell(v) for v in row]

@@ -92,7 +92,10 @@ def _table(frame, index=True):
 
 
 def _card(value, label, kind=""):
-    return f'<div class="card {kind}"><div class="value">{_esc(value)}</div><div class="label">{_esc(label)}</div></div>'
+    return (
+        f'<div class="card {kind}"><div class="value">{_esc(value)}</div>'
+        f'<div class="label">{_esc(label)}</div></div>'
+    )
 
 
 def _as_frame(detector, X):
@@ -301,7 +304,8 @@ def _batch_section(detector, batch, random_state):
             '<div class="side"><div>' + _table(groups.head(N_REASON_GROUPS), index=False) + "</div>",
         ]
         if len(named_anywhere):
-            parts.append("<div>" + _table(named_anywhere.head(N_REASON_GROUPS).rename_axis("column").reset_index(), index=False) + "</div>")
+            top = named_anywhere.head(N_REASON_GROUPS).rename_axis("column").reset_index()
+            parts.append("<div>" + _table(top, index=False) + "</div>")
         parts.append("</div>")
         rejected_rows = explanation.index[~valid]
         # the least likely first, then a few that are just outside the band
