@@ -176,3 +176,10 @@ def test_missing_matplotlib_names_the_extra(detector, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"vaefilter\[plot\]"):
         build_report(detector)
+
+
+def test_report_of_a_batch_with_a_repeated_index(detector, batch):
+    repeated = batch.set_axis(np.zeros(len(batch), dtype=int))
+    document = build_report(detector, batch=repeated)
+    assert parse(document).errors == []
+    assert "fare (below the band)" in document

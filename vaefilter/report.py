@@ -307,12 +307,14 @@ def _batch_section(detector, batch, random_state):
             top = named_anywhere.head(N_REASON_GROUPS).rename_axis("column").reset_index()
             parts.append("<div>" + _table(top, index=False) + "</div>")
         parts.append("</div>")
-        rejected_rows = explanation.index[~valid]
-        # the least likely first, then a few that are just outside the band
-        order = np.argsort(scores[~valid])
-        picked = list(rejected_rows[order[: N_EXAMPLE_ROWS - 2]])
-        picked += [r for r in rejected_rows[order[::-1]] if r not in picked][: N_EXAMPLE_ROWS - len(picked)]
-        picked_positions = [frame.index.get_loc(r) for r in picked]
+        # positions, not labels: the batch's index may repeat
+        rejected_positions = np.flatnonzero(~valid)
+        by_score = rejected_positions[np.argsort(scores[~valid], kind="stable")]
+        # the least likely first, then a few of the nearest to the band
+        picked_positions = list(by_score[: N_EXAMPLE_ROWS - 2])
+        picked_positions += [p for p in by_score[::-1] if p not in picked_positions][
+            : N_EXAMPLE_ROWS - len(picked_positions)
+        ]
         named = []
         for reason in explanation["reason"].iloc[picked_positions]:
             match = _REASON_HEAD.match(reason)
@@ -320,8 +322,11 @@ def _batch_section(detector, batch, random_state):
                 named += _named_columns(match.group(2), names)
         shown = _shown_columns(names, named)
         examples = frame.iloc[picked_positions][[frame.columns[names.index(n)] for n in shown]].copy()
-        examples.insert(0, "log p(x)", explanation["log_px"].iloc[picked_positions].to_numpy())
-        examples["reason"] = explanation["reason"].iloc[picked_positions].to_numpy()
+        # allow_duplicates: the batch may have columns of these names too
+        examples.insert(0, "log p(x)", explanation["log_px"].iloc[picked_positions].to_numpy(), allow_duplicates=True)
+        examples.insert(
+            examples.shape[1], "reason", explanation["reason"].iloc[picked_positions].to_numpy(), allow_duplicates=True
+        )
         parts += [
             "<h3>Rejected rows (examples)</h3>",
             _column_note(len(shown), len(names)),
