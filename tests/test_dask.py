@@ -199,6 +199,20 @@ def test_a_worker_killed_mid_file_loses_and_duplicates_nothing(model_path, input
     assert all(p.name.endswith(".tmp") for p in out.iterdir() if p.name.startswith("."))
 
 
+def test_cli_filter_on_a_glob_with_a_scheduler_address(model_path, inputs, client, workdir, capsys):
+    out = workdir / "out-cli"
+    argv = ["filter", str(inputs[0].parent / "*.csv"), "-m", str(model_path), "--valid", str(out / "v-*.csv"),
+            "--invalid", str(out / "r-*.csv"), "--scheduler", client.scheduler.address, "--fail-on-invalid"]
+    assert cli.main(argv) == 1  # rows were rejected
+    for path in inputs:
+        _check_outputs(path, out / f"v-{path.stem}.csv", out / f"r-{path.stem}.csv")
+    assert f"{len(inputs)} file(s):" in capsys.readouterr().err
+    # several files need '*' patterns: a usage error, exit 2
+    assert cli.main(["filter", *map(str, inputs), "-m", str(model_path), "--valid", str(out / "v.csv"),
+                     "--invalid", str(out / "r.csv")]) == 2
+    assert "exactly one '*'" in capsys.readouterr().err
+
+
 def test_a_failing_file_is_reported_and_the_others_are_written(model_path, inputs, workdir):
     folder = workdir / "mixed"
     folder.mkdir()
