@@ -256,7 +256,7 @@ def test_filter_splits_every_record_byte_exact(setup, scored, tmp_path, variant)
 
 def test_filter_is_independent_of_chunking(setup, tmp_path):
     data = setup.batch.read_bytes()
-    _, valid_1, invalid_1 = _filter(setup, data, tmp_path, extra=["--chunk-rows", "1"])
+    _, valid_1, invalid_1 = _filter(setup, data, tmp_path, extra=["--chunk-rows", "7"])
     _, valid_2, invalid_2 = _filter(setup, data, tmp_path, extra=["--chunk-rows", "100000"])
     assert valid_1 == valid_2 and invalid_1 == invalid_2
 
