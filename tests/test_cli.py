@@ -618,3 +618,15 @@ def test_fit_rejects_malformed_validation_file(setup, tmp_path, capsys):
                              "--validation", str(valid)], capsys)
     assert code == 2 and str(valid) in err and "line 7" in err and err.count("\n") == 1
     assert not (tmp_path / "m.vf").exists()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "run_filter does not check that --valid, --invalid and the input are different files: with "
+    "--valid X --invalid X both AtomicWriters commit to X and the valid one (committed last) silently "
+    "replaces the rejected rows; --valid IN.csv overwrites the input"))
+def test_filter_refuses_the_same_file_twice(setup, tmp_path, capsys):
+    same = tmp_path / "out.csv"
+    code, _, err = run_main(["filter", str(setup.batch), "-m", str(setup.model), "--valid", str(same),
+                             "--invalid", str(same), "-q"], capsys)
+    assert code == 2 and str(same) in err
+    assert not same.exists()
