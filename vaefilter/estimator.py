@@ -76,7 +76,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     batch_size : int, default=128
         Rows per optimisation step (capped at the number of training rows).
 
-    learning_rate : float, default=1e-3
+    learning_rate : float, default=3e-3
         Adam's step size.
 
     validation_fraction : float, default=0.2
@@ -96,10 +96,13 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     tol : float, default=1e-4
         Minimum improvement of the validation loss (nats per row).
 
-    min_variance : float, default=1e-3
+    min_variance : float, default=0.1
         Floor of the variance of Gaussian columns, in units of the column's
         training variance. It bounds the density so that no row can score
-        +inf on a column the model has learned to predict exactly.
+        +inf on a column the model has learned to predict exactly. The
+        default was chosen on the detection benchmark (benchmarks/RESULTS.md):
+        lower floors let near-constant columns (digit pixels, counts) collapse
+        onto a few values, and the likelihood then ranks rows by those columns.
 
     categorical_features : 'from_dtype', list of str or int, or None, default='from_dtype'
         Columns of a DataFrame modelled as categorical (a softmax over the
@@ -207,12 +210,12 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         n_importance_samples=100,
         max_epochs=200,
         batch_size=128,
-        learning_rate=1e-3,
+        learning_rate=3e-3,
         validation_fraction=0.2,
         threshold_percentiles=(25, 75),
         n_iter_no_change=10,
         tol=1e-4,
-        min_variance=1e-3,
+        min_variance=0.1,
         categorical_features="from_dtype",
         handle_missing="error",
         random_state=None,
