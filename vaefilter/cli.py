@@ -21,6 +21,15 @@ from .csvio import AtomicWriter, CsvFormatError, CsvReader, append_fields
 from .persistence import ModelFileError, load_model, model_bytes, read_header
 
 EXIT_OK, EXIT_INVALID_ROWS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """A command line argparse rejects: reported on one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see --help)")
 SCORE_FIELDS = ["log_px", "is_valid", "reason"]
 REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason"]
 
@@ -96,8 +105,8 @@ def _add_stream_parsers(commands):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="vaefilter", description="A variational autoencoder as a learned data-validation gate.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="vaefilter", description="A variational autoencoder as a learned data-validation gate.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_fit_parser(commands)
     _add_stream_parsers(commands)
     info = commands.add_parser("info", help="describe a model file", description="Columns, types, band and training summary of a model.")
@@ -119,7 +128,13 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"vaefilter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
     try:
         return args.handler(args)
     except (CsvFormatError, ModelFileError, ValueError, OSError) as exc:
@@ -285,6 +300,7 @@ def _number(value):
 
 
 def run_score(args):
+    _check_distinct_paths(input=args.input if args.input != "-" else "<stdin>", output=args.output)
     detector = load_model(args.model)
     csv = dict(encoding=args.encoding, delimiter=args.delimiter)
     n_invalid = 0
@@ -300,9 +316,22 @@ def run_score(args):
     return EXIT_INVALID_ROWS if args.fail_on_invalid and n_invalid else EXIT_OK
 
 
+def _check_distinct_paths(**paths):
+    """Refuse outputs that would overwrite each other or the input."""
+    seen = {}
+    for option, path in paths.items():
+        if path == "-":
+            key = "-"
+        else:
+            key = os.path.realpath(path)
+        if key in seen:
+            what = "stdout" if key == "-" else repr(path)
+            raise ValueError(f"--{seen[key]} and --{option} both name {what}; each needs its own file")
+        seen[key] = option
+
+
 def run_filter(args):
-    if args.valid == "-" and args.invalid == "-":
-        raise ValueError("--valid and --invalid cannot both be '-' (stdout)")
+    _check_distinct_paths(input=args.input if args.input != "-" else "<stdin>", valid=args.valid, invalid=args.invalid)
     detector = load_model(args.model)
     band = ["" if t is None else f"{t:.6f}" for t in detector.thresholds_]
     csv = dict(encoding=args.encoding, delimiter=args.delimiter)
@@ -354,6 +383,7 @@ def run_filter_dispatch(args):
 
 # --------------------------------------------------------------- info/demo
 def run_info(args):
+    load_model(args.model)  # validates the whole file, not only the header
     header = read_header(args.model)
     params, fitted = header["params"], header["fitted"]
     lower, upper = fitted["thresholds_"]

@@ -16,7 +16,9 @@ def _format_value(value):
 
 
 def _low_likelihood_reason(deficits, values, names, notes):
-    order = np.argsort(-deficits)[:MAX_COLUMNS_NAMED]
+    # values training never saw come first, then the largest deficits
+    flagged = np.array([bool(note) for note in notes])
+    order = np.lexsort((-deficits, ~flagged))[:MAX_COLUMNS_NAMED]
     parts = []
     for j in order:
         if deficits[j] < MIN_DEFICIT_NATS and not notes[j]:

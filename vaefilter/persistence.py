@@ -2,10 +2,14 @@
 
 Layout::
 
-    MAGIC (16 bytes) | header length (8 bytes, little-endian) | JSON header | tensors
+    MAGIC (16 bytes) | header length (8 bytes, little-endian)
+    | SHA-256 of header and tensors (32 bytes) | JSON header | tensors
 
 The header holds the configuration, column schema, band, training summary
-and versions, plus the SHA-256 and length of the tensor payload. The payload
+and versions, plus the length of the tensor payload. The checksum covers
+both parts, so an edited band or a flipped bit is refused (it guards against
+accidents, not a forger who recomputes it; ``weights_only`` is what keeps a
+crafted file from running code). The payload
 is ``torch.save(state_dict)``, read back with ``torch.load(weights_only=True)``,
 which refuses anything but tensors and plain containers. A truncated,
 tampered or foreign file is refused with :class:`ModelFileError`.
@@ -27,8 +31,10 @@ import torch
 from .columns import TableSchema
 from .network import VAENetwork
 
-MAGIC = b"VAEFILTER-MODEL1"
-FORMAT_VERSION = 1
+MAGIC = b"VAEFILTER-MODEL2"
+FORMAT_VERSION = 2
+_REQUIRED_KEYS = {"format_version": int, "versions": dict, "params": dict, "fitted": dict, "schema": dict,
+                  "network": dict, "payload": dict}
 _MAX_HEADER_BYTES = 64 << 20
 _ARRAY_ATTRIBUTES = ("validation_scores_", "column_typical_")
 _PLAIN_ATTRIBUTES = ("loss_curve_", "validation_loss_curve_", "n_iter_", "best_epoch_", "n_features_in_")
@@ -66,8 +72,23 @@ def _header(detector, payload):
         },
         "schema": detector.schema_.to_dict(),
         "network": detector.network_.config(),
-        "payload": {"sha256": hashlib.sha256(payload).hexdigest(), "length": len(payload)},
+        "payload": {"length": len(payload)},
     }
+
+
+def pack_model_file(header, payload):
+    """Bytes of a model file from a header (dict or raw JSON bytes) and a tensor payload."""
+    if not isinstance(header, bytes):
+        header = json.dumps(header, allow_nan=False).encode("utf-8")
+    checksum = hashlib.sha256(header + payload).digest()
+    return MAGIC + struct.pack("<Q", len(header)) + checksum + header + payload
+
+
+def unpack_model_file(data):
+    """(header bytes, payload) of a model file's bytes, unchecked (for tooling and tests)."""
+    (header_length,) = struct.unpack("<Q", data[len(MAGIC) : len(MAGIC) + 8])
+    start = len(MAGIC) + 8 + 32
+    return data[start : start + header_length], data[start + header_length :]
 
 
 def model_bytes(detector):
@@ -75,8 +96,7 @@ def model_bytes(detector):
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in detector.network_.state_dict().items()}, buffer)
     payload = buffer.getvalue()
-    header = json.dumps(_header(detector, payload), allow_nan=False).encode("utf-8")
-    return MAGIC + struct.pack("<Q", len(header)) + header + payload
+    return pack_model_file(_header(detector, payload), payload)
 
 
 def save_model(detector, path):
@@ -86,31 +106,39 @@ def save_model(detector, path):
 
 
 def _read_parts(path):
+    """Header (a checked dict) and tensor payload of a model file."""
     with open(path, "rb") as f:
         data = f.read()
     if not data.startswith(MAGIC):
         raise ModelFileError(f"{path}: not a vaefilter model file (wrong magic bytes)")
-    if len(data) < len(MAGIC) + 8:
-        raise ModelFileError(f"{path}: truncated model file (no header length)")
+    start = len(MAGIC) + 8 + 32
+    if len(data) < start:
+        raise ModelFileError(f"{path}: truncated model file (no header)")
     (header_length,) = struct.unpack("<Q", data[len(MAGIC) : len(MAGIC) + 8])
-    start = len(MAGIC) + 8
+    checksum = data[len(MAGIC) + 8 : start]
     if header_length > _MAX_HEADER_BYTES or start + header_length > len(data):
         raise ModelFileError(f"{path}: truncated or corrupt model file (header length {header_length})")
+    header_bytes, payload = data[start : start + header_length], data[start + header_length :]
+    if hashlib.sha256(header_bytes + payload).digest() != checksum:
+        raise ModelFileError(f"{path}: model file is truncated or was modified (checksum mismatch)")
     try:
-        header = json.loads(data[start : start + header_length].decode("utf-8"))
+        header = json.loads(header_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupt model header ({exc})") from None
-    return header, data[start + header_length :]
+    _check_header(path, header, payload)
+    return header, payload
 
 
-def _check_payload(path, header, payload):
-    expected = header.get("payload", {})
-    if len(payload) != expected.get("length"):
-        raise ModelFileError(
-            f"{path}: truncated model file (tensor payload has {len(payload)} bytes, expected {expected.get('length')})"
-        )
-    if hashlib.sha256(payload).hexdigest() != expected.get("sha256"):
-        raise ModelFileError(f"{path}: model file was modified (tensor checksum mismatch)")
+def _check_header(path, header, payload):
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: corrupt model header (not a JSON object)")
+    for key, kind in _REQUIRED_KEYS.items():
+        if not isinstance(header.get(key), kind):
+            raise ModelFileError(f"{path}: corrupt model header ('{key}' missing or not a {kind.__name__})")
+    if header["format_version"] != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: unsupported model format version {header['format_version']!r}")
+    if header["payload"].get("length") != len(payload):
+        raise ModelFileError(f"{path}: truncated model file (tensor payload length mismatch)")
 
 
 def load_model(path):
@@ -118,9 +146,6 @@ def load_model(path):
     from .estimator import VAEOutlierDetector
 
     header, payload = _read_parts(path)
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: unsupported model format version {header.get('format_version')!r}")
-    _check_payload(path, header, payload)
     try:
         state_dict = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         network = VAENetwork.from_config(header["network"])
@@ -139,14 +164,13 @@ def load_model(path):
         for name in _PLAIN_ATTRIBUTES:
             setattr(detector, name, fitted[name])
         detector.schema_ = TableSchema.from_dict(header["schema"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: model file content is inconsistent ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: model file content cannot be loaded ({type(exc).__name__}: {first_line})") from None
     detector.network_ = network.eval()
     return detector
 
 
 def read_header(path):
     """The JSON header of a model file (for ``vaefilter info``), checked like a load."""
-    header, payload = _read_parts(path)
-    _check_payload(path, header, payload)
-    return header
+    return _read_parts(path)[0]
