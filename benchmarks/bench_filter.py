@@ -21,7 +21,8 @@ benchmarks/RESULTS.md between the bench_filter markers.
 
 10^7 rows: the filter's cost is linear in rows and its memory flat (chunks
 of 65536 rows), so 10^7 rows take ten times the 10^6 figure (see the printed
-estimate; on the 2-core test machine roughly 1.5-3 hours at K=100) and need
+estimate; on the shared 2-core test machine about 100 min at K=100 and
+25 min at K=10) and need
 about 1 GB of disk for the input and outputs.
 """
 
@@ -97,18 +98,29 @@ def _console():
     return str(script) if script.exists() else "vaefilter"
 
 
+# The measured command runs under this small launcher: on Linux a child's
+# ru_maxrss starts from the RSS of the process it was forked from, so forking
+# the tool straight from this script (pandas and torch loaded) would add this
+# script's ~400 MiB to every figure.
+_LAUNCHER = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+wall = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps(dict(wall=wall, rss=rss, code=done.returncode, err=done.stderr.decode(errors="replace")[-500:])))
+"""
+
+
 def measure(command):
-    """(wall seconds, peak RSS in MiB, exit code) of a child process."""
-    start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    err = child.stderr.read().decode(errors="replace")
-    child.stderr.close()
-    if child.returncode not in (0, 1):
-        raise RuntimeError(f"{command[:3]} failed ({child.returncode}): {err[-500:]}")
-    return wall, usage.ru_maxrss / 1024, child.returncode
+    """(wall seconds, peak RSS in MiB, exit code) of the command in a fresh process."""
+    import json
+
+    launched = subprocess.run([sys.executable, "-c", _LAUNCHER, *command], capture_output=True, check=True)
+    result = json.loads(launched.stdout)
+    if result["code"] not in (0, 1):
+        raise RuntimeError(f"{command[:3]} failed ({result['code']}): {result['err']}")
+    return result["wall"], result["rss"], result["code"]
 
 
 PANDAS = "import pandas as pd, sys; pd.read_csv(sys.argv[1]).to_csv(sys.argv[2], index=False)"
@@ -156,7 +168,7 @@ def table(rows, meta, elapsed, note):
         f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min).  ",
         f"{note}  ",
         "Input: Titanic-like mixed-type CSV (8 columns: 6 numeric with missing cells, 2 categorical, some quoted), "
-        "about 32 bytes per row. Model: CLI default architecture (hidden 128-128, latent 8). Every tool runs in a "
+        "about 28 bytes per row. Model: CLI default architecture (hidden 128-128, latent 8). Every tool runs in a "
         "fresh child process; time includes interpreter start, imports and model load (~2-10 s). "
         "Peak RSS is the child's ru_maxrss.",
         "",
@@ -185,7 +197,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000],
                         help="input sizes (default 10^5 and 10^6; 10^7 takes hours, see the module docstring)")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs of the benchmark model")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of the benchmark model")
     parser.add_argument("--note", default="The machine was shared with other jobs during the run; "
                                            "treat the figures as lower bounds.",
                         help="a line printed with the table")
