@@ -21,8 +21,8 @@ benchmarks/RESULTS.md between the bench_filter markers.
 
 10^7 rows: the filter's cost is linear in rows and its memory flat (chunks
 of 65536 rows), so 10^7 rows take ten times the 10^6 figure (see the printed
-estimate; on the shared 2-core test machine about 100 min at K=100 and
-25 min at K=10) and need
+estimate; on the shared 2-core test machine 35-100 min at K=100 and
+7-25 min at K=10, depending on the load) and need
 about 1 GB of disk for the input and outputs.
 """
 
