@@ -25,7 +25,9 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_speed.py --quick
+	$(PY) benchmarks/bench_likelihood.py --quick
+	$(PY) benchmarks/bench_detection.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info

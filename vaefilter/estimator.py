@@ -375,7 +375,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     @staticmethod
     def _to_tensor(X, device):
         # a copy: inputs may be read-only memory maps, which torch refuses to share
-        return torch.tensor(np.asarray(X, dtype=np.float32), device=device)
+        tensor = torch.tensor(np.asarray(X, dtype=np.float32))
+        if device.type == "cuda":
+            # page-locked host memory lets the copy to the GPU run asynchronously
+            return tensor.pin_memory().to(device, non_blocking=True)
+        return tensor.to(device)
 
     def _network(self):
         """The fitted network on the device asked for now (models move with persistence)."""
