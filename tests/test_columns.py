@@ -1,0 +1,75 @@
+"""Column typing of DataFrames and CSV text; explanations on a real mixed-type table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vaefilter import VAEOutlierDetector
+from vaefilter.columns import TableSchema, infer_text_table, parse_text_table
+from vaefilter.datasets import load_titanic
+
+
+def test_schema_round_trips_a_mixed_table():
+    frame = load_titanic().head(50)
+    schema = TableSchema.fit(frame)
+    kinds = {c.name: c.kind for c in schema.columns}
+    assert kinds["sex"] == kinds["embarked"] == "categorical" and kinds["fare"] == "numeric"
+    decoded = schema.decode(schema.encode(frame))
+    pd.testing.assert_frame_equal(decoded[["pclass", "sibsp"]], frame[["pclass", "sibsp"]])
+    assert decoded["sex"].astype(str).tolist() == frame["sex"].astype(str).tolist()
+    assert TableSchema.from_dict(schema.to_dict()) == schema
+
+
+def test_unseen_categories_get_the_unseen_code():
+    schema = TableSchema.fit(pd.DataFrame({"c": pd.Categorical(["a", "b", "a"])}))
+    np.testing.assert_array_equal(schema.encode(pd.DataFrame({"c": ["b", "zzz", None]}))[:, 0], [1, 2, np.nan])
+
+
+def test_csv_text_typing_and_per_row_problems():
+    text = pd.DataFrame({"n": ["1.5", "", "NA", "2"], "b": ["true", "false", "", "TRUE"], "c": ["x", "y", "x", ""]})
+    typed = infer_text_table(text)
+    assert typed["n"].dtype == np.float64 and str(typed["b"].dtype) == "boolean"
+    assert isinstance(typed["c"].dtype, pd.CategoricalDtype)
+    schema = TableSchema.fit(typed)
+    bad = pd.DataFrame({"n": ["abc", "inf", "3"], "b": ["true", "maybe", "false"], "c": ["x", "x", "new"]})
+    _, problems = parse_text_table(bad, schema)
+    # one reason per row (the first bad column); an unseen category is no parse problem
+    assert problems == {
+        0: "column 'n': 'abc' is not a finite number",
+        1: "column 'n': 'inf' is not a finite number",
+    }
+    with pytest.raises(ValueError, match="lacks column"):
+        parse_text_table(bad[["n"]], schema)
+
+
+@pytest.fixture(scope="module")
+def titanic_detector():
+    frame = load_titanic()
+    det = VAEOutlierDetector(handle_missing="model", hidden_layer_sizes=(64,), latent_dim=4,
+                             n_importance_samples=32, random_state=0).fit(frame.iloc[:1000])
+    return det, frame.iloc[1000:]
+
+
+def test_explain_names_the_corrupted_column(titanic_detector):
+    det, held_out = titanic_detector
+    rows = held_out.head(4).copy()
+    rows["sex"] = rows["sex"].cat.add_categories(["femal"])
+    rows.iloc[0, rows.columns.get_loc("fare")] = rows["fare"].iloc[0] * 1000 + 5000
+    rows.iloc[1, rows.columns.get_loc("sex")] = "femal"
+    rows.iloc[2, rows.columns.get_loc("sex")] = np.nan
+    explanation = det.explain(rows)
+    assert list(explanation.columns[:3]) == ["log_px", "is_valid", "reason"]
+    assert list(explanation.index) == list(rows.index)
+    reasons = explanation["reason"].tolist()
+    assert reasons[0].split(": ", 1)[1].startswith("fare=")
+    assert "sex='femal'" in reasons[1] and "never seen in training" in reasons[1]
+    assert "sex=nan" in reasons[2] and "never missing in training" in reasons[2]
+    assert not explanation["is_valid"].iloc[:3].any()
+    clean = det.explain(held_out)
+    assert (clean.loc[clean["is_valid"], "reason"] == "").all()
+
+
+def test_missing_cells_are_an_error_unless_modelled():
+    frame = load_titanic().head(100)
+    with pytest.raises(ValueError, match="missing value at row .* column 'age'"):
+        VAEOutlierDetector(max_epochs=2).fit(frame)

@@ -1,0 +1,81 @@
+"""Each column family is a normalised distribution in the column's original units."""
+
+import math
+
+import numpy as np
+import torch
+from scipy import integrate, stats
+
+from vaefilter.likelihoods import (
+    OUT_OF_SUPPORT_LOG_PROB,
+    UNSEEN_CATEGORY_PROB,
+    BernoulliColumns,
+    CategoricalColumns,
+    ContinuousBernoulliColumns,
+    GaussianColumns,
+    MissingnessColumns,
+    build_likelihood,
+)
+
+
+def test_gaussian_is_the_density_of_the_original_value():
+    family = GaussianColumns([0], loc=[10.0], scale=[4.0], min_variance=0.1)
+    params = torch.tensor([[0.5, 0.3]])  # standardised mean 0.5, raw variance 0.3
+    variance = 0.1 + math.log1p(math.exp(0.3))
+    x = torch.tensor([[13.0]])
+    expected = stats.norm(10.0 + 4.0 * 0.5, 4.0 * math.sqrt(variance)).logpdf(13.0)
+    assert float(family.log_prob(params, x)) == pytest_approx(expected)
+
+
+def pytest_approx(value):
+    import pytest
+
+    return pytest.approx(value, rel=1e-5)
+
+
+def test_variance_floor_bounds_the_density():
+    family = GaussianColumns([0], loc=[0.0], scale=[1.0], min_variance=0.1)
+    params = torch.tensor([[0.0, -1e4]])  # the decoder asks for zero variance
+    assert float(family.log_prob(params, torch.tensor([[0.0]]))) <= -0.5 * math.log(2 * math.pi * 0.1) + 1e-5
+
+
+def test_continuous_bernoulli_integrates_to_one():
+    family = ContinuousBernoulliColumns([0])
+    for logit in (-3.0, 0.0, 0.01, 2.5):
+        density = lambda x: math.exp(float(family.log_prob(torch.tensor([[logit]]), torch.tensor([[x]]))))
+        assert integrate.quad(density, 0, 1)[0] == pytest_approx(1.0)
+
+
+def test_bernoulli_mass_and_out_of_support_values():
+    family = BernoulliColumns([0])
+    logit = torch.tensor([[0.7]])
+    p1 = math.exp(float(family.log_prob(logit, torch.tensor([[1.0]]))))
+    p0 = math.exp(float(family.log_prob(logit, torch.tensor([[0.0]]))))
+    assert p0 + p1 == pytest_approx(1.0)
+    assert float(family.log_prob(logit, torch.tensor([[2.0]]))) == OUT_OF_SUPPORT_LOG_PROB
+
+
+def test_categorical_masses_sum_to_one_with_the_unseen_bucket():
+    family = CategoricalColumns([0], sizes=[3])
+    logits = torch.tensor([[0.2, -1.0, 2.0]])
+    masses = [math.exp(float(family.log_prob(logits, torch.tensor([[float(c)]])))) for c in range(4)]
+    assert sum(masses) == pytest_approx(1.0)
+    assert masses[3] == pytest_approx(UNSEEN_CATEGORY_PROB)
+
+
+def test_missing_cells_cost_their_missingness_or_the_out_of_support_penalty():
+    X = np.array([[1.0, 0.0], [np.nan, 1.0], [3.0, 0.0], [4.0, 1.0]])
+    modelled = build_likelihood(X, "auto", 0.1, missing_columns=[0])
+    assert any(isinstance(f, MissingnessColumns) for f in modelled.families)
+    params = torch.zeros(1, modelled.n_params)
+    row = torch.tensor([[np.nan, 1.0]], dtype=torch.float32)
+    per_column = modelled.column_log_prob(params, row)[0]
+    assert float(per_column[0]) == pytest_approx(math.log(0.5))  # logit 0: P(missing) = 1/2
+    unmodelled = build_likelihood(X[[0, 2, 3]], "auto", 0.1)
+    assert float(unmodelled.column_log_prob(torch.zeros(1, unmodelled.n_params), row)[0, 0]) == OUT_OF_SUPPORT_LOG_PROB
+
+
+def test_auto_gives_bernoulli_to_binary_columns_only():
+    X = np.array([[0.0, 1.5], [1.0, 2.5], [1.0, 0.5]])
+    kinds = {f.kind: f.columns.tolist() for f in build_likelihood(X, "auto", 0.1).families}
+    assert kinds == {"gaussian": [1], "bernoulli": [0]}
