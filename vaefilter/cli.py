@@ -227,7 +227,7 @@ def _fmt(value):
 
 
 # ------------------------------------------------------------ score/filter
-def _progress(args, total_bytes=None):
+def _progress(args):
     if args.quiet or not sys.stderr.isatty():
         return None
     try:

@@ -18,7 +18,6 @@ class TrainingHistory:
     validation_loss_curve: list = field(default_factory=list)
     best_epoch: int = 0
     n_iter: int = 0
-    converged: bool = False
 
 
 @dataclass
@@ -99,7 +98,6 @@ def train(network, X_train, X_val, config: TrainingConfig, seed):
             else:
                 stale_epochs += 1
                 if stale_epochs >= config.n_iter_no_change:
-                    history.converged = True
                     break
     finally:
         if bar is not None:
