@@ -113,10 +113,17 @@ def test_row_scores_do_not_depend_on_the_batch(ppca):
 
 def test_batching_over_rows_is_invisible(ppca):
     network, X, _ = ppca
-    K = 8192  # few rows per pass: 400 rows take many passes
-    assert rows_per_pass(K) < 50
-    many_passes = _estimate(network, X, K).log_px
+    K, budget = 512, 2**14  # few rows per pass: 400 rows take many passes
+    assert rows_per_pass(K, network.widest_hidden_layer, budget) < 50
+    many_passes = _estimate(network, X, K, activation_floats=budget).log_px
     np.testing.assert_allclose(many_passes[13:29], _estimate(network, X[13:29], K).log_px, rtol=1e-6, atol=1e-6)
+
+
+def test_scoring_passes_fit_the_cache_budget():
+    # activations beyond the budget spill out of cache and halve CPU throughput
+    assert rows_per_pass(100, 128, 2**20) * 100 * 128 <= 2**20
+    assert rows_per_pass(100, 512, 2**20) < rows_per_pass(100, 128, 2**20)
+    assert rows_per_pass(10**6, 128, 2**20) == 8  # at least 8 rows: BLAS kernels stay matrix-matrix
 
 
 def test_per_column_contributions_sum_to_posterior_expected_log_likelihood(ppca):

@@ -8,7 +8,12 @@ from vaefilter import VAEOutlierDetector
 def _small(**params):
     # small and quick: the checks fit dozens of times on tiny data
     return VAEOutlierDetector(
-        latent_dim=2, hidden_layer_sizes=(16,), max_epochs=15, n_importance_samples=16, **params
+        latent_dim=2,
+        hidden_layer_sizes=(16,),
+        max_epochs=15,
+        n_importance_samples=16,
+        proposal_steps=20,
+        **params,
     )
 
 

@@ -56,6 +56,15 @@ class VAENetwork(nn.Module):
         mean, log_var = self.encoder(self.likelihood.network_input(x)).chunk(2, dim=-1)
         return mean, log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)
 
+    @property
+    def widest_hidden_layer(self):
+        """Width of the widest hidden decoder activation (sizes the scoring passes).
+
+        The output layer is left out: it is read once by the likelihood, while
+        each hidden activation also passes through bias and SiLU.
+        """
+        return max((self.latent_dim, *self.hidden_layer_sizes))
+
     def decode(self, z):
         """Parameters of p(x|z) for latent points of shape (..., latent_dim)."""
         return self.decoder(z)

@@ -1,0 +1,80 @@
+"""Refitting the encoder as the importance sampler's proposal."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_breast_cancer
+
+from vaefilter import VAEOutlierDetector
+
+
+@pytest.fixture(scope="module")
+def benign_split():
+    X, y = load_breast_cancer(return_X_y=True)
+    benign = X[y == 1]
+    np.random.RandomState(0).shuffle(benign)
+    return benign[:250], benign[250:]
+
+
+@pytest.fixture(scope="module")
+def fitted_pair(benign_split):
+    train, _ = benign_split
+    params = dict(random_state=0, max_epochs=100)
+    elbo_encoder = VAEOutlierDetector(proposal_steps=0, **params).fit(train)
+    refitted = VAEOutlierDetector(proposal_steps=300, **params).fit(train)
+    return elbo_encoder, refitted
+
+
+def _gap_to_large_k(detector, X, K=100, K_ref=2000):
+    detector = detector.set_params(n_importance_samples=K)
+    small = detector.score_samples(X)
+    large = detector.set_params(n_importance_samples=K_ref).score_samples(X)
+    detector.set_params(n_importance_samples=K)
+    return (small - large).mean()
+
+
+def test_refit_leaves_the_model_unchanged(fitted_pair):
+    elbo_encoder, refitted = fitted_pair
+    # the same training run: the refit draws its seed after every other one
+    for before, after in zip(elbo_encoder.network_.decoder.parameters(), refitted.network_.decoder.parameters()):
+        torch.testing.assert_close(before, after, rtol=0, atol=0)
+        assert after.requires_grad
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(elbo_encoder.network_.encoder.parameters(), refitted.network_.encoder.parameters())
+    ]
+    assert any(changed)
+
+
+def test_refit_tightens_the_estimate_at_default_k(fitted_pair, benign_split):
+    _, test = benign_split
+    elbo_encoder, refitted = fitted_pair
+    # measured: -0.196 nats/row with the ELBO encoder, -0.077 after the refit
+    elbo_gap = _gap_to_large_k(elbo_encoder, test)
+    refit_gap = _gap_to_large_k(refitted, test)
+    assert refit_gap > -0.12
+    assert elbo_gap < refit_gap - 0.05
+    # both estimate the same density: at large K they agree far better than at K=100
+    elbo_encoder.set_params(n_importance_samples=2000)
+    refitted.set_params(n_importance_samples=2000)
+    assert abs(elbo_encoder.score_samples(test).mean() - refitted.score_samples(test).mean()) < 0.15
+    elbo_encoder.set_params(n_importance_samples=100)
+    refitted.set_params(n_importance_samples=100)
+
+
+def test_refit_history_keeps_the_best_checkpoint(fitted_pair):
+    elbo_encoder, refitted = fitted_pair
+    assert elbo_encoder.proposal_curve_ == [] and elbo_encoder.proposal_best_step_ == 0
+    steps, bounds = zip(*refitted.proposal_curve_)
+    assert steps[0] == 0 and steps[-1] == 300
+    assert np.all(np.isfinite(bounds))
+    kept = dict(refitted.proposal_curve_)[refitted.proposal_best_step_]
+    assert kept == max(bounds) > bounds[0]
+
+
+def test_refit_is_reproducible(benign_split):
+    train, test = benign_split
+    params = dict(random_state=3, max_epochs=5, proposal_steps=60)
+    first = VAEOutlierDetector(**params).fit(train).score_samples(test)
+    second = VAEOutlierDetector(**params).fit(train).score_samples(test)
+    np.testing.assert_array_equal(first, second)
