@@ -34,7 +34,7 @@ from sklearn.model_selection import train_test_split
 
 from vaefilter import VAEOutlierDetector
 from vaefilter.datasets import digits_split, load_titanic
-from vaefilter.plotting import plot_latent_grid, plot_samples, plot_scores, plot_training
+from vaefilter.plotting import plot_latent_grid, plot_proposal_refit, plot_samples, plot_scores, plot_training
 from vaefilter.report import write_report
 
 OUT = Path(__file__).resolve().parent / "gallery"
@@ -88,6 +88,7 @@ def digits_gallery(likelihood, quick):
         "digits_scores.png",
     )
     save(plot_training(detector), "digits_training.png")
+    save(plot_proposal_refit(detector), "digits_proposal_refit.png")
 
 
 def corrupted_titanic_batch(clean, rng):

@@ -153,6 +153,24 @@ def test_training_curves(digit_detector):
     assert_png(figure)
 
 
+def test_proposal_refit_curve(digit_detector):
+    figure = plotting.plot_proposal_refit(digit_detector)
+    ax = the_axes(figure)
+    steps, bounds = zip(*digit_detector.proposal_curve_)
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), steps)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), bounds)
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert f"kept: step {digit_detector.proposal_kept_step_}" in legend
+    assert_png(figure)
+
+
+def test_proposal_refit_curve_without_refit(digits):
+    detector = VAEOutlierDetector(max_epochs=2, proposal_steps=0, random_state=0).fit(digits[0])
+    figure = plotting.plot_proposal_refit(detector)
+    assert "proposal_steps=0" in " ".join(t.get_text() for t in figure.axes[0].texts)
+    assert_png(figure)
+
+
 # ---------------------------------------------------------------- samples
 def test_samples_as_images(digit_detector, digits):
     figure = plotting.plot_samples(digit_detector, digits[0], n=4, image_shape=(8, 8))

@@ -71,14 +71,14 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         K, the number of draws from q(z|x) per row when estimating log p(x).
         K=1 gives the ELBO; larger K tightens the estimate at linear cost.
 
-    proposal_steps : int, default=300
+    proposal_steps : int, default=200
         Adam steps that refit the encoder, after training and with the
         decoder frozen, as the importance sampler's proposal (the 32-sample
         importance-weighted bound with DReG gradients; see
         :mod:`vaefilter.proposal`). The model, hence the density being
         estimated, does not change; the estimate at a given K gets tighter.
-        The encoder with the best held-out bound is kept. 0 keeps the
-        ELBO-trained encoder.
+        The refitted encoder is kept unless its held-out bound ends below the
+        ELBO-trained encoder's. 0 keeps the ELBO-trained encoder.
 
     max_epochs : int, default=200
         Maximum number of passes over the training rows.
@@ -163,8 +163,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         (step, held-out 32-sample bound in nats per row) at each check of the
         proposal refit; step 0 is the ELBO-trained encoder.
 
-    proposal_best_step_ : int
-        Refit step whose encoder was kept (0: the refit did not help).
+    proposal_kept_step_ : int
+        ``proposal_steps`` when the refitted encoder was kept, 0 when the
+        ELBO-trained one was (the refit did not help on held-out rows).
 
     network_ : torch.nn.Module
         The fitted encoder, decoder and likelihood.
@@ -226,7 +227,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         hidden_layer_sizes=(128, 128),
         likelihood="auto",
         n_importance_samples=100,
-        proposal_steps=300,
+        proposal_steps=200,
         max_epochs=200,
         batch_size=128,
         learning_rate=3e-3,
@@ -326,7 +327,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.n_iter_ = history.n_iter
         self.best_epoch_ = history.best_epoch
         self.proposal_curve_ = list(zip(proposal.steps, proposal.validation_bound))
-        self.proposal_best_step_ = proposal.best_step
+        self.proposal_kept_step_ = proposal.kept_step
         self._calibrate_on(X[val_rows] if len(val_rows) else X_train, percentiles)
         return self
 

@@ -263,6 +263,7 @@ def _model_section(detector):
         f"<div><h3>Columns ({_esc(kind_text)})</h3>" + _table(columns, index=False) + "</div></div>",
         "<h3>Training</h3>",
         _img(plotting.plot_training(detector), "training and held-out loss per epoch"),
+        _img(plotting.plot_proposal_refit(detector), "held-out importance-sampling bound during the proposal refit"),
     ]
     return "\n".join(parts)
 
