@@ -38,7 +38,8 @@ HEADER_START = len(MAGIC) + 8 + 32
 
 # 100 epochs cost about what 30 do here (early stopping ends training first)
 FIT_ARGS = ["--epochs", "100", "--hidden", "32", "--latent-dim", "4", "--importance-samples", "32", "-q"]
-SMALL_FIT_ARGS = ["--epochs", "5", "--hidden", "16", "--latent-dim", "2", "--importance-samples", "8", "-q"]
+SMALL_FIT_ARGS = ["--epochs", "5", "--hidden", "16", "--latent-dim", "2", "--importance-samples", "8",
+                  "--proposal-steps", "25", "-q"]
 N_TRAIN = 1000
 COLUMNS = ["pclass", "survived", "sex", "age", "sibsp", "parch", "fare", "embarked"]
 
@@ -483,6 +484,7 @@ def test_info_prints_columns_kinds_and_band(setup, capsys):
     lower, upper = read_header(setup.model)["fitted"]["thresholds_"]
     assert f"band: log p(x) in [{lower:.3f}, {upper:.3f}] nats" in out
     assert "percentiles [25.0, 75.0]" in out
+    assert "proposal refit: 200 steps, held-out 32-sample bound" in out
     code, out, _ = run_main(["info", "-m", str(setup.model_1)], capsys)
     lower, upper = read_header(setup.model_1)["fitted"]["thresholds_"]
     assert upper is None and f"band: log p(x) in [{lower:.3f}, none] nats" in out
@@ -570,6 +572,7 @@ def test_fit_with_validation_columns_and_categorical(setup, tmp_path, capsys):
     assert "of 150 validation rows" in out
     header = read_header(model)
     assert len(header["fitted"]["validation_scores_"]) == 150
+    assert header["params"]["proposal_steps"] == 25 and header["fitted"]["proposal_curve_"][-1][0] == 25
     # the batch (with survived and the planted rows) still goes through
     code, valid_out, invalid_out = _filter(SimpleNamespace(model=model), setup.batch.read_bytes(), tmp_path)
     assert code == 0

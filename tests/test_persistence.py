@@ -98,6 +98,24 @@ def test_loaded_mixed_model_keeps_schema(mixed_model, model_file):
     assert header["format_version"] == FORMAT_VERSION and header["payload"]["length"] > 0
 
 
+def test_refit_history_survives_and_older_files_load(numeric_model, tmp_path):
+    detector, X = numeric_model
+    path = tmp_path / "m.vf"
+    save_model(detector, path)
+    loaded = load_model(path)
+    assert loaded.proposal_curve_ == detector.proposal_curve_ and loaded.proposal_curve_
+    assert loaded.proposal_kept_step_ == detector.proposal_kept_step_
+    # files written before the proposal refit existed lack both attributes
+    header, payload = _parts(path.read_bytes())
+    for name in ("proposal_curve_", "proposal_kept_step_"):
+        del header["fitted"][name]
+    older = tmp_path / "older.vf"
+    older.write_bytes(_assemble(header, payload))
+    loaded = load_model(older)
+    assert loaded.proposal_curve_ == [] and loaded.proposal_kept_step_ == 0
+    np.testing.assert_array_equal(loaded.score_samples(X), detector.score_samples(X))
+
+
 # ----------------------------------------------------------- bad model files
 def _corruptions(good):
     header, payload = _parts(good)
