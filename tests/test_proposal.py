@@ -62,30 +62,14 @@ def test_refit_tightens_the_estimate_at_default_k(fitted_pair, benign_split):
     refitted.set_params(n_importance_samples=100)
 
 
-def test_refit_history_and_kept_encoder(fitted_pair):
+def test_refit_history(fitted_pair):
     elbo_encoder, refitted = fitted_pair
-    assert elbo_encoder.proposal_curve_ == [] and elbo_encoder.proposal_kept_step_ == 0
+    assert elbo_encoder.proposal_curve_ == []
     steps, bounds = zip(*refitted.proposal_curve_)
     assert steps == tuple(range(0, 201, 25))
     assert np.all(np.isfinite(bounds))
-    assert refitted.proposal_kept_step_ == 200 and bounds[-1] > bounds[0]
-
-
-def test_a_refit_that_does_not_help_is_discarded(benign_split, monkeypatch):
-    import vaefilter.proposal as proposal
-
-    train, test = benign_split
-    # a "refit" that only widens q makes a worse proposal: the held-out bound falls
-    def widen(network, x, noise):
-        return -network.encode(x)[1].sum()
-
-    monkeypatch.setattr(proposal, "dreg_loss", widen)
-    params = dict(random_state=0, max_epochs=30)
-    kept = VAEOutlierDetector(proposal_steps=0, **params).fit(train)
-    discarded = VAEOutlierDetector(proposal_steps=50, **params).fit(train)
-    assert discarded.proposal_kept_step_ == 0
-    assert discarded.proposal_curve_[-1][1] < discarded.proposal_curve_[0][1]
-    np.testing.assert_allclose(discarded.score_samples(test), kept.score_samples(test), rtol=1e-6)
+    # step 0 is the ELBO encoder; every check uses the same held-out rows and draws
+    assert max(bounds[1:]) > bounds[0]
 
 
 def test_refit_is_reproducible(benign_split):

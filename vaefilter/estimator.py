@@ -77,8 +77,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         importance-weighted bound with DReG gradients; see
         :mod:`vaefilter.proposal`). The model, hence the density being
         estimated, does not change; the estimate at a given K gets tighter.
-        The refitted encoder is kept unless its held-out bound ends below the
-        ELBO-trained encoder's. 0 keeps the ELBO-trained encoder.
+        0 keeps the ELBO-trained encoder.
 
     max_epochs : int, default=200
         Maximum number of passes over the training rows.
@@ -162,10 +161,6 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     proposal_curve_ : list of (int, float)
         (step, held-out 32-sample bound in nats per row) at each check of the
         proposal refit; step 0 is the ELBO-trained encoder.
-
-    proposal_kept_step_ : int
-        ``proposal_steps`` when the refitted encoder was kept, 0 when the
-        ELBO-trained one was (the refit did not help on held-out rows).
 
     network_ : torch.nn.Module
         The fitted encoder, decoder and likelihood.
@@ -327,7 +322,6 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.n_iter_ = history.n_iter
         self.best_epoch_ = history.best_epoch
         self.proposal_curve_ = list(zip(proposal.steps, proposal.validation_bound))
-        self.proposal_kept_step_ = proposal.kept_step
         self._calibrate_on(X[val_rows] if len(val_rows) else X_train, percentiles)
         return self
 

@@ -38,8 +38,6 @@ _REQUIRED_KEYS = {"format_version": int, "versions": dict, "params": dict, "fitt
 _MAX_HEADER_BYTES = 64 << 20
 _ARRAY_ATTRIBUTES = ("validation_scores_", "column_typical_")
 _PLAIN_ATTRIBUTES = ("loss_curve_", "validation_loss_curve_", "n_iter_", "best_epoch_", "n_features_in_")
-# attributes added after format 2 was first written: older files load with these values
-_LATER_ATTRIBUTES = {"proposal_curve_": [], "proposal_kept_step_": 0}
 
 
 class ModelFileError(ValueError):
@@ -72,7 +70,6 @@ def _header(detector, payload):
             **{name: np.asarray(getattr(detector, name)).tolist() for name in _ARRAY_ATTRIBUTES},
             **{name: _json_param(getattr(detector, name)) for name in _PLAIN_ATTRIBUTES},
             "proposal_curve_": [[int(step), float(bound)] for step, bound in detector.proposal_curve_],
-            "proposal_kept_step_": int(detector.proposal_kept_step_),
         },
         "schema": detector.schema_.to_dict(),
         "network": detector.network_.config(),
@@ -167,10 +164,8 @@ def load_model(path):
             setattr(detector, name, np.asarray(fitted[name], dtype=np.float64))
         for name in _PLAIN_ATTRIBUTES:
             setattr(detector, name, fitted[name])
-        detector.proposal_curve_ = [
-            (int(step), float(bound)) for step, bound in fitted.get("proposal_curve_", _LATER_ATTRIBUTES["proposal_curve_"])
-        ]
-        detector.proposal_kept_step_ = int(fitted.get("proposal_kept_step_", _LATER_ATTRIBUTES["proposal_kept_step_"]))
+        # files written before the proposal refit existed have no history
+        detector.proposal_curve_ = [(int(step), float(bound)) for step, bound in fitted.get("proposal_curve_", [])]
         detector.schema_ = TableSchema.from_dict(header["schema"])
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -339,7 +339,7 @@ def plot_training(detector, ax=None):
 
 # ---------------------------------------------------------------- samples
 def plot_proposal_refit(detector, ax=None):
-    """Held-out 32-sample bound (nats per row) during the proposal refit, kept encoder marked.
+    """Held-out 32-sample bound (nats per row, mean over rows) during the proposal refit.
 
     Step 0 is the encoder as trained on the ELBO; a rising curve means the
     refitted encoder is a better importance-sampling proposal for the same model.
@@ -362,9 +362,6 @@ def plot_proposal_refit(detector, ax=None):
     steps, bounds = (np.asarray(v, dtype=float) for v in zip(*detector.proposal_curve_))
     ax.plot(steps, bounds, color=BATCH_COLOURS[2], marker=".", linewidth=1.6, label="held-out bound, K=32")
     ax.axhline(bounds[0], color="0.5", linestyle="--", linewidth=1.0, label=f"ELBO-trained encoder ({bounds[0]:.2f})")
-    step = detector.proposal_kept_step_
-    kept = dict(zip(steps.tolist(), bounds.tolist()))[float(step)]
-    ax.plot([step], [kept], marker="o", color="black", linestyle="none", label=f"kept: step {step} ({kept:.2f})")
     ax.set_title("Proposal refit (decoder frozen)")
     ax.set_xlabel("refit step")
     ax.set_ylabel("log p(x) bound (nats per row; higher is better)")
