@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .marginal import log_weights
+
 # Draws per row in the refitting objective: the bound is tightened for
-# estimates of this size; 16 left digits rows 1.6 nats short at K=100, 32 and
-# 64 about 0.4 (see benchmarks/RESULTS.md, bench_likelihood).
+# estimates of this size. In a one-off sweep on digits 0-4 (300 steps, not in
+# RESULTS.md) 16 left K=100 1.6 nats short of K=5000, 32 0.39, 64 0.56.
 REFIT_SAMPLES = 32
 REFIT_LEARNING_RATE = 1e-3
 # The held-out bound is recorded this often, for the record (plot_proposal_refit).
@@ -30,8 +32,9 @@ REFIT_LEARNING_RATE = 1e-3
 # tenths of a nat with a few far-out rows, and keeping the best checkpoint, or
 # discarding refits that ended below the ELBO encoder, chased that noise (its
 # median is no better: widening q lowers typical rows' 32-sample bound a little
-# while it tightens the mean). The test gap to K=5000 falls until ~50 steps
-# and stays flat to 600 (benchmarks: breast cancer, digits 0-4, cardio).
+# while it tightens the mean). In one-off sweeps (breast cancer, digits 0-4,
+# cardio; not in RESULTS.md) the test gap to K=5000 fell until ~50 steps and
+# stayed flat to 600: 200 steps leave a margin at a fixed cost of a few seconds.
 CHECK_EVERY = 25
 # held-out rows used for the check: enough for a stable mean, cheap to score
 MAX_CHECK_ROWS = 2048
@@ -51,20 +54,22 @@ def _log_normal(z, mean, log_var):
     return -0.5 * ((z - mean).pow(2) / log_var.exp() + log_var + _LOG_2PI).sum(-1)
 
 
-def _log_weights(network, x, noise, detach_proposal):
-    """Importance log-weights (rows, K); with ``detach_proposal``, log q sees q's parameters as constants."""
+def _log_weights_fixed_proposal(network, x, noise):
+    """Importance log-weights (rows, K) in which log q sees q's parameters as constants.
+
+    z still depends on them through the reparameterisation: that path alone
+    carries DReG's gradient.
+    """
     mean, log_var = network.encode(x)
     z = mean.unsqueeze(1) + (0.5 * log_var).exp().unsqueeze(1) * noise
-    if detach_proposal:
-        mean, log_var = mean.detach(), log_var.detach()
-    log_q = _log_normal(z, mean.unsqueeze(1), log_var.unsqueeze(1))
+    log_q = _log_normal(z, mean.detach().unsqueeze(1), log_var.detach().unsqueeze(1))
     log_joint = network.likelihood.log_prob(network.decode(z), x.unsqueeze(1)) + network.log_prior(z)
     return log_joint - log_q
 
 
 def dreg_loss(network, x, noise):
     """Surrogate whose encoder gradient is DReG's estimate of -grad IWAE bound."""
-    log_w = _log_weights(network, x, noise, detach_proposal=True)
+    log_w = _log_weights_fixed_proposal(network, x, noise)
     normalised = torch.softmax(log_w, dim=1).detach()
     return -(normalised.pow(2) * log_w).sum(1).mean()
 
@@ -73,7 +78,7 @@ def _mean_bound(network, X, noise, batch_size):
     total = 0.0
     with torch.inference_mode():
         for start in range(0, X.shape[0], batch_size):
-            log_w = _log_weights(network, X[start : start + batch_size], noise[start : start + batch_size], False)
+            log_w, _ = log_weights(network, X[start : start + batch_size], noise[start : start + batch_size])
             total += float((torch.logsumexp(log_w, dim=1) - math.log(log_w.shape[1])).sum())
     return total / X.shape[0]
 
