@@ -228,6 +228,15 @@ def test_bom_inside_data_is_kept_as_text():
     assert chunk.frame["a"].tolist() == ["\ufeffx"]
 
 
+def test_nul_bytes_inside_fields_are_kept():
+    # pandas' C parser before 3.1 ends a field at a NUL byte ('x\x00y' -> 'x');
+    # found on pandas 3.0.6, where the round-trip property test failed
+    data = b"a,b\nx\x00y,1\n\x00,2\n"
+    reader, chunks = read_all(data)
+    assert parsed_rows(chunks) == [["x\x00y", "1"], ["\x00", "2"]]
+    assert reassemble(reader, chunks) == data
+
+
 @pytest.mark.parametrize("block_size", [3, 64, None])
 def test_stray_quote_cannot_swallow_the_rest_of_the_file(monkeypatch, block_size):
     monkeypatch.setattr(csvio, "MAX_RECORD_BYTES", 40)

@@ -71,6 +71,7 @@ BLOCK_SIZE = 1 << 22
 MAX_RECORD_BYTES = 1 << 24
 
 _QUOTE = b'"'
+_NUL = b"\x00"
 _UTF8_BOM = codecs.BOM_UTF8
 _TERMINATORS = (b"\r\n", b"\n", b"\r")
 
@@ -565,9 +566,10 @@ def _read_with_pandas(data: bytes, n_columns: int, codec: str, delimiter: str) -
     """Parse well-formed records with pandas' C parser, fields as exact text.
 
     Returns None where the C parser would not give the exact text: it strips
-    a leading UTF-8 BOM from its input.
+    a leading UTF-8 BOM from its input, and before pandas 3.1 it ends a field
+    at a NUL byte ('x\\x00y' -> 'x').
     """
-    if data.startswith(_UTF8_BOM):
+    if data.startswith(_UTF8_BOM) or _NUL in data:
         return None
     try:
         return pd.read_csv(

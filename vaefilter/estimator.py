@@ -23,7 +23,7 @@ from .columns import TableSchema
 from .devices import resolve_device
 from .explanations import reasons_for_rows
 from .likelihoods import build_likelihood
-from .marginal import check_finite_scores, estimate_log_marginal
+from .marginal import check_finite_scores, encode_in_passes, estimate_log_marginal
 from .proposal import refit_proposal
 from .network import VAENetwork
 from .training import TrainingConfig, train
@@ -584,8 +584,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         X_model = self._validate_for_scoring(X)
         network = self._network()
         device = next(network.parameters()).device
-        with torch.inference_mode():
-            mean, log_var = network.encode(self._to_tensor(X_model, device))
+        mean, log_var = encode_in_passes(network, self._to_tensor(X_model, device))
         return mean.double().cpu().numpy(), (0.5 * log_var).exp().double().cpu().numpy()
 
     def transform(self, X):

@@ -38,6 +38,16 @@ _LOG_SEEN_MASS = math.log1p(-UNSEEN_CATEGORY_PROB)
 INPUT_CLIP = 10.0
 
 
+
+def _may_be_true(mask):
+    """False only where ``mask`` is known to be all False.
+
+    On the CPU the check skips a pass over the data; on a GPU reading the
+    answer would stall the queue of launched kernels every step, so there the
+    masked path always runs.
+    """
+    return mask.device.type != "cpu" or bool(mask.any())
+
 class ColumnFamily(nn.Module):
     """Base class: a likelihood family over a subset of the model's columns.
 
@@ -81,7 +91,7 @@ class ColumnFamily(nn.Module):
     def network_input(self, x_cols):
         """Encoder features for the family's columns (missing cells get a neutral value)."""
         missing = torch.isnan(x_cols)
-        if missing.any():
+        if _may_be_true(missing):
             x_cols = torch.where(missing, torch.full_like(x_cols, self.input_fill), x_cols)
         return self._network_input(x_cols)
 
@@ -96,7 +106,7 @@ class ColumnFamily(nn.Module):
         ``OUT_OF_SUPPORT_LOG_PROB`` when training never saw one.
         """
         missing = torch.isnan(x_cols)
-        if not missing.any():
+        if not _may_be_true(missing):
             return self._log_prob(params, x_cols)
         filled = torch.where(missing, torch.full_like(x_cols, self.support_fill), x_cols)
         log_prob = self._log_prob(params, filled)

@@ -37,6 +37,9 @@ CUDA_ACTIVATION_FLOATS = 2**25
 # picks kernels (and summation orders) by matrix shape, so a row can differ by
 # ~1e-7 relative between batches. Below 8 rows CPU kernels switch to a
 # matrix-vector path with larger differences, so short passes are padded.
+# cuBLAS picks by the whole shape, and its choices differ in the last bits for
+# any change of row count (seen on an H200), so on a GPU every pass is padded
+# to the full pass size; a pass there costs about a millisecond.
 MIN_ROWS_PER_PASS = 8
 MAX_ROWS_PER_PASS = 4096
 
@@ -83,11 +86,35 @@ def log_weights(network, x, noise, per_column=False):
     return log_px_given_z + network.log_prior(z) - log_q, columns
 
 
-def _padded(x):
-    missing = MIN_ROWS_PER_PASS - x.shape[0]
+def _padded(x, n_rows):
+    missing = n_rows - x.shape[0]
     if missing <= 0:
         return x
     return torch.cat([x, x[:1].expand(missing, -1)])
+
+
+def fixed_shape_passes(X, rows):
+    """Yield ``(start, stop, batch)`` over ``X`` in passes of ``rows`` rows, padded for stable rounding.
+
+    The batch is padded by repeating its first row (see MIN_ROWS_PER_PASS for
+    why); results for rows ``stop - start`` onwards are to be dropped.
+    """
+    pad_to = rows if X.device.type == "cuda" else MIN_ROWS_PER_PASS
+    for start in range(0, X.shape[0], rows):
+        batch = X[start : start + rows]
+        yield start, start + batch.shape[0], _padded(batch, pad_to)
+
+
+def encode_in_passes(network, X):
+    """Posterior mean and log-variance of every row of ``X``, each row independent of the others."""
+    mean = torch.empty(X.shape[0], network.latent_dim, device=X.device)
+    log_var = torch.empty_like(mean)
+    with torch.inference_mode():
+        for start, stop, batch in fixed_shape_passes(X, MAX_ROWS_PER_PASS):
+            batch_mean, batch_log_var = network.encode(batch)
+            mean[start:stop] = batch_mean[: stop - start]
+            log_var[start:stop] = batch_log_var[: stop - start]
+    return mean, log_var
 
 
 def activation_floats_for(device):
@@ -137,19 +164,16 @@ def estimate_log_marginal(network, X, n_importance_samples, seed, activation_flo
     ess = torch.empty_like(log_px)
     column_log_prob = torch.empty(n_samples, n_features, device=X.device) if per_column else None
     with torch.inference_mode():
-        for start in range(0, n_samples, rows):
-            batch = X[start : start + rows]
-            stop = start + batch.shape[0]
-            padded = _padded(batch)
+        for start, stop, padded in fixed_shape_passes(X, rows):
             noise = row_normal(padded, n_importance_samples, network.latent_dim, seed)
             w, columns = log_weights(network, padded, noise, per_column)
-            w = w[: batch.shape[0]]
+            w = w[: stop - start]
             log_sum = torch.logsumexp(w, dim=1)
             log_px[start:stop] = log_sum - math.log(n_importance_samples)
             ess[start:stop] = torch.exp(2.0 * log_sum - torch.logsumexp(2.0 * w, dim=1))
             if per_column:
                 posterior = torch.softmax(w, dim=1).unsqueeze(-1)
-                column_log_prob[start:stop] = (posterior * columns[: batch.shape[0]]).sum(1)
+                column_log_prob[start:stop] = (posterior * columns[: stop - start]).sum(1)
     return MarginalEstimate(
         _to_numpy(log_px),
         _to_numpy(ess),
