@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from .fused_mlp import mlp_forward
 from .likelihoods import FactorizedLikelihood
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -67,7 +68,7 @@ class VAENetwork(nn.Module):
 
     def decode(self, z):
         """Parameters of p(x|z) for latent points of shape (..., latent_dim)."""
-        return self.decoder(z)
+        return mlp_forward(self.decoder, z)
 
     def negative_elbo(self, x, noise):
         """-ELBO per row (nats): reconstruction with one reparameterised draw, analytic KL.
