@@ -79,3 +79,45 @@ def test_auto_gives_bernoulli_to_binary_columns_only():
     X = np.array([[0.0, 1.5], [1.0, 2.5], [1.0, 0.5]])
     kinds = {f.kind: f.columns.tolist() for f in build_likelihood(X, "auto", 0.1).families}
     assert kinds == {"gaussian": [1], "bernoulli": [0]}
+
+
+def _gaussian_case(seed=0, n_columns=5):
+    generator = torch.Generator().manual_seed(seed)
+    family = GaussianColumns(list(range(n_columns)), loc=np.arange(n_columns) * 3.0,
+                             scale=np.linspace(0.5, 4.0, n_columns), min_variance=1e-3)
+    params = torch.randn(7, 20, 2 * n_columns, generator=generator)  # rows x K draws x params
+    x = torch.randn(7, 1, n_columns, generator=generator) * 3.0
+    return family, params, x
+
+
+def test_gaussian_in_place_sum_matches_the_per_column_log_prob():
+    family, params, x = _gaussian_case()
+    expected = family.log_prob(params, x).sum(-1)
+    with torch.inference_mode():
+        summed = family.summed_log_prob(params, x)
+        # the in-place path must not touch the decoder output it reads
+        assert family._summed_log_prob_in_place(params.clone(), x) is not None
+    assert summed.shape == (7, 20)
+    torch.testing.assert_close(summed, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_gaussian_in_place_sum_leaves_its_inputs_alone():
+    family, params, x = _gaussian_case(seed=1)
+    params_before, x_before = params.clone(), x.clone()
+    with torch.inference_mode():
+        family.summed_log_prob(params, x)
+    assert torch.equal(params, params_before) and torch.equal(x, x_before)
+
+
+def test_summed_log_prob_keeps_gradients_and_missing_cells_on_the_per_column_path():
+    family, params, x = _gaussian_case(seed=2)
+    params.requires_grad_(True)
+    family.summed_log_prob(params, x).sum().backward()
+    assert params.grad is not None and torch.isfinite(params.grad).all()
+    x = x.clone()
+    x[0, 0, 1] = float("nan")
+    with torch.inference_mode():
+        summed = family.summed_log_prob(params.detach(), x)
+    # the missing cell costs the out-of-support penalty (missingness not modelled)
+    assert float(summed[0, 0]) < OUT_OF_SUPPORT_LOG_PROB / 2
+    torch.testing.assert_close(summed, family.log_prob(params.detach(), x).sum(-1), rtol=1e-5, atol=1e-4)

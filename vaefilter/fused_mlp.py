@@ -28,6 +28,11 @@ def _fused_linear_silu(x, linear):
     return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, "swish", [], "")
 
 
+def _fused_linear(x, linear):
+    # the bias added in the matmul's epilogue, not copied into the output first
+    return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, "none", [], "")
+
+
 @functools.lru_cache(maxsize=None)
 def fused_kernels_work():
     """Whether this torch build has the fused operator and it agrees with the plain layers."""
@@ -38,11 +43,13 @@ def fused_kernels_work():
     x = torch.randn(40, 16, generator=generator)
     try:
         with torch.inference_mode():
-            fused = _fused_linear_silu(x, linear)
-            plain = nn.functional.silu(linear(x))
+            pairs = [(_fused_linear_silu(x, linear), nn.functional.silu(linear(x))), (_fused_linear(x, linear), linear(x))]
     except (AttributeError, RuntimeError, TypeError):
         return False
-    return fused.shape == plain.shape and bool(torch.allclose(fused, plain, atol=_SELF_CHECK_TOLERANCE))
+    return all(
+        fused.shape == plain.shape and bool(torch.allclose(fused, plain, atol=_SELF_CHECK_TOLERANCE))
+        for fused, plain in pairs
+    )
 
 
 def _can_fuse(x):
@@ -56,6 +63,9 @@ def _can_fuse(x):
 
 def mlp_forward(mlp: nn.Sequential, x):
     """``mlp(x)`` for a Sequential of Linear layers with SiLU between them; fused where possible.
+
+    Every layer then runs as one oneDNN call: linear+SiLU, or linear with its
+    bias for the output layer.
 
     Fused only without autograd (a fused layer has no backward here), on a
     CPU, in float32.
@@ -72,6 +82,6 @@ def mlp_forward(mlp: nn.Sequential, x):
             h = _fused_linear_silu(h, layer)
             i += 2
         else:
-            h = layer(h)
+            h = _fused_linear(h, layer)
             i += 1
     return h.reshape(*leading, h.shape[-1])

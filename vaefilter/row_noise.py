@@ -45,12 +45,16 @@ def _uniform(keys, counters):
 
 def row_normal(x, n_draws, latent_dim, seed):
     """Standard-normal draws of shape (n_rows, n_draws, latent_dim) keyed by each row of ``x``."""
+    return keyed_normal(row_keys(x, seed), n_draws, latent_dim)
+
+
+def keyed_normal(keys, n_draws, latent_dim):
+    """Standard-normal draws of shape (n_keys, n_draws, latent_dim), a function of each key alone."""
     n_values = n_draws * latent_dim
     n_pairs = (n_values + 1) // 2
-    keys = row_keys(x, seed)
-    counters = torch.arange(2 * n_pairs, dtype=torch.int64, device=x.device)
+    counters = torch.arange(2 * n_pairs, dtype=torch.int64, device=keys.device)
     u = _uniform(keys, counters)
     radius = torch.sqrt(-2.0 * torch.log(u[:, :n_pairs]))
     angle = (2.0 * math.pi) * u[:, n_pairs:]
     normal = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, :n_values]
-    return normal.reshape(x.shape[0], n_draws, latent_dim)
+    return normal.reshape(keys.shape[0], n_draws, latent_dim)
