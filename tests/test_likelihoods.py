@@ -121,3 +121,19 @@ def test_summed_log_prob_keeps_gradients_and_missing_cells_on_the_per_column_pat
     # the missing cell costs the out-of-support penalty (missingness not modelled)
     assert float(summed[0, 0]) < OUT_OF_SUPPORT_LOG_PROB / 2
     torch.testing.assert_close(summed, family.log_prob(params.detach(), x).sum(-1), rtol=1e-5, atol=1e-4)
+
+
+def test_gaussian_in_place_sum_with_the_missing_cell_mask_always_on(monkeypatch):
+    # a GPU always takes the masked path (reading isnan().any() would stall it)
+    from vaefilter import likelihoods
+
+    family, params, x = _gaussian_case(seed=3)
+    x[2, 0, 4] = float("nan")
+    family.missing_modelled[4] = True
+    expected = family.log_prob(params, x).sum(-1)
+    monkeypatch.setattr(likelihoods, "_may_be_true", lambda mask: True)
+    with torch.inference_mode():
+        torch.testing.assert_close(family.summed_log_prob(params, x), expected, rtol=1e-5, atol=1e-4)
+        x_complete = x.nan_to_num(0.5)
+        torch.testing.assert_close(family.summed_log_prob(params, x_complete),
+                                   family.log_prob(params, x_complete).sum(-1), rtol=1e-5, atol=1e-4)

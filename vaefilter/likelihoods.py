@@ -124,7 +124,7 @@ class ColumnFamily(nn.Module):
 
     def summed_log_prob(self, params, x_cols):
         """log p(x | z) of the family's columns together, shape (...)."""
-        if not _may_be_true(torch.isnan(x_cols)) and not _needs_autograd(params):
+        if not _needs_autograd(params):
             summed = self._summed_log_prob_in_place(params, x_cols)
             if summed is not None:
                 return summed
@@ -133,6 +133,14 @@ class ColumnFamily(nn.Module):
     def _summed_log_prob_in_place(self, params, x_cols):
         """The sum without per-column intermediates, or None where a family has no such path."""
         return None
+
+    def _missing_cell_cost(self):
+        """What a missing cell adds to log p(x | z), per column (see ``log_prob``)."""
+        return torch.where(
+            self.missing_modelled,
+            torch.zeros((), device=self.missing_modelled.device),
+            torch.full((), OUT_OF_SUPPORT_LOG_PROB, device=self.missing_modelled.device),
+        )
 
     def mean(self, params):
         """E[x_j | z] in original units."""
@@ -186,12 +194,21 @@ class GaussianColumns(ColumnFamily):
     def _summed_log_prob_in_place(self, params, x_cols):
         # Scoring evaluates this on rows x K x columns: each op below updates
         # one buffer in place, and the constants are added once per row, which
-        # halves the passes over that array.
+        # halves the passes over that array. Missing cells are masked on the
+        # rows x columns input, which is K times smaller.
+        missing = torch.isnan(x_cols)
+        masked = _may_be_true(missing)
+        standardised = (torch.where(missing, self.loc, x_cols) - self.loc) / self.scale if masked else (
+            (x_cols - self.loc) / self.scale
+        )
         mean, variance = self._mean_and_variance(params)
-        squared = torch.sub((x_cols - self.loc) / self.scale, mean).square_().div_(variance)
-        squared.add_(variance.log_())
-        constant = 0.5 * _LOG_2PI * x_cols.shape[-1] + self.scale.log().sum()
-        return squared.sum(-1).mul_(-0.5).sub_(constant)
+        terms = torch.sub(standardised, mean).square_().div_(variance).add_(variance.log_())
+        constant = 0.5 * _LOG_2PI + self.scale.log()
+        if not masked:
+            return terms.sum(-1).mul_(-0.5).sub_(constant.sum())
+        present = (~missing).to(terms.dtype)
+        row_terms = ((missing.to(terms.dtype) * self._missing_cell_cost()) - present * constant).sum(-1)
+        return terms.mul_(present).sum(-1).mul_(-0.5).add_(row_terms)
 
     def mean(self, params):
         mean, _ = self._mean_and_variance(params)
