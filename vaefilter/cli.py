@@ -73,6 +73,9 @@ def _add_fit_parser(commands):
     p.add_argument("--importance-samples", type=int, default=100, help="K draws per row for log p(x)")
     p.add_argument("--proposal-steps", type=int, default=200,
                    help="steps refitting the encoder as the sampler's proposal after training (0: none)")
+    p.add_argument("--posterior-search-steps", type=int, default=0,
+                   help="when scoring, steps towards each row's posterior mode for a second proposal "
+                        "(tighter log p(x), about 3x scoring time at 25; 0: none)")
     p.add_argument("--validation-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _add_csv_options(p)
@@ -179,6 +182,7 @@ def _build_detector(args, categorical):
         hidden_layer_sizes=tuple(args.hidden),
         n_importance_samples=args.importance_samples,
         proposal_steps=args.proposal_steps,
+        posterior_search_steps=args.posterior_search_steps,
         max_epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,

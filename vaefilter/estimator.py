@@ -79,6 +79,16 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         estimated, does not change; the estimate at a given K gets tighter.
         0 keeps the ELBO-trained encoder.
 
+    posterior_search_steps : int, default=0
+        When scoring, Adam steps up log p(x, z) from the encoder's mean to
+        each row's own posterior mode; half of the K draws then come from
+        q(z|x) centred there, with mixture weights that keep the estimate
+        unbiased (see :mod:`vaefilter.posterior_search`). Tightens log p(x)
+        where the encoder is off for a row (digits, arrhythmia: the K=100
+        gap to K=5000 falls from about 1 nat to about 0.1), at a cost of
+        about three single-draw decoder passes per step and row (25 steps
+        roughly triple scoring time). 0 samples from q(z|x) alone.
+
     max_epochs : int, default=200
         Maximum number of passes over the training rows.
 
@@ -200,6 +210,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "hidden_layer_sizes": ["array-like"],
         "likelihood": [StrOptions({"auto", "gaussian", "bernoulli"})],
         "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
+        "posterior_search_steps": [Interval(Integral, 0, None, closed="left")],
         "proposal_steps": [Interval(Integral, 0, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -223,6 +234,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         likelihood="auto",
         n_importance_samples=100,
         proposal_steps=200,
+        posterior_search_steps=0,
         max_epochs=200,
         batch_size=128,
         learning_rate=3e-3,
@@ -242,6 +254,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.likelihood = likelihood
         self.n_importance_samples = n_importance_samples
         self.proposal_steps = proposal_steps
+        self.posterior_search_steps = posterior_search_steps
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -424,6 +437,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             self.n_importance_samples,
             self.importance_seed_,
             per_column=per_column,
+            search_steps=self.posterior_search_steps,
         )
 
     def _validate_for_scoring(self, X):

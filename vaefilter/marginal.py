@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .posterior_search import mixture_log_density, search_modes
 from .row_noise import keyed_normal, row_keys
 
 # Floats per thread in one hidden activation of a decoder pass (rows x K x
@@ -66,23 +67,35 @@ class MarginalEstimate:
     column_log_prob: np.ndarray | None = None
 
 
-def log_weights(network, x, noise, per_column=False):
+def log_weights(network, x, noise, per_column=False, search_steps=0):
     """Importance log-weights of shape (n_rows, K) for a batch of rows.
 
     ``noise`` holds standard-normal draws of shape (n_rows, K, latent_dim).
     With ``per_column``, also log p(x_j | z_k) of shape (n_rows, K, n_features).
+    With ``search_steps``, the second half of the draws comes from q(z|x)
+    moved towards the row's posterior mode (:mod:`vaefilter.posterior_search`).
     """
     mean, log_var = network.encode(x)
     std = (0.5 * log_var).exp()
-    z = mean.unsqueeze(1) + std.unsqueeze(1) * noise
+    n_draws = noise.shape[1]
+    if search_steps and n_draws > 1:
+        found = search_modes(network, x, mean, search_steps)
+        n_first = n_draws // 2
+        shift = (found - mean) / std
+        centre = torch.cat([mean.unsqueeze(1).expand(-1, n_first, -1),
+                            found.unsqueeze(1).expand(-1, n_draws - n_first, -1)], dim=1)
+        z = centre + std.unsqueeze(1) * noise
+        log_q = mixture_log_density(noise, shift, log_var, network, n_first)
+    else:
+        z = mean.unsqueeze(1) + std.unsqueeze(1) * noise
+        # (z - mean) / std is exactly the noise, so q's density needs no division
+        log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
     params = network.decode(z)
     if per_column:
         columns = network.likelihood.column_log_prob(params, x.unsqueeze(1))
         log_px_given_z = columns.sum(-1)
     else:
         columns, log_px_given_z = None, network.likelihood.log_prob(params, x.unsqueeze(1))
-    # (z - mean) / std is exactly the noise, so q's density needs no division
-    log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
     return log_px_given_z + network.log_prior(z) - log_q, columns
 
 
@@ -132,7 +145,9 @@ def rows_per_pass(n_importance_samples, hidden_width, activation_floats=CPU_ACTI
     return int(np.clip(draws // n_importance_samples, MIN_ROWS_PER_PASS, MAX_ROWS_PER_PASS))
 
 
-def estimate_log_marginal(network, X, n_importance_samples, seed, activation_floats=None, per_column=False):
+def estimate_log_marginal(
+    network, X, n_importance_samples, seed, activation_floats=None, per_column=False, search_steps=0
+):
     """Importance-sampled log p(x) for every row of ``X``.
 
     Parameters
@@ -150,6 +165,9 @@ def estimate_log_marginal(network, X, n_importance_samples, seed, activation_flo
         activation in one pass; by default sized for the device of ``X``.
     per_column : bool
         Also compute the posterior expectation of each column's log p(x_j | z).
+    search_steps : int
+        Adam steps towards each row's posterior mode for a second proposal
+        (see :mod:`vaefilter.posterior_search`); 0 samples from q(z|x) alone.
 
     Returns
     -------
@@ -165,13 +183,15 @@ def estimate_log_marginal(network, X, n_importance_samples, seed, activation_flo
     log_px = torch.empty(n_samples, dtype=torch.float32, device=X.device)
     ess = torch.empty_like(log_px)
     column_log_prob = torch.empty(n_samples, n_features, device=X.device) if per_column else None
-    with torch.inference_mode():
+    # no_grad rather than inference_mode: the posterior search differentiates
+    # through the decoder inside the loop
+    with torch.no_grad():
         # hashed once for all rows: per pass, the column-by-column hash was
         # hundreds of tiny ops (a quarter of scoring time at 200 features)
         keys = row_keys(X, seed)
         for start, stop, padded, padded_keys in fixed_shape_passes(X, rows, keys):
             noise = keyed_normal(padded_keys, n_importance_samples, network.latent_dim)
-            w, columns = log_weights(network, padded, noise, per_column)
+            w, columns = log_weights(network, padded, noise, per_column, search_steps)
             w = w[: stop - start]
             log_sum = torch.logsumexp(w, dim=1)
             log_px[start:stop] = log_sum - math.log(n_importance_samples)
