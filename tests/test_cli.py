@@ -39,7 +39,7 @@ HEADER_START = len(MAGIC) + 8 + 32
 # 100 epochs cost about what 30 do here (early stopping ends training first)
 FIT_ARGS = ["--epochs", "100", "--hidden", "32", "--latent-dim", "4", "--importance-samples", "32", "-q"]
 SMALL_FIT_ARGS = ["--epochs", "5", "--hidden", "16", "--latent-dim", "2", "--importance-samples", "8",
-                  "--proposal-steps", "25", "-q"]
+                  "--proposal-steps", "25", "--posterior-search-steps", "3", "-q"]
 N_TRAIN = 1000
 COLUMNS = ["pclass", "survived", "sex", "age", "sibsp", "parch", "fare", "embarked"]
 
@@ -573,6 +573,7 @@ def test_fit_with_validation_columns_and_categorical(setup, tmp_path, capsys):
     header = read_header(model)
     assert len(header["fitted"]["validation_scores_"]) == 150
     assert header["params"]["proposal_steps"] == 25 and header["fitted"]["proposal_curve_"][-1][0] == 25
+    assert header["params"]["posterior_search_steps"] == 3
     # the batch (with survived and the planted rows) still goes through
     code, valid_out, invalid_out = _filter(SimpleNamespace(model=model), setup.batch.read_bytes(), tmp_path)
     assert code == 0
