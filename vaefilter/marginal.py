@@ -67,19 +67,18 @@ class MarginalEstimate:
     column_log_prob: np.ndarray | None = None
 
 
-def log_weights(network, x, noise, per_column=False, search_steps=0):
+def log_weights(network, x, noise, per_column=False, found=None):
     """Importance log-weights of shape (n_rows, K) for a batch of rows.
 
     ``noise`` holds standard-normal draws of shape (n_rows, K, latent_dim).
     With ``per_column``, also log p(x_j | z_k) of shape (n_rows, K, n_features).
-    With ``search_steps``, the second half of the draws comes from q(z|x)
-    moved towards the row's posterior mode (:mod:`vaefilter.posterior_search`).
+    With ``found`` (one latent point per row, see :func:`search_in_passes`),
+    the second half of the draws comes from q(z|x) moved there.
     """
     mean, log_var = network.encode(x)
     std = (0.5 * log_var).exp()
     n_draws = noise.shape[1]
-    if search_steps and n_draws > 1:
-        found = search_modes(network, x, mean, search_steps)
+    if found is not None and n_draws > 1:
         n_first = n_draws // 2
         shift = (found - mean) / std
         centre = torch.cat([mean.unsqueeze(1).expand(-1, n_first, -1),
@@ -118,6 +117,21 @@ def fixed_shape_passes(X, rows, *aligned):
     for start in range(0, X.shape[0], rows):
         stop = min(start + rows, X.shape[0])
         yield (start, stop, *(_padded(t[start:stop], pad_to) for t in (X, *aligned)))
+
+
+def search_in_passes(network, X, n_steps):
+    """Each row's posterior mode as found by :func:`vaefilter.posterior_search.search_modes`.
+
+    Searched in passes of MAX_ROWS_PER_PASS rows, not in the scoring passes
+    (a few hundred rows at K=100), where each Adam step's fixed cost would
+    dominate.
+    """
+    found = torch.empty(X.shape[0], network.latent_dim, device=X.device)
+    for start, stop, batch in fixed_shape_passes(X, MAX_ROWS_PER_PASS):
+        with torch.no_grad():
+            mean, _ = network.encode(batch)
+        found[start:stop] = search_modes(network, batch, mean, n_steps)[: stop - start]
+    return found
 
 
 def encode_in_passes(network, X):
@@ -189,9 +203,11 @@ def estimate_log_marginal(
         # hashed once for all rows: per pass, the column-by-column hash was
         # hundreds of tiny ops (a quarter of scoring time at 200 features)
         keys = row_keys(X, seed)
-        for start, stop, padded, padded_keys in fixed_shape_passes(X, rows, keys):
+        found = search_in_passes(network, X, search_steps) if search_steps and n_importance_samples > 1 else None
+        aligned = (keys,) if found is None else (keys, found)
+        for start, stop, padded, padded_keys, *padded_found in fixed_shape_passes(X, rows, *aligned):
             noise = keyed_normal(padded_keys, n_importance_samples, network.latent_dim)
-            w, columns = log_weights(network, padded, noise, per_column, search_steps)
+            w, columns = log_weights(network, padded, noise, per_column, *padded_found)
             w = w[: stop - start]
             log_sum = torch.logsumexp(w, dim=1)
             log_px[start:stop] = log_sum - math.log(n_importance_samples)
