@@ -574,6 +574,7 @@ def test_fit_with_validation_columns_and_categorical(setup, tmp_path, capsys):
     assert len(header["fitted"]["validation_scores_"]) == 150
     assert header["params"]["proposal_steps"] == 25 and header["fitted"]["proposal_curve_"][-1][0] == 25
     assert header["params"]["posterior_search_steps"] == 3
+    assert "posterior_search_steps=3" in out
     # the batch (with survived and the planted rows) still goes through
     code, valid_out, invalid_out = _filter(SimpleNamespace(model=model), setup.batch.read_bytes(), tmp_path)
     assert code == 0

@@ -404,7 +404,8 @@ def run_info(args):
     print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats "
           f"(percentiles {params['threshold_percentiles']} of {len(fitted['validation_scores_'])} validation rows)")
     print(f"model: latent_dim={params['latent_dim']} hidden={params['hidden_layer_sizes']} "
-          f"K={params['n_importance_samples']} likelihood={params['likelihood']}")
+          f"K={params['n_importance_samples']} likelihood={params['likelihood']} "
+          f"posterior_search_steps={params.get('posterior_search_steps', 0)}")
     curve, val_curve = fitted["loss_curve_"], fitted["validation_loss_curve_"]
     print(f"training: {fitted['n_iter_']} epochs, best epoch {fitted['best_epoch_']}, final -ELBO "
           f"{curve[-1]:.3f} train / {val_curve[-1] if val_curve else float('nan'):.3f} validation (nats/row)")

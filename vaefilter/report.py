@@ -244,11 +244,11 @@ def _model_section(detector):
     ]
     settings = pd.DataFrame(
         {
-            "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples", "handle_missing",
-                        "n_features_in_"],
+            "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples",
+                        "posterior_search_steps", "handle_missing", "n_features_in_"],
             "value": [str(detector.latent_dim), str(tuple(detector.hidden_layer_sizes)), str(detector.likelihood),
-                      str(detector.n_importance_samples), str(getattr(detector, "handle_missing", "error")),
-                      str(detector.n_features_in_)],
+                      str(detector.n_importance_samples), str(getattr(detector, "posterior_search_steps", 0)),
+                      str(getattr(detector, "handle_missing", "error")), str(detector.n_features_in_)],
         }
     )
     columns = _columns_table(detector.schema_.columns)
