@@ -86,14 +86,19 @@ def test_k1_is_a_lower_bound_on_average(ppca):
     assert elbo < _estimate(network, X, DEFAULT_K).log_px.mean() <= exact.mean() + 0.005
 
 
-def test_exact_proposal_gives_exact_answer_with_one_sample():
-    # with q = p(z|x) every importance weight equals p(x): K=1 is already exact
+def exact_proposal_case():
+    """A linear-Gaussian model whose encoder is its exact posterior, with rows and their exact log p(x)."""
     rng = np.random.RandomState(1)
     Q, _ = np.linalg.qr(rng.normal(size=(4, 2)))
     W, b = Q * np.array([1.5, 0.7]), rng.normal(size=4)
     network = ppca_network(W, b, 0.5, proposal_inflation=1.0, proposal_shift=0.0)
     X = rng.normal(size=(50, 4))
-    exact = multivariate_normal(b, W @ W.T + 0.5 * np.eye(4)).logpdf(X)
+    return network, X, multivariate_normal(b, W @ W.T + 0.5 * np.eye(4)).logpdf(X)
+
+
+def test_exact_proposal_gives_exact_answer_with_one_sample():
+    # with q = p(z|x) every importance weight equals p(x): K=1 is already exact
+    network, X, exact = exact_proposal_case()
     estimate = _estimate(network, X, 1)
     np.testing.assert_allclose(estimate.log_px, exact, atol=2e-4)
     np.testing.assert_allclose(_estimate(network, X, 7).effective_sample_size, 7, rtol=1e-3)

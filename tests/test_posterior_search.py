@@ -8,7 +8,7 @@ from scipy.stats import multivariate_normal
 from vaefilter import VAEOutlierDetector
 from vaefilter.marginal import estimate_log_marginal
 from vaefilter.posterior_search import search_modes
-from test_marginal import ppca_network
+from test_marginal import exact_proposal_case, ppca_network
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +51,7 @@ def test_the_search_repairs_a_misplaced_proposal(misplaced_encoder):
 
 def test_mixture_weights_keep_a_good_proposal_exact():
     # encoder = exact posterior: every component is exact and so is the mixture
-    rng = np.random.RandomState(1)
-    Q, _ = np.linalg.qr(rng.normal(size=(4, 2)))
-    W, b = Q * np.array([1.5, 0.7]), rng.normal(size=4)
-    network = ppca_network(W, b, 0.5, proposal_inflation=1.0, proposal_shift=0.0)
-    X = rng.normal(size=(50, 4))
-    exact = multivariate_normal(b, W @ W.T + 0.5 * np.eye(4)).logpdf(X)
+    network, X, exact = exact_proposal_case()
     estimate = _log_px(network, torch.tensor(X, dtype=torch.float32), 8, 25)
     np.testing.assert_allclose(estimate.log_px, exact, atol=0.02)
 
