@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .posterior_search import mixture_log_density, search_modes
+from .posterior_search import mixture_draws, search_modes
 from .row_noise import keyed_normal, row_keys
 
 # Floats per thread in one hidden activation of a decoder pass (rows x K x
@@ -76,17 +76,10 @@ def log_weights(network, x, noise, per_column=False, found=None):
     the second half of the draws comes from q(z|x) moved there.
     """
     mean, log_var = network.encode(x)
-    std = (0.5 * log_var).exp()
-    n_draws = noise.shape[1]
-    if found is not None and n_draws > 1:
-        n_first = n_draws // 2
-        shift = (found - mean) / std
-        centre = torch.cat([mean.unsqueeze(1).expand(-1, n_first, -1),
-                            found.unsqueeze(1).expand(-1, n_draws - n_first, -1)], dim=1)
-        z = centre + std.unsqueeze(1) * noise
-        log_q = mixture_log_density(noise, shift, log_var, network, n_first)
+    if found is not None and noise.shape[1] > 1:
+        z, log_q = mixture_draws(network, mean, log_var, found, noise)
     else:
-        z = mean.unsqueeze(1) + std.unsqueeze(1) * noise
+        z = mean.unsqueeze(1) + (0.5 * log_var).exp().unsqueeze(1) * noise
         # (z - mean) / std is exactly the noise, so q's density needs no division
         log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
     params = network.decode(z)
@@ -197,8 +190,8 @@ def estimate_log_marginal(
     log_px = torch.empty(n_samples, dtype=torch.float32, device=X.device)
     ess = torch.empty_like(log_px)
     column_log_prob = torch.empty(n_samples, n_features, device=X.device) if per_column else None
-    # no_grad rather than inference_mode: the posterior search differentiates
-    # through the decoder inside the loop
+    # no_grad rather than inference_mode: the posterior search in this block
+    # differentiates through the decoder
     with torch.no_grad():
         # hashed once for all rows: per pass, the column-by-column hash was
         # hundreds of tiny ops (a quarter of scoring time at 200 features)

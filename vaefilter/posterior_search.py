@@ -54,20 +54,24 @@ def search_modes(network, x, start, n_steps):
     return z.detach()
 
 
-def mixture_log_density(noise, shift, log_var, network, n_first):
-    """log of the proposal's density at the draws ``mean + std * noise`` (first ``n_first`` around ``mean``).
+def mixture_draws(network, mean, log_var, found, noise):
+    """Draws ``z`` of shape (n_rows, K, latent_dim) from the two-component proposal, and log q(z).
 
-    ``shift`` is (found - mean) / std per row: the draws around the found
-    point are ``noise + shift`` in the encoder's standardised coordinates.
+    The first half of the K draws is ``mean + std * noise``, the rest
+    ``found + std * noise``; log q is the equal-weight mixture density at every
+    draw, whichever component it came from.
     """
     n_draws = noise.shape[1]
-    around_found = torch.arange(n_draws, device=noise.device) >= n_first
-    # each draw in the standardised coordinates of both components
-    eps_encoder = noise + around_found.view(1, -1, 1) * shift.unsqueeze(1)
-    eps_found = eps_encoder - shift.unsqueeze(1)
-    log_weight = torch.tensor([math.log(n_first / n_draws), math.log(1 - n_first / n_draws)], device=noise.device)
+    n_first = n_draws // 2
+    std = (0.5 * log_var).exp()
+    # the draws around the found point, in the encoder's standardised coordinates
+    shift = ((found - mean) / std).unsqueeze(1)
+    around_found = (torch.arange(n_draws, device=noise.device) >= n_first).view(1, -1, 1)
+    eps_encoder = noise + around_found * shift
+    z = mean.unsqueeze(1) + std.unsqueeze(1) * eps_encoder
+    log_share = math.log(n_first / n_draws), math.log(1 - n_first / n_draws)
     log_q = torch.logaddexp(
-        log_weight[0] + network.log_prior(eps_encoder),
-        log_weight[1] + network.log_prior(eps_found),
+        log_share[0] + network.log_prior(eps_encoder),
+        log_share[1] + network.log_prior(eps_encoder - shift),
     )
-    return log_q - 0.5 * log_var.sum(-1, keepdim=True)
+    return z, log_q - 0.5 * log_var.sum(-1, keepdim=True)
