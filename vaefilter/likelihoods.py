@@ -38,7 +38,6 @@ _LOG_SEEN_MASS = math.log1p(-UNSEEN_CATEGORY_PROB)
 INPUT_CLIP = 10.0
 
 
-
 def _needs_autograd(tensor):
     return torch.is_grad_enabled() and tensor.requires_grad
 
@@ -51,6 +50,7 @@ def _may_be_true(mask):
     masked path always runs.
     """
     return mask.device.type != "cpu" or bool(mask.any())
+
 
 class ColumnFamily(nn.Module):
     """Base class: a likelihood family over a subset of the model's columns.
@@ -198,9 +198,8 @@ class GaussianColumns(ColumnFamily):
         # rows x columns input, which is K times smaller.
         missing = torch.isnan(x_cols)
         masked = _may_be_true(missing)
-        standardised = (torch.where(missing, self.loc, x_cols) - self.loc) / self.scale if masked else (
-            (x_cols - self.loc) / self.scale
-        )
+        filled = torch.where(missing, self.loc, x_cols) if masked else x_cols
+        standardised = (filled - self.loc) / self.scale
         mean, variance = self._mean_and_variance(params)
         terms = torch.sub(standardised, mean).square_().div_(variance).add_(variance.log_())
         constant = 0.5 * _LOG_2PI + self.scale.log()
