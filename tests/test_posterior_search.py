@@ -82,5 +82,7 @@ def test_estimator_parameter_reaches_the_sampler():
     assert np.all(np.isfinite(searched)) and not np.allclose(plain, searched)
     # the search only changes the proposal: both estimate the same log p(x)
     assert abs(plain.mean() - searched.mean()) < 0.5
+    # explanations weigh the same draws: their log p(x) is the score
+    np.testing.assert_allclose(det.explain(X[:30])["log_px"].to_numpy(), searched, rtol=1e-5)
     with pytest.raises(ValueError, match="posterior_search_steps"):
         VAEOutlierDetector(posterior_search_steps=-1).fit(X)
