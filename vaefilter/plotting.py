@@ -337,7 +337,7 @@ def plot_training(detector, ax=None):
     return figure
 
 
-# ---------------------------------------------------------------- samples
+# ---------------------------------------------------------- proposal refit
 def plot_proposal_refit(detector, ax=None):
     """Held-out 32-sample bound (nats per row, mean over rows) during the proposal refit.
 
@@ -370,6 +370,7 @@ def plot_proposal_refit(detector, ax=None):
     return figure
 
 
+# ---------------------------------------------------------------- samples
 def _generated_rows(detector, n, random_state, draw):
     if draw == "sample":
         return detector.sample(n, random_state=random_state)
