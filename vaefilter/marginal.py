@@ -16,13 +16,14 @@ scored with it or in what order, while different rows get independent draws.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .posterior_search import mixture_draws, search_modes
+from .posterior_search import LaplaceProposal, encoder_as_laplace, laplace_proposals, misplaced_rows, mixture_draws
 from .row_noise import keyed_normal, row_keys
 
 # Floats per thread in one hidden activation of a decoder pass (rows x K x
@@ -60,24 +61,28 @@ class MarginalEstimate:
     column_log_prob : ndarray of shape (n_samples, n_features) or None
         Posterior expectation of log p(x_j | z) per column (self-normalised
         importance weights): which columns the model finds unlikely.
+    searched : ndarray of bool of shape (n_samples,) or None
+        Rows whose second proposal came from the posterior search (see
+        :mod:`vaefilter.posterior_search`); None when the search is off.
     """
 
     log_px: np.ndarray
     effective_sample_size: np.ndarray
     column_log_prob: np.ndarray | None = None
+    searched: np.ndarray | None = None
 
 
-def log_weights(network, x, noise, per_column=False, found=None):
+def log_weights(network, x, noise, per_column=False, laplace=None):
     """Importance log-weights of shape (n_rows, K) for a batch of rows.
 
     ``noise`` holds standard-normal draws of shape (n_rows, K, latent_dim).
     With ``per_column``, also log p(x_j | z_k) of shape (n_rows, K, n_features).
-    With ``found`` (one latent point per row, see :func:`search_in_passes`),
-    the second half of the draws comes from q(z|x) moved there.
+    With ``laplace`` (a :class:`LaplaceProposal` per row, see
+    :func:`search_in_passes`), the second half of the draws comes from it.
     """
     mean, log_var = network.encode(x)
-    if found is not None and noise.shape[1] > 1:
-        z, log_q = mixture_draws(network, mean, log_var, found, noise)
+    if laplace is not None and noise.shape[1] > 1:
+        z, log_q = mixture_draws(network, mean, log_var, laplace, noise)
     else:
         z = mean.unsqueeze(1) + (0.5 * log_var).exp().unsqueeze(1) * noise
         # (z - mean) / std is exactly the noise, so q's density needs no division
@@ -112,19 +117,44 @@ def fixed_shape_passes(X, rows, *aligned):
         yield (start, stop, *(_padded(t[start:stop], pad_to) for t in (X, *aligned)))
 
 
-def search_in_passes(network, X, n_steps):
-    """Each row's posterior mode as found by :func:`vaefilter.posterior_search.search_modes`.
+def search_in_passes(network, X, max_steps, activation_floats):
+    """Each row's second proposal: the Laplace Gaussian where the encoder looks misplaced, else q.
 
-    Searched in passes of MAX_ROWS_PER_PASS rows, not in the scoring passes
-    (a few hundred rows at K=100), where each Adam step's fixed cost would
-    dominate.
+    Returns the :class:`LaplaceProposal` of every row and a boolean mask of
+    the rows searched. The Hessian's latent_dim backward passes play the part
+    of K draws in sizing the search's passes.
     """
-    found = torch.empty(X.shape[0], network.latent_dim, device=X.device)
-    for start, stop, batch in fixed_shape_passes(X, MAX_ROWS_PER_PASS):
-        with torch.no_grad():
-            mean, _ = network.encode(batch)
-        found[start:stop] = search_modes(network, batch, mean, n_steps)[: stop - start]
-    return found
+    mean, log_var = encode_in_passes(network, X)
+    proposal = encoder_as_laplace(mean, log_var)
+    pass_rows = rows_per_pass(network.latent_dim, network.widest_hidden_layer, activation_floats)
+    network, X, mean, log_var = _in_search_precision(network, X, mean, log_var)
+    searched = torch.empty(X.shape[0], dtype=torch.bool, device=X.device)
+    for start, stop, batch, batch_mean, batch_log_var in fixed_shape_passes(X, pass_rows, mean, log_var):
+        searched[start:stop] = misplaced_rows(network, batch, batch_mean, batch_log_var)[: stop - start]
+    rows = torch.nonzero(searched).squeeze(1)
+    # rows still moving are padded as every pass is (see MIN_ROWS_PER_PASS)
+    min_rows = pass_rows if X.device.type == "cuda" else MIN_ROWS_PER_PASS
+    if rows.numel():
+        for start, stop, batch, batch_mean in fixed_shape_passes(X[rows], pass_rows, mean[rows]):
+            found = laplace_proposals(network, batch, batch_mean, max_steps, min_rows)
+            for buffer, part in zip(proposal.tensors(), found.tensors()):
+                buffer[rows[start:stop]] = part[: stop - start].to(buffer.dtype)
+    return proposal, searched
+
+
+def _in_search_precision(network, *tensors):
+    """The network and tensors in the precision the posterior search runs in.
+
+    On the CPU, the rounding of autograd's matmuls depends on the number of
+    rows and on a row's place among them (seen at 9 and 16 rows), and Newton's
+    method carries such differences into the mode: 1e-5 in float32, enough to
+    change a score's seventh digit with the rows scored beside it. In float64
+    they are ~1e-15 and vanish when the result is rounded to float32. On a GPU
+    every pass has one fixed shape instead, and float64 can be slow there.
+    """
+    if tensors[0].device.type == "cuda":
+        return (network, *tensors)
+    return (copy.deepcopy(network).double(), *(t.double() for t in tensors))
 
 
 def encode_in_passes(network, X):
@@ -173,8 +203,9 @@ def estimate_log_marginal(
     per_column : bool
         Also compute the posterior expectation of each column's log p(x_j | z).
     search_steps : int
-        Adam steps towards each row's posterior mode for a second proposal
-        (see :mod:`vaefilter.posterior_search`); 0 samples from q(z|x) alone.
+        At most this many Newton steps towards each row's posterior mode, where
+        the Laplace approximation becomes a second proposal (see
+        :mod:`vaefilter.posterior_search`); 0 samples from q(z|x) alone.
 
     Returns
     -------
@@ -196,11 +227,14 @@ def estimate_log_marginal(
         # hashed once for all rows: per pass, the column-by-column hash was
         # hundreds of tiny ops (a quarter of scoring time at 200 features)
         keys = row_keys(X, seed)
-        found = search_in_passes(network, X, search_steps) if search_steps and n_importance_samples > 1 else None
-        aligned = (keys,) if found is None else (keys, found)
-        for start, stop, padded, padded_keys, *padded_found in fixed_shape_passes(X, rows, *aligned):
+        laplace, searched = None, None
+        if search_steps and n_importance_samples > 1:
+            laplace, searched = search_in_passes(network, X, search_steps, activation_floats)
+        aligned = (keys,) if laplace is None else (keys, *laplace.tensors())
+        for start, stop, padded, padded_keys, *padded_laplace in fixed_shape_passes(X, rows, *aligned):
             noise = keyed_normal(padded_keys, n_importance_samples, network.latent_dim)
-            w, columns = log_weights(network, padded, noise, per_column, *padded_found)
+            batch_laplace = LaplaceProposal(*padded_laplace) if padded_laplace else None
+            w, columns = log_weights(network, padded, noise, per_column, batch_laplace)
             w = w[: stop - start]
             log_sum = torch.logsumexp(w, dim=1)
             log_px[start:stop] = log_sum - math.log(n_importance_samples)
@@ -212,6 +246,7 @@ def estimate_log_marginal(
         _to_numpy(log_px),
         _to_numpy(ess),
         _to_numpy(column_log_prob) if per_column else None,
+        None if searched is None else searched.cpu().numpy(),
     )
 
 
