@@ -15,6 +15,8 @@ def _network(sizes, seed=0):
 
 @pytest.fixture
 def fused_path_calls(monkeypatch):
+    # the operator's self-check runs once per process, at first use: not inside the spy
+    fused_mlp.fused_kernels_work()
     calls = []
     real = fused_mlp._fused_linear_silu
 
