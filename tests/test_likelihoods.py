@@ -131,7 +131,7 @@ def test_gaussian_in_place_sum_with_the_missing_cell_mask_always_on(monkeypatch)
     x[2, 0, 4] = float("nan")
     family.missing_modelled[4] = True
     expected = family.log_prob(params, x).sum(-1)
-    monkeypatch.setattr(likelihoods, "_may_be_true", lambda mask: True)
+    monkeypatch.setattr(likelihoods, "may_be_true", lambda mask: True)
     with torch.inference_mode():
         torch.testing.assert_close(family.summed_log_prob(params, x), expected, rtol=1e-5, atol=1e-4)
         x_complete = x.nan_to_num(0.5)

@@ -42,7 +42,7 @@ def _needs_autograd(tensor):
     return torch.is_grad_enabled() and tensor.requires_grad
 
 
-def _may_be_true(mask):
+def may_be_true(mask):
     """False only where ``mask`` is known to be all False.
 
     On the CPU the check skips a pass over the data; on a GPU reading the
@@ -95,7 +95,7 @@ class ColumnFamily(nn.Module):
     def network_input(self, x_cols):
         """Encoder features for the family's columns (missing cells get a neutral value)."""
         missing = torch.isnan(x_cols)
-        if _may_be_true(missing):
+        if may_be_true(missing):
             x_cols = torch.where(missing, torch.full_like(x_cols, self.input_fill), x_cols)
         return self._network_input(x_cols)
 
@@ -110,7 +110,7 @@ class ColumnFamily(nn.Module):
         ``OUT_OF_SUPPORT_LOG_PROB`` when training never saw one.
         """
         missing = torch.isnan(x_cols)
-        if not _may_be_true(missing):
+        if not may_be_true(missing):
             return self._log_prob(params, x_cols)
         filled = torch.where(missing, torch.full_like(x_cols, self.support_fill), x_cols)
         log_prob = self._log_prob(params, filled)
@@ -197,7 +197,7 @@ class GaussianColumns(ColumnFamily):
         # halves the passes over that array. Missing cells are masked on the
         # rows x columns input, which is K times smaller.
         missing = torch.isnan(x_cols)
-        masked = _may_be_true(missing)
+        masked = may_be_true(missing)
         filled = torch.where(missing, self.loc, x_cols) if masked else x_cols
         standardised = (filled - self.loc) / self.scale
         mean, variance = self._mean_and_variance(params)

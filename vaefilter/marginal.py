@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .likelihoods import may_be_true
 from .posterior_search import LaplaceProposal, encoder_as_laplace, laplace_proposals, misplaced_rows, mixture_draws
 from .row_noise import keyed_normal, row_keys
 
@@ -77,21 +78,24 @@ class MarginalEstimate:
     searched: np.ndarray | None = None
 
 
-def log_weights(network, x, noise, per_column=False, laplace=None):
+def log_weights(network, x, noise, per_column=False, laplace=None, searched=None):
     """Importance log-weights of shape (n_rows, K) for a batch of rows.
 
     ``noise`` holds standard-normal draws of shape (n_rows, K, latent_dim).
     With ``per_column``, also log p(x_j | z_k) of shape (n_rows, K, n_features).
     With ``laplace`` (a :class:`LaplaceProposal` per row, see
-    :func:`search_in_passes`), the second half of the draws comes from it.
+    :func:`search_in_passes`), the second half of the draws of the rows
+    marked in ``searched`` comes from it.
     """
     mean, log_var = network.encode(x)
-    if laplace is not None and noise.shape[1] > 1:
-        z, log_q = mixture_draws(network, mean, log_var, laplace, noise)
-    else:
-        z = mean.unsqueeze(1) + (0.5 * log_var).exp().unsqueeze(1) * noise
-        # (z - mean) / std is exactly the noise, so q's density needs no division
-        log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
+    z = mean.unsqueeze(1) + (0.5 * log_var).exp().unsqueeze(1) * noise
+    # (z - mean) / std is exactly the noise, so q's density needs no division
+    log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
+    if laplace is not None and noise.shape[1] > 1 and may_be_true(searched):
+        # rows not searched keep exactly the plain draws, whatever else is in the pass
+        mixed_z, mixed_log_q = mixture_draws(network, mean, log_var, laplace, noise)
+        z = torch.where(searched.view(-1, 1, 1), mixed_z, z)
+        log_q = torch.where(searched.view(-1, 1), mixed_log_q, log_q)
     params = network.decode(z)
     if per_column:
         columns = network.likelihood.column_log_prob(params, x.unsqueeze(1))
@@ -238,11 +242,12 @@ def estimate_log_marginal(
         laplace, searched = None, None
         if search_steps and n_importance_samples > 1:
             laplace, searched = search_in_passes(network, X, search_steps, activation_floats)
-        aligned = (keys,) if laplace is None else (keys, *laplace.tensors())
-        for start, stop, padded, padded_keys, *padded_laplace in fixed_shape_passes(X, rows, *aligned):
+        aligned = (keys,) if laplace is None else (keys, searched, *laplace.tensors())
+        for start, stop, padded, padded_keys, *padded_search in fixed_shape_passes(X, rows, *aligned):
             noise = keyed_normal(padded_keys, n_importance_samples, network.latent_dim)
-            batch_laplace = LaplaceProposal(*padded_laplace) if padded_laplace else None
-            w, columns = log_weights(network, padded, noise, per_column, batch_laplace)
+            batch_laplace = LaplaceProposal(*padded_search[1:]) if padded_search else None
+            batch_searched = padded_search[0] if padded_search else None
+            w, columns = log_weights(network, padded, noise, per_column, batch_laplace, batch_searched)
             w = w[: stop - start]
             log_sum = torch.logsumexp(w, dim=1)
             log_px[start:stop] = log_sum - math.log(n_importance_samples)
