@@ -92,10 +92,7 @@ def log_weights(network, x, noise, per_column=False, laplace=None, searched=None
     # (z - mean) / std is exactly the noise, so q's density needs no division
     log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
     if laplace is not None and noise.shape[1] > 1 and may_be_true(searched):
-        # rows not searched keep exactly the plain draws, whatever else is in the pass
-        mixed_z, mixed_log_q = mixture_draws(network, mean, log_var, laplace, noise)
-        z = torch.where(searched.view(-1, 1, 1), mixed_z, z)
-        log_q = torch.where(searched.view(-1, 1), mixed_log_q, log_q)
+        z, log_q = _with_mixture_draws(network, z, log_q, mean, log_var, laplace, noise, searched)
     params = network.decode(z)
     if per_column:
         columns = network.likelihood.column_log_prob(params, x.unsqueeze(1))
@@ -103,6 +100,22 @@ def log_weights(network, x, noise, per_column=False, laplace=None, searched=None
     else:
         columns, log_px_given_z = None, network.likelihood.log_prob(params, x.unsqueeze(1))
     return log_px_given_z + network.log_prior(z) - log_q, columns
+
+
+def _with_mixture_draws(network, z, log_q, mean, log_var, laplace, noise, searched):
+    """``z`` and ``log_q`` with the searched rows' draws from the two-component proposal.
+
+    Rows not searched keep exactly their plain draws, whatever else is in the
+    pass. On the CPU only the searched rows are computed (a few per pass where
+    few are searched); on a GPU all rows are, to keep one shape per pass.
+    """
+    if searched.device.type == "cuda":
+        mixed_z, mixed_log_q = mixture_draws(network, mean, log_var, laplace, noise)
+        return torch.where(searched.view(-1, 1, 1), mixed_z, z), torch.where(searched.view(-1, 1), mixed_log_q, log_q)
+    rows = torch.nonzero(searched).squeeze(1)
+    subset = LaplaceProposal(*(t[rows] for t in laplace.tensors()))
+    z[rows], log_q[rows] = mixture_draws(network, mean[rows], log_var[rows], subset, noise[rows])
+    return z, log_q
 
 
 def _padded(x, n_rows):
