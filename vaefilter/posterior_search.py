@@ -12,8 +12,8 @@ Gaussian, N(mode, (-Hessian)^-1), the Laplace approximation of p(z | x). The
 latent space is small (8 dimensions by default), so the Hessian is d extra
 backward passes and its eigendecomposition is cheap.
 
-Most rows do not need it, and a searched row costs about as much again as
-scoring it, so a row is searched only when its encoder's mean looks
+Most rows do not need it, and a searched row costs 3-4 times as much as
+scoring it at K=100, so a row is searched only when its encoder's mean looks
 misplaced: when the gradient of log p(x, z) there, scaled by q's standard
 deviations, has a norm above SEARCH_THRESHOLD. For a Gaussian posterior as
 wide as q that norm is the number of q's standard deviations between q's mean
@@ -58,8 +58,8 @@ CURVATURE_FLOOR = 1e-2
 # lympho, synthetic 30 and 200 features; K=100 against K=5000 with every row
 # searched): where the mean gap was 0.4-91 nats, the rows above 2 carried all
 # of it but at most 0.02 nats; they were 25-95% of the rows there and 0-26%
-# elsewhere. A threshold of 1 flagged 46-83% of the rows of the easy models,
-# whose whole gap was 0.01-0.05 nats. A pilot of 8 draws from q with an
+# elsewhere. A threshold of 1 flagged up to 83% of the rows of the other
+# models (cardio 46%, breast cancer 65%), whose whole gap was 0.007-0.05 nats. A pilot of 8 draws from q with an
 # effective sample size below 3 flagged more rows and missed some: a q far
 # from the posterior can give 8 equally poor draws.
 SEARCH_THRESHOLD = 2.0
