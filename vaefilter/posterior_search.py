@@ -102,7 +102,7 @@ class LaplaceProposal:
 
 
 def encoder_as_laplace(mean, log_var):
-    """q(z|x) itself in LaplaceProposal form: a mixture of q with it is q, for rows not searched."""
+    """q(z|x) itself in LaplaceProposal form: the entries of rows not searched, whose draws stay q's."""
     n_rows, latent_dim = mean.shape
     axes = torch.eye(latent_dim, device=mean.device, dtype=mean.dtype).repeat(n_rows, 1, 1)
     return LaplaceProposal(mean.clone(), (-log_var).exp(), axes)
