@@ -1,13 +1,16 @@
 """A second proposal per row: the Laplace approximation at the row's posterior mode."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from scipy.stats import multivariate_normal
 
 from vaefilter import VAEOutlierDetector
-from vaefilter.marginal import estimate_log_marginal
-from vaefilter.posterior_search import LaplaceProposal, laplace_proposals
+from vaefilter import marginal
+from vaefilter.marginal import encode_in_passes, estimate_log_marginal, search_in_passes
+from vaefilter.posterior_search import LaplaceProposal, laplace_proposals, misplacement
 from test_marginal import exact_proposal_case, ppca_network
 
 
@@ -105,26 +108,45 @@ def test_the_search_finds_a_mode_the_encoder_misses():
     assert abs((reference - repaired).mean()) < 0.1
 
 
-def test_searched_scores_do_not_depend_on_the_batch():
-    # bit for bit: the CLI prints scores to 6 decimals, and a filter's output
-    # must not change with its chunk size. Rows stop moving at different
-    # steps, so each step sees other row counts; in float32 that changed modes
-    # by 1e-5 (see marginal._in_search_precision).
+@pytest.fixture(scope="module")
+def nonlinear_model():
+    """A small trained model on the CPU and 40 rows, of which the far half are searched."""
     rng = np.random.RandomState(1)
     X = np.tanh(rng.normal(size=(300, 3)) @ rng.normal(size=(3, 8))) + 0.05 * rng.normal(size=(300, 8))
     # on the CPU (see marginal._in_search_precision); GPU passes have one fixed shape
     det = VAEOutlierDetector(latent_dim=3, hidden_layer_sizes=(32, 32), max_epochs=30, proposal_steps=0,
                              n_importance_samples=16, random_state=0, device="cpu").fit(X)
     X_test = np.vstack([X[:20], X[:20] * 3 + rng.normal(size=(20, 8))]).astype(np.float32)
-    network = det.network_
-    together = estimate_log_marginal(network, torch.tensor(X_test), 16, 0, search_steps=10)
+    return det.network_, torch.tensor(X_test)
+
+
+def test_searched_scores_do_not_depend_on_the_batch(nonlinear_model):
+    # bit for bit: the CLI prints scores to 6 decimals, and a filter's output
+    # must not change with its chunk size. Rows stop moving at different
+    # steps, so each step sees other row counts; in float32 that changed modes
+    # by 1e-5 (see marginal._in_search_precision).
+    network, X_test = nonlinear_model
+    together = estimate_log_marginal(network, X_test, 16, 0, search_steps=10)
     assert 5 < together.searched.sum() < len(X_test)
     for rows in (slice(0, 9), slice(9, 25), slice(25, 40)):
-        part = estimate_log_marginal(network, torch.tensor(X_test[rows]), 16, 0, search_steps=10).log_px
+        part = estimate_log_marginal(network, X_test[rows], 16, 0, search_steps=10).log_px
         np.testing.assert_array_equal(part, together.log_px[rows])
-    alone = [estimate_log_marginal(network, torch.tensor(X_test[i : i + 1]), 16, 0, search_steps=10).log_px[0]
+    alone = [estimate_log_marginal(network, X_test[i : i + 1], 16, 0, search_steps=10).log_px[0]
              for i in range(len(X_test))]
     np.testing.assert_array_equal(alone, together.log_px)
+
+
+def test_rows_at_the_threshold_are_decided_in_float64(nonlinear_model, monkeypatch):
+    # which rows are searched is tested in float32, whose rounding depends on
+    # the batch; a threshold 1e-10 either side of a row's exact value is far
+    # inside that rounding, so only the float64 retest decides both correctly
+    network, X_test = nonlinear_model
+    mean, log_var = encode_in_passes(network, X_test)
+    exact = misplacement(copy.deepcopy(network).double(), X_test.double(), mean.double(), log_var.double())
+    for row in range(0, len(X_test), 4):
+        for offset, searched in ((-1e-10, True), (1e-10, False)):
+            monkeypatch.setattr(marginal, "SEARCH_THRESHOLD", float(exact[row]) * (1 + offset))
+            assert search_in_passes(network, X_test, 10, 2**16)[1][row].item() is searched
 
 
 def test_the_search_leaves_the_network_alone(misplaced_encoder):

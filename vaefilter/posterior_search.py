@@ -108,12 +108,12 @@ def encoder_as_laplace(mean, log_var):
     return LaplaceProposal(mean.clone(), (-log_var).exp(), axes)
 
 
-def misplaced_rows(network, x, mean, log_var):
-    """Rows where ``|std * d log p(x, z) / dz|`` at the encoder's mean exceeds SEARCH_THRESHOLD."""
+def misplacement(network, x, mean, log_var):
+    """``|std * d log p(x, z) / dz|`` at the encoder's mean, per row; rows above SEARCH_THRESHOLD are searched."""
     with torch.enable_grad():
         z = mean.detach().requires_grad_(True)
         (gradient,) = torch.autograd.grad(log_joint(network, x, z).sum(), [z])
-    return ((0.5 * log_var).exp() * gradient).norm(dim=-1) > SEARCH_THRESHOLD
+    return ((0.5 * log_var).exp() * gradient).norm(dim=-1)
 
 
 def log_joint(network, x, z):
