@@ -4,9 +4,10 @@ A scoring pass on a CPU allocates a few activations of 1-30 MB and frees them
 at its end. With glibc's starting settings, blocks above M_MMAP_THRESHOLD are
 mapped and unmapped one by one, and free() hands the top of the heap back to
 the OS once more than M_TRIM_THRESHOLD of it is free. The next pass then
-faults the same memory back in, page by page: 186,000 minor page faults
-(0.7 GB) for 10^4 rows at 10 features, 25-40% of the scoring time (measured
-on 2 cores; benchmarks/RESULTS.md).
+faults the same memory back in, page by page: 186,000-250,000 minor page
+faults (0.7-1 GB) for 10^4 rows at 10 features. Without them, scoring those
+rows took 0.64 s instead of 1.05 s, and 2.13 s instead of 3.44 s at 200
+features (2 cores; benchmarks/RESULTS.md, bench_speed).
 
 glibc raises both thresholds itself after a program frees a large mapped
 block, to at most 32 MB and 64 MB; :func:`keep_freed_memory` sets that state
