@@ -10,7 +10,8 @@ from scipy.stats import multivariate_normal
 from vaefilter import VAEOutlierDetector
 from vaefilter import marginal
 from vaefilter.marginal import encode_in_passes, estimate_log_marginal, search_in_passes
-from vaefilter.posterior_search import LaplaceProposal, laplace_proposals, misplacement
+from vaefilter.datasets import load_titanic
+from vaefilter.posterior_search import LaplaceProposal, _derivatives, laplace_proposals, log_joint, misplacement
 from test_marginal import exact_proposal_case, ppca_network
 
 
@@ -147,6 +148,32 @@ def test_rows_at_the_threshold_are_decided_in_float64(nonlinear_model, monkeypat
         for offset, searched in ((-1e-10, True), (1e-10, False)):
             monkeypatch.setattr(marginal, "SEARCH_THRESHOLD", float(exact[row]) * (1 + offset))
             assert search_in_passes(network, X_test, 10, 2**16)[1][row].item() is searched
+
+
+def _autograd_derivatives(network, x, z):
+    """log p(x, z), gradient and negative Hessian by double backward through everything."""
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        value = log_joint(network, x, z)
+        (gradient,) = torch.autograd.grad(value.sum(), [z], create_graph=True)
+        hessian = torch.stack([torch.autograd.grad(gradient[:, j].sum(), [z], retain_graph=True)[0]
+                               for j in range(z.shape[1])], dim=1)
+    return value.detach(), gradient.detach(), -hessian.detach()
+
+
+def test_the_closed_form_derivatives_match_autograd():
+    # Titanic: Gaussian, Bernoulli and categorical columns, and missing cells
+    frame = load_titanic()
+    det = VAEOutlierDetector(latent_dim=3, hidden_layer_sizes=(16, 12), max_epochs=5, proposal_steps=0,
+                             handle_missing="model", random_state=0, device="cpu").fit(frame)
+    network = copy.deepcopy(det.network_).double()
+    X = torch.tensor(det._validate_for_scoring(frame.head(200)), dtype=torch.float64)
+    assert torch.isnan(X).any()
+    with torch.no_grad():
+        z = network.encode(X)[0] + torch.randn(200, 3, generator=torch.Generator().manual_seed(0), dtype=X.dtype)
+        ours = _derivatives(network, X, z)
+    for found, expected in zip(ours, _autograd_derivatives(network, X, z)):
+        np.testing.assert_allclose(found.numpy(), expected.numpy(), rtol=1e-9, atol=1e-9 * expected.abs().max().item())
 
 
 def test_the_search_leaves_the_network_alone(misplaced_encoder):
