@@ -134,6 +134,25 @@ class ColumnFamily(nn.Module):
         """The sum without per-column intermediates, or None where a family has no such path."""
         return None
 
+    def derivatives(self, params, x_cols, directions):
+        """``summed_log_prob``, its gradient in ``params``, and its Hessian in ``params`` times ``directions``.
+
+        For the posterior search. ``params`` has shape (n, n_params) and
+        ``directions`` (k, n, n_params); the result's third entry has the
+        shape of ``directions``. A row's value depends on that row's
+        parameters alone, so one batched Hessian-vector product per direction
+        does; families with a closed form override this.
+        """
+        with torch.enable_grad():
+            params = params.detach().requires_grad_(True)
+            value = self.summed_log_prob(params, x_cols)
+            (gradient,) = torch.autograd.grad(value.sum(), [params], create_graph=True)
+            if not gradient.requires_grad:  # log p linear in params, or every cell missing
+                return value.detach(), gradient, torch.zeros_like(directions)
+            (hessian_directions,) = torch.autograd.grad(gradient, [params], grad_outputs=directions,
+                                                        is_grads_batched=True)
+        return value.detach(), gradient.detach(), hessian_directions
+
     def _missing_cell_cost(self):
         """What a missing cell adds to log p(x | z), per column (see ``log_prob``)."""
         return torch.where(
@@ -208,6 +227,29 @@ class GaussianColumns(ColumnFamily):
         present = (~missing).to(terms.dtype)
         row_terms = ((missing.to(terms.dtype) * self._missing_cell_cost()) - present * constant).sum(-1)
         return terms.mul_(present).sum(-1).mul_(-0.5).add_(row_terms)
+
+    def derivatives(self, params, x_cols, directions):
+        # in closed form: autograd's double backward through these element-wise
+        # ops took three quarters of the search's time at 200 features
+        missing = torch.isnan(x_cols)
+        present = (~missing).to(params.dtype).repeat(1, 2)  # for the means' and the variances' halves
+        mean, raw_variance = params.chunk(2, dim=-1)
+        residual = (torch.where(missing, self.loc, x_cols) - self.loc) / self.scale - mean
+        slope = torch.sigmoid(raw_variance)  # d variance / d raw_variance
+        variance = self.min_variance + F.softplus(raw_variance)
+        d_variance = 0.5 * (residual.square() / variance - 1.0) / variance
+        h_mean_mean = -1.0 / variance
+        h_mean_raw = -residual / variance.square() * slope
+        h_raw_raw = (0.5 / variance.square() - residual.square() / variance.pow(3)) * slope.square() + (
+            d_variance * slope * (1.0 - slope)
+        )
+        gradient = torch.cat([residual / variance, d_variance * slope], dim=-1) * present
+        along_mean, along_raw = directions.chunk(2, dim=-1)
+        hessian_directions = torch.cat(
+            [h_mean_mean * along_mean + h_mean_raw * along_raw, h_mean_raw * along_mean + h_raw_raw * along_raw],
+            dim=-1,
+        ) * present
+        return self.summed_log_prob(params, x_cols), gradient, hessian_directions
 
     def mean(self, params):
         mean, _ = self._mean_and_variance(params)
@@ -422,6 +464,23 @@ class FactorizedLikelihood(nn.Module):
             part = family.summed_log_prob(family_params, family.select(x))
             total = part if total is None else total + part
         return total
+
+    def derivatives(self, params, x, directions):
+        """log p(x | z) summed over columns, its gradient in ``params`` and its Hessian times ``directions``.
+
+        ``params`` (n, n_params), ``directions`` (k, n, n_params); see
+        :meth:`ColumnFamily.derivatives`.
+        """
+        value, gradients, hessian_directions = 0.0, [], []
+        sizes = [family.n_params for family in self.families]
+        for family, family_params, family_directions in zip(
+            self.families, params.split(sizes, dim=-1), directions.split(sizes, dim=-1)
+        ):
+            family_value, gradient, along = family.derivatives(family_params, family.select(x), family_directions)
+            value = value + family_value
+            gradients.append(gradient)
+            hessian_directions.append(along)
+        return value, torch.cat(gradients, dim=-1), torch.cat(hessian_directions, dim=-1)
 
     def _assemble(self, params, method, **kwargs):
         out = params.new_empty(params.shape[:-1] + (self.n_features,))

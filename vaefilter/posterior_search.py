@@ -126,15 +126,16 @@ def _derivatives(network, x, z):
     """log p(x, z), its gradient and its negative Hessian in z, per row.
 
     The decoder's part is taken in closed form (see _decoder_with_tangents
-    and _decoder_curvature) and only the likelihood's through autograd:
-    double backward through the whole network cost 2-3 times as much, most
-    of it in autograd's element-wise ops for SiLU's second derivative.
+    and _decoder_curvature), and the likelihood's from its families
+    (:meth:`~vaefilter.likelihoods.ColumnFamily.derivatives`): double
+    backward through everything cost 2-5 times as much, most of it in
+    autograd's element-wise ops.
     """
     # the network's weights are constants here, whoever calls
     with torch.no_grad():
         params, jacobian, layers = _decoder_with_tangents(network.decoder, z)
-    value, params_gradient, params_hessian_jacobian = _likelihood_derivatives(network.likelihood, params, x,
-                                                                              jacobian)
+    value, params_gradient, params_hessian_jacobian = network.likelihood.derivatives(params, x,
+                                                                                    jacobian.transpose(0, 1))
     with torch.no_grad():
         gradient, curvature = _decoder_curvature(network.decoder, params_gradient, layers)
     # J^T H J from the likelihood, the decoder's own second derivatives, and the prior's -I
@@ -167,21 +168,6 @@ def _decoder_with_tangents(decoder, z):
         else:
             raise TypeError(f"the posterior search needs a decoder of Linear and SiLU layers, not {layer}")
     return h, tangents, layers
-
-
-def _likelihood_derivatives(likelihood, params, x, jacobian):
-    """log p(x | params), its gradient in params, and its Hessian in params times each Jacobian column.
-
-    A row's likelihood depends on that row's parameters alone, so one batched
-    Hessian-vector product per latent dimension gives H J.
-    """
-    with torch.enable_grad():
-        params = params.detach().requires_grad_(True)
-        value = likelihood.log_prob(params, x)
-        (gradient,) = torch.autograd.grad(value.sum(), [params], create_graph=True)
-        (hessian_jacobian,) = torch.autograd.grad(gradient, [params], grad_outputs=jacobian.transpose(0, 1),
-                                                  is_grads_batched=True)
-    return value.detach(), gradient.detach(), hessian_jacobian
 
 
 def _decoder_curvature(decoder, params_gradient, layers):
