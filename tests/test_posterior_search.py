@@ -137,6 +137,23 @@ def test_searched_scores_do_not_depend_on_the_batch(nonlinear_model):
     np.testing.assert_array_equal(alone, together.log_px)
 
 
+def test_scores_do_not_depend_on_the_eigensolvers_signs(nonlinear_model, monkeypatch):
+    # LAPACK and cuSOLVER choose eigenvector signs differently: a row's Laplace
+    # draws, and so its score, must not follow that choice
+    network, X_test = nonlinear_model
+    before = estimate_log_marginal(network, X_test, 16, 0, search_steps=10)
+    eigh = torch.linalg.eigh
+
+    def flipped(matrix):
+        values, vectors = eigh(matrix)
+        return values, -vectors
+
+    monkeypatch.setattr(torch.linalg, "eigh", flipped)
+    after = estimate_log_marginal(network, X_test, 16, 0, search_steps=10)
+    assert before.searched.sum() > 5
+    np.testing.assert_array_equal(after.log_px, before.log_px)
+
+
 def test_rows_at_the_threshold_are_decided_in_float64(nonlinear_model, monkeypatch):
     # which rows are searched is tested in float32, whose rounding depends on
     # the batch; a threshold 1e-10 either side of a row's exact value is far

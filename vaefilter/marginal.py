@@ -155,8 +155,8 @@ def search_in_passes(network, X, max_steps, activation_floats):
     """Each row's second proposal: the Laplace Gaussian where the encoder looks misplaced, else q.
 
     Returns the :class:`LaplaceProposal` of every row and a boolean mask of
-    the rows searched. The Hessian's latent_dim backward passes play the part
-    of K draws in sizing the search's passes.
+    the rows searched. The Hessian's latent_dim tangents play the part of K
+    draws in sizing the search's passes.
     """
     mean, log_var = encode_in_passes(network, X)
     proposal = encoder_as_laplace(mean, log_var)
