@@ -46,9 +46,10 @@ def reasons_for_rows(log_px, thresholds, deficits, values, names, notes):
         The rows' values as the user gave them, for display.
     names : list of str
         Column names.
-    notes : list of list of str
-        Per row and column, a note on a value outside what training saw
-        (missing, unseen category), or ''.
+    notes : mapping of int to list of str
+        For each row below the band (by position), per column, a note on a
+        value outside what training saw (missing, unseen category), or ''.
+        Other rows need none.
     """
     lower, upper = thresholds
     reasons = []
