@@ -88,9 +88,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         (see :mod:`vaefilter.posterior_search`). Where the encoder misses a
         row's posterior (digits, arrhythmia) this takes the K=100 estimate
         from 0.4-90 nats below the K=5000 one to within 0.1; on data where
-        it does not, few rows are searched. A searched row costs 3-4x a plain
-        one (1.0-1.2x the scoring time with 0-4% of rows searched, 3.9x with
-        66%). 0 samples from q(z|x) alone.
+        it does not, few rows are searched (0-0.4% on bench_speed's
+        default-fitted models). A searched row costs about 3-4x a plain one
+        (2.9x at 200 synthetic features, 3.8x on digits). 0 samples from
+        q(z|x) alone.
 
     max_epochs : int, default=200
         Maximum number of passes over the training rows.

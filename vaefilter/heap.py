@@ -13,10 +13,10 @@ glibc raises both thresholds itself after a program frees a large mapped
 block, to at most 32 MB and 64 MB; :func:`keep_freed_memory` sets that state
 directly, once per process, through mallopt. Freed memory up to 64 MB then
 stays with the process for the next pass, and the faults drop to a few
-hundred at 10 features. It is left alone where glibc is not the C library, where the user
-has set glibc's malloc options themselves (``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``), and where
-``VAEFILTER_TUNE_MALLOC=0``.
+hundred at 10 features. It is left alone where glibc is not the C library,
+where the user has set glibc's malloc options themselves
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``),
+and where ``VAEFILTER_TUNE_MALLOC=0``.
 """
 
 from __future__ import annotations

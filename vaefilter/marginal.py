@@ -162,20 +162,21 @@ def search_in_passes(network, X, max_steps, activation_floats):
     proposal = encoder_as_laplace(mean, log_var)
     pass_rows = rows_per_pass(network.latent_dim, network.widest_hidden_layer, activation_floats,
                               max_rows=MAX_ROWS_PER_SEARCH_PASS)
-    searched, network, X, mean = _rows_to_search(network, X, mean, log_var, pass_rows)
+    searched = _rows_to_search(network, X, mean, log_var, pass_rows)
     rows = torch.nonzero(searched).squeeze(1)
     # rows still moving are padded as every pass is (see MIN_ROWS_PER_PASS)
     min_rows = pass_rows if X.device.type == "cuda" else MIN_ROWS_PER_PASS
     if rows.numel():
-        for start, stop, batch, batch_mean in fixed_shape_passes(X[rows], pass_rows, mean[rows]):
-            found = laplace_proposals(network, batch, batch_mean, max_steps, min_rows)
+        search_network, X_rows, mean_rows = _in_search_precision(network, X[rows], mean[rows])
+        for start, stop, batch, batch_mean in fixed_shape_passes(X_rows, pass_rows, mean_rows):
+            found = laplace_proposals(search_network, batch, batch_mean, max_steps, min_rows)
             for buffer, part in zip(proposal.tensors(), found.tensors()):
                 buffer[rows[start:stop]] = part[: stop - start].to(buffer.dtype)
     return proposal, searched
 
 
 def _rows_to_search(network, X, mean, log_var, pass_rows):
-    """The mask of rows to search, with the network, rows and means in the search's precision.
+    """The mask of rows whose encoder mean looks misplaced.
 
     The test runs in float32. Its rounding depends on the rows beside a row
     (~1e-6 relative, see _in_search_precision), which could only flip rows
@@ -186,15 +187,12 @@ def _rows_to_search(network, X, mean, log_var, pass_rows):
     misplaced = _misplacement_in_passes(network, X, mean, log_var, pass_rows)
     searched = misplaced > SEARCH_THRESHOLD
     if X.device.type == "cuda":
-        return searched, network, X, mean
+        return searched
     close = torch.nonzero((misplaced - SEARCH_THRESHOLD).abs() <= AMBIGUOUS_BAND * SEARCH_THRESHOLD).squeeze(1)
-    if not (close.numel() or searched.any()):
-        return searched, network, X, mean
-    network, X, mean, log_var = _in_search_precision(network, X, mean, log_var)
     if close.numel():
-        searched[close] = _misplacement_in_passes(network, X[close], mean[close], log_var[close],
-                                                  pass_rows) > SEARCH_THRESHOLD
-    return searched, network, X, mean
+        retest = _in_search_precision(network, X[close], mean[close], log_var[close])
+        searched[close] = _misplacement_in_passes(*retest, pass_rows) > SEARCH_THRESHOLD
+    return searched
 
 
 def _misplacement_in_passes(network, X, mean, log_var, pass_rows):
