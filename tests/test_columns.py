@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from vaefilter import VAEOutlierDetector
-from vaefilter.columns import TableSchema, infer_text_table, parse_text_table
+from vaefilter.columns import TableSchema
+from vaefilter.texttypes import infer_text_table, parse_text_table
 from vaefilter.datasets import load_titanic
 
 

@@ -16,7 +16,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from .columns import CATEGORICAL, infer_text_table, parse_text_table
+from .columns import CATEGORICAL
+from .texttypes import infer_text_table, parse_text_table
 from .csvio import AtomicWriter, CsvFormatError, CsvReader, append_fields
 from .persistence import ModelFileError, load_model, model_bytes, read_header
 
