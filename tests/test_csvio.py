@@ -173,10 +173,10 @@ MALFORMED = (
     b"1,\xff\xfe,3\n"  # line 6 not utf-8
     b'1,"x,y",3\n'  # line 7 ok
     b'1,"a"b,3\n'  # line 8 malformed quoting
-    b'"q\nr",2,3,4\n'  # line 9-10 quoted, too many fields
+    b'"q\nr",2,3,4\n'  # line 9-10 quoted, too many fields: split at its line ends
     b"7,8,9\r\n"  # line 11 ok
-    b'1,"never closed,3\n'  # line 12 to EOF: unterminated
-    b"4,5,6\n"
+    b'1,"never closed,3\n'  # line 12 never closed: the stray quote damages only its line
+    b"4,5,6\n"  # line 13 ok
 )
 
 EXPECTED_ERRORS = {
@@ -185,8 +185,9 @@ EXPECTED_ERRORS = {
     3: "line 5: expected 3 fields, found 4",
     4: "line 6: bytes not valid utf-8 at offset 2",
     6: "line 8: malformed quoted field (',' expected after '\"')",
-    7: "line 9: expected 3 fields, found 4",
-    9: "line 12: unterminated quoted field",
+    7: "line 9: unterminated quoted field",
+    8: "line 10: unterminated quoted field",
+    10: "line 12: unterminated quoted field",
 }
 
 
@@ -196,9 +197,9 @@ def test_malformed_records_are_reported_and_kept(block_size, chunk_rows):
     reader, chunks = read_all(MALFORMED, chunk_rows=chunk_rows, block_size=block_size)
     assert reassemble(reader, chunks) == MALFORMED
     assert all_errors(chunks) == EXPECTED_ERRORS
-    assert parsed_rows(chunks) == [["1", "2", "3"], ["1", "x,y", "3"], ["7", "8", "9"]]
+    assert parsed_rows(chunks) == [["1", "2", "3"], ["1", "x,y", "3"], ["7", "8", "9"], ["4", "5", "6"]]
     records = [r for c in chunks for r in c.records]
-    assert records[-1] == b'1,"never closed,3\n4,5,6\n'
+    assert records[-2:] == [b'1,"never closed,3\n', b"4,5,6\n"]
 
 
 def test_every_record_is_either_parsed_or_an_error():
@@ -248,12 +249,50 @@ def test_stray_quote_cannot_swallow_the_rest_of_the_file(monkeypatch, block_size
     assert len(parsed_rows(chunks)) == 20
 
 
+# one stray quote on line 12 of a file with no other quote (issue 14, item 1)
+_STRAY_ROWS = [b"%d,%d.5,x\n" % (i, i) for i in range(2000)]
+_STRAY = b"a,b,c\n" + b"".join(_STRAY_ROWS[:10]) + b'10,10.5,x"\n' + b"".join(_STRAY_ROWS[11:])
+
+
+@pytest.mark.parametrize("max_record_bytes", [1 << 24, 100])
+@pytest.mark.parametrize("block_size", [7, 64, None])
+def test_stray_quote_damages_only_its_line_whatever_the_file_size(monkeypatch, max_record_bytes, block_size):
+    # limit 1 << 24: the file is far smaller than the limit, so the quote stays open to
+    # the end of the file; limit 100: the file is far larger (the 16 MiB case, scaled down)
+    monkeypatch.setattr(csvio, "MAX_RECORD_BYTES", max_record_bytes)
+    reader, chunks = read_all(_STRAY, chunk_rows=300, block_size=block_size)
+    assert reassemble(reader, chunks) == _STRAY
+    assert all_errors(chunks) == {10: "line 12: unterminated quoted field"}
+    rows = parsed_rows(chunks)
+    assert len(rows) == 1999 and rows[10] == ["11", "11.5", "x"] and rows[-1] == ["1999", "1999.5", "x"]
+    assert [int(n) for c in chunks for n in c.line_numbers][-1] == 2001
+
+
+@pytest.mark.parametrize("block_size", [5, 64, None])
+def test_stray_quote_before_a_real_multiline_field_keeps_that_field(block_size):
+    # the stray quote on line 3 would pair with the quote opening line 5's field
+    data = b'a,b\n1,x\n2,5" screen\n3,y\n4,"two\nlines"\n5,z\n6,"x"""\n'
+    reader, chunks = read_all(data, chunk_rows=2, block_size=block_size)
+    assert reassemble(reader, chunks) == data
+    assert all_errors(chunks) == {1: "line 3: unterminated quoted field"}
+    assert parsed_rows(chunks) == [["1", "x"], ["3", "y"], ["4", "two\nlines"], ["5", "z"], ["6", 'x"']]
+    assert [int(n) for c in chunks for n in c.line_numbers] == [2, 3, 4, 5, 7, 8]
+
+
+def test_count_records_splits_stray_quotes_as_the_reader_does(tmp_path):
+    path = tmp_path / "stray.csv"
+    path.write_bytes(_STRAY)
+    assert count_records(path) == 2000
+    path.write_bytes(b"a;b\n1;x\n2;5\" screen\n3;y\n")
+    assert count_records(path, delimiter=";") == 3
+
+
 def test_count_records_matches_reader(tmp_path, monkeypatch):
     monkeypatch.setattr(csvio, "BLOCK_SIZE", 4)
     path = tmp_path / "m.csv"
     path.write_bytes(MALFORMED)
     _, chunks = read_all(MALFORMED)
-    assert count_records(path) == sum(len(c.records) for c in chunks) == 10
+    assert count_records(path) == sum(len(c.records) for c in chunks) == 12
     assert count_records(io.BytesIO(b"")) == 0
     assert count_records(io.BytesIO(b"h")) == 0
 

@@ -13,15 +13,18 @@ flat for multi-gigabyte files.  The hot paths use C-speed primitives
 (``bytes.splitlines``, ``bytes.count``, ``bytes.decode`` and pandas' C parser);
 Python-level loops run once per record, never once per character.
 
-Record splitting follows RFC 4180: a record ends at ``\\n``, ``\\r\\n`` or
-``\\r`` outside a quoted field, quotes are ``"`` and ``""`` escapes a quote.
+Record splitting follows RFC 4180: a record ends at ``\n``, ``\r\n`` or
+``\r`` outside a quoted field, quotes are ``"`` and ``""`` escapes a quote.
 Whether a line break is inside a quoted field is decided by the parity of the
 number of quote characters seen so far in the record, which is exact for
 RFC 4180 input.  A stray quote in an unquoted field (``5" screen``) is not
 RFC 4180; it glues following lines into one record until the parity evens
-out, or until :data:`MAX_RECORD_BYTES` is exceeded, in which case the line
-holding the stray quote alone becomes a record reported as an unterminated
-quoted field and splitting resumes on the next line.
+out.  A glued span that then does not parse into one record of the header's
+field count, one still open at the end of the file and one longer than
+:data:`MAX_RECORD_BYTES` are split at their line ends instead: the line
+holding the stray quote becomes a record of its own, reported as an
+unterminated quoted field, and splitting resumes on the next line.  A stray
+quote therefore damages only its own line, whatever the file size.
 
 Records that cannot be parsed (wrong field count, undecodable bytes,
 unterminated or malformed quoting, blank lines) never abort a run: they are
@@ -66,8 +69,8 @@ BLOCK_SIZE = 1 << 22
 
 #: A quoted record still open after this many bytes is taken to be caused by
 #: a stray quote: its first line is reported as an unterminated quoted field
-#: and splitting restarts on the next line.  This bounds memory and keeps one
-#: bad quote from swallowing the rest of a large file.
+#: and splitting restarts on the next line.  This bounds the memory an open
+#: quote can hold (a quoted field may span lines, but not 16 MiB of them).
 MAX_RECORD_BYTES = 1 << 24
 
 _QUOTE = b'"'
@@ -125,19 +128,31 @@ def _has_odd_quotes(line: bytes) -> bool:
 class _RecordSplitter:
     """Cut a byte stream into raw CSV records, block by block.
 
-    Iterating yields lists of complete records.  Lines come from
-    ``bytes.splitlines(keepends=True)``, which breaks at exactly the three
-    CSV terminators; lines with an odd number of quotes open or close a
+    Iterating yields lists of complete records; the header comes alone in the
+    first list, so that the reader can set :attr:`accept` (the check of a
+    glued multi-line record) before any data record is glued.  Lines come
+    from ``bytes.splitlines(keepends=True)``, which breaks at exactly the
+    three CSV terminators; lines with an odd number of quotes open or close a
     quoted multi-line record, and the lines between such a pair are glued.
+
+    A glued span that `accept` refuses (it does not parse into one record of
+    the header's field count), a span still open at the end of the file and
+    one that grew past `max_record_bytes` were opened by a stray quote: the
+    opening line becomes a record on its own (reported as an unterminated
+    quoted field) and the lines after it are split again from scratch.  So a
+    stray quote damages only the line it is on, whatever the file size.
     """
 
     def __init__(self, stream: BinaryIO, block_size: int, max_record_bytes: int):
         self._stream = stream
         self._block_size = block_size
         self._max_record_bytes = max_record_bytes
+        #: record bytes -> whether a glued multi-line record is one record
+        self.accept = None
         # Complete lines of a quoted record whose closing quote is not yet read.
         self._open: list[bytes] = []
         self._open_bytes = 0
+        self._header_done = False
 
     def __iter__(self) -> Iterator[list[bytes]]:
         tail = b""  # an incomplete last line, completed by the next block
@@ -150,65 +165,87 @@ class _RecordSplitter:
             # A line ending in "\r" may be the first half of a "\r\n" cut by
             # the block boundary, so it waits for the next block too.
             tail = b"" if lines[-1].endswith(b"\n") else lines.pop()
+            if not self._header_done and lines and not self._open:
+                header, lines = _first_record(lines)
+                if header is not None:
+                    self._header_done = True
+                    yield [header]
             records = self._glue(lines, _QUOTE in buf)
             if records:
+                self._header_done = True
                 yield records
         records = self._glue([tail], _QUOTE in tail) if tail else []
-        if self._open:
-            # EOF inside a quoted field: keep the bytes as one (bad) record.
-            records.append(b"".join(self._open))
-            self._open, self._open_bytes = [], 0
+        while self._open:
+            # EOF inside a quoted field: a stray quote opened it.
+            records.extend(self._give_up_on_open())
         if records:
             yield records
 
     def _glue(self, lines: list[bytes], has_quotes: bool) -> list[bytes]:
         """Return the complete records in `lines`; keep an open one for later."""
-        records: list[bytes] = []
+        if not self._open and not has_quotes:
+            return lines
+        if self._open and not has_quotes:
+            self._open.extend(lines)
+            self._open_bytes += sum(map(len, lines))
+            return self._enforce_record_limit([])
         if self._open:
-            close = None
-            if has_quotes:
-                close = next((i for i, line in enumerate(lines) if _has_odd_quotes(line)), None)
-            if close is None:
-                self._open.extend(lines)
-                self._open_bytes += sum(map(len, lines))
-                self._enforce_record_limit(records)
-                return records
-            records.append(b"".join(self._open + lines[: close + 1]))
+            lines = self._open + lines
             self._open, self._open_bytes = [], 0
-            lines = lines[close + 1 :]
-        if has_quotes:
-            records.extend(self._pair_quoted_lines(lines))
-            self._enforce_record_limit(records)
-        else:
-            records.extend(lines)
-        return records
+        return self._enforce_record_limit(self._pair_quoted_lines(lines))
 
     def _pair_quoted_lines(self, lines: list[bytes]) -> list[bytes]:
-        """Glue each odd-quote line to the next one and the lines between."""
+        """Glue each odd-quote line to the next one and the lines between.
+
+        A glued span that :attr:`accept` refuses is split at its line ends
+        instead: its first line becomes a record and the next odd-quote line
+        opens the next span.
+        """
         odd = [i for i, line in enumerate(lines) if line.count(_QUOTE) & 1]
         if not odd:
             return lines
         records: list[bytes] = []
         done = 0
-        for opening, closing in zip(odd[::2], odd[1::2]):
+        k = 0
+        while k < len(odd):
+            opening = odd[k]
             records.extend(lines[done:opening])
-            records.append(b"".join(lines[opening : closing + 1]))
-            done = closing + 1
-        if len(odd) % 2:
-            records.extend(lines[done : odd[-1]])
-            self._open = lines[odd[-1] :]
-            self._open_bytes = sum(map(len, self._open))
-        else:
-            records.extend(lines[done:])
+            if k + 1 == len(odd):
+                self._open = lines[opening:]
+                self._open_bytes = sum(map(len, self._open))
+                return records
+            closing = odd[k + 1]
+            record = b"".join(lines[opening : closing + 1])
+            if self.accept is None or self.accept(record):
+                records.append(record)
+                done, k = closing + 1, k + 2
+            else:
+                records.append(lines[opening])  # odd quote count: reported as unterminated
+                done, k = opening + 1, k + 1
+        records.extend(lines[done:])
         return records
 
-    def _enforce_record_limit(self, records: list[bytes]) -> None:
+    def _give_up_on_open(self) -> list[bytes]:
+        """The open record's first line alone, and its other lines split again."""
+        first, rest = self._open[0], self._open[1:]
+        self._open, self._open_bytes = [], 0
+        return [first, *self._pair_quoted_lines(rest)]
+
+    def _enforce_record_limit(self, records: list[bytes]) -> list[bytes]:
         """Give up on an open record that grew past the limit (a stray quote)."""
         while self._open and self._open_bytes > self._max_record_bytes:
-            first, rest = self._open[0], self._open[1:]
-            self._open, self._open_bytes = [], 0
-            records.append(first)  # odd quote count: reported as unterminated
-            records.extend(self._pair_quoted_lines(rest))
+            records.extend(self._give_up_on_open())
+        return records
+
+
+def _first_record(lines: list[bytes]) -> tuple[bytes | None, list[bytes]]:
+    """(the first record of `lines`, the lines after it); (None, lines) when it is still open."""
+    if not lines[0].count(_QUOTE) & 1:
+        return lines[0], lines[1:]
+    close = next((i for i in range(1, len(lines)) if lines[i].count(_QUOTE) & 1), None)
+    if close is None:
+        return None, lines
+    return b"".join(lines[: close + 1]), lines[close + 1 :]
 
 
 # ---------------------------------------------------------------------------
@@ -229,6 +266,21 @@ def _decoding_codec(encoding: str) -> str:
     if '\r\n",;|\t'.encode(name) != b'\r\n",;|\t':
         raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; CSV records cannot be split")
     return name
+
+
+def _record_acceptor(n_columns: int, codec: str, delimiter: str):
+    """Whether a glued multi-line record parses into one record of `n_columns` fields.
+
+    Undecodable bytes are replaced for the test (delimiters, quotes and line
+    breaks are ASCII in every codec allowed), so that a bad byte is reported
+    as such rather than splitting the record.
+    """
+
+    def accept(record: bytes) -> bool:
+        fields = _parse_quoted(record.decode(codec, errors="replace"), delimiter)
+        return not isinstance(fields, str) and len(fields) == n_columns
+
+    return accept
 
 
 def _strip_terminator(record: bytes) -> tuple[bytes, bytes]:
@@ -325,12 +377,12 @@ class CsvReader:
         self._codec = _decoding_codec(encoding)
         self._stream, self._owns_stream, self.name = _open_source(source, name)
         try:
-            splitter = _RecordSplitter(
+            self._splitter = _RecordSplitter(
                 self._stream,
                 block_size if block_size is not None else BLOCK_SIZE,
                 MAX_RECORD_BYTES,
             )
-            self._batches = iter(splitter)
+            self._batches = iter(self._splitter)
             self._pending = self._read_header()
         except BaseException:
             self.close()
@@ -345,6 +397,7 @@ class CsvReader:
             raise CsvFormatError(f"{self.name}: line 1: file is empty, expected a header")
         self.header = batch[0]
         self.columns = self._parse_header(self.header)
+        self._splitter.accept = _record_acceptor(len(self.columns), self._codec, self.delimiter)
         self.line_terminator = _strip_terminator(self.header)[1] or b"\n"
         self._next_line = 1 + _physical_lines(self.header)
         return batch[1:]
@@ -597,7 +650,7 @@ def _read_with_csv(text: str, n_columns: int, delimiter: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=range(n_columns), dtype=object)
 
 
-def count_records(source, encoding: str = "utf-8") -> int:
+def count_records(source, encoding: str = "utf-8", delimiter: str = ",") -> int:
     """Count data records (excluding the header) with the reader's splitting.
 
     Parameters
@@ -605,7 +658,11 @@ def count_records(source, encoding: str = "utf-8") -> int:
     source : str, os.PathLike or binary file object
         As for :class:`CsvReader`.
     encoding : str, default "utf-8"
-        Only checked for ASCII compatibility; records are not decoded.
+        Checked for ASCII compatibility; only the header and multi-line
+        records are decoded (to split spans opened by a stray quote as the
+        reader does).
+    delimiter : str, default ","
+        Field separator, as for :class:`CsvReader`.
 
     Returns
     -------
@@ -613,10 +670,20 @@ def count_records(source, encoding: str = "utf-8") -> int:
         Number of records after the header, bad ones included; 0 for an
         empty file.
     """
-    _decoding_codec(encoding)
+    codec = _decoding_codec(encoding)
     stream, owns, _ = _open_source(source, None)
     try:
-        total = sum(len(batch) for batch in _RecordSplitter(stream, BLOCK_SIZE, MAX_RECORD_BYTES))
+        splitter = _RecordSplitter(stream, BLOCK_SIZE, MAX_RECORD_BYTES)
+        total = 0
+        for batch in splitter:
+            if splitter.accept is None:
+                content = _strip_terminator(batch[0])[0]
+                if codec == "utf-8" and content.startswith(_UTF8_BOM):
+                    content = content[len(_UTF8_BOM) :]
+                names = _parse_quoted(content.decode(codec, errors="replace"), delimiter)
+                n_columns = len(names) if not isinstance(names, str) else content.count(delimiter.encode()) + 1
+                splitter.accept = _record_acceptor(n_columns, codec, delimiter)
+            total += len(batch)
     finally:
         if owns:
             stream.close()
