@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .band import band_from_scores, signed_distance, validate_percentiles
-from .columns import TableSchema
+from .columns import VALUE_KINDS, TableSchema
 from .devices import resolve_device
 from .explanations import reasons_for_rows
 from .likelihoods import build_likelihood
@@ -225,6 +225,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "tol": [Interval(Real, 0, None, closed="left")],
         "min_variance": [Interval(Real, 0, None, closed="neither")],
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
+        "column_kinds": [dict, None],
         "handle_missing": [StrOptions({"error", "model"})],
         "random_state": ["random_state"],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
@@ -248,6 +249,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         tol=1e-4,
         min_variance=0.1,
         categorical_features="from_dtype",
+        column_kinds=None,
         handle_missing="error",
         random_state=None,
         device="auto",
@@ -268,6 +270,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.tol = tol
         self.min_variance = min_variance
         self.categorical_features = categorical_features
+        self.column_kinds = column_kinds
         self.handle_missing = handle_missing
         self.random_state = random_state
         self.device = device
@@ -310,6 +313,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 categorical_sizes=self.schema_.categorical_sizes,
                 binary_columns=self.schema_.binary_columns,
                 missing_columns=self.schema_.missing_columns,
+                value_kinds=self.schema_.value_kinds,
+                log_scale_columns=self.schema_.log_scale_columns,
             )
             network = VAENetwork(likelihood, self.latent_dim, hidden).to(device)
 
@@ -353,7 +358,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     def _validate_for_fit(self, X):
         """Learn the schema and return the training model matrix."""
         if isinstance(X, pd.DataFrame):
-            schema = TableSchema.fit(X, self.categorical_features)
+            schema = self._fit_schema(X, self.categorical_features)
             if not schema.is_numeric_only:
                 self.schema_ = schema
                 return self._table_model_matrix(X, reset=True)
@@ -366,9 +371,22 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             ensure_min_samples=2,
             ensure_all_finite=self._finite_policy(),
         )
-        self.schema_ = schema or TableSchema.fit(pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]), None)
+        self.schema_ = schema or self._fit_schema(pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]), None)
         self._check_values(X)
         return X
+
+    def _fit_schema(self, frame, categorical_features):
+        """The columns' kinds: inferred from the values under likelihood='auto', overridden by ``column_kinds``."""
+        kinds = {}
+        for key, kind in (self.column_kinds or {}).items():
+            if isinstance(key, (Integral, np.integer)) and not isinstance(key, bool):
+                if not 0 <= key < frame.shape[1]:
+                    raise ValueError(f"column_kinds index {key} is out of range for {frame.shape[1]} columns")
+                key = frame.columns[key]
+            if kind not in VALUE_KINDS:
+                raise ValueError(f"column_kinds[{key!r}] must be one of {list(VALUE_KINDS)}, got {kind!r}")
+            kinds[str(key)] = kind
+        return TableSchema.fit(frame, categorical_features, column_kinds=kinds, infer_kinds=self.likelihood == "auto")
 
     def _finite_policy(self):
         return True if self.handle_missing == "error" else "allow-nan"

@@ -231,6 +231,11 @@ class GaussianColumns(ColumnFamily):
     def derivatives(self, params, x_cols, directions):
         # in closed form: autograd's double backward through these element-wise
         # ops took three quarters of the search's time at 200 features
+        gradient, hessian_directions = self._gaussian_derivatives(params, x_cols, directions)
+        return self.summed_log_prob(params, x_cols), gradient, hessian_directions
+
+    def _gaussian_derivatives(self, params, x_cols, directions):
+        """Gradient and Hessian-times-directions of the Gaussian terms; missing cells add none."""
         missing = torch.isnan(x_cols)
         present = (~missing).to(params.dtype).repeat(1, 2)  # for the means' and the variances' halves
         mean, raw_variance = params.chunk(2, dim=-1)
@@ -249,7 +254,7 @@ class GaussianColumns(ColumnFamily):
             [h_mean_mean * along_mean + h_mean_raw * along_raw, h_mean_raw * along_mean + h_raw_raw * along_raw],
             dim=-1,
         ) * present
-        return self.summed_log_prob(params, x_cols), gradient, hessian_directions
+        return gradient, hessian_directions
 
     def mean(self, params):
         mean, _ = self._mean_and_variance(params)
@@ -262,6 +267,224 @@ class GaussianColumns(ColumnFamily):
 
     def config(self):
         return {**super().config(), "min_variance": self.min_variance}
+
+
+# Quadrature points for the means of families whose mean has no closed form
+# on the original scale (whole numbers, log-scale amounts): E[g(Y)] =
+# int_0^1 g(F^-1(u)) du at evenly spaced midpoints. 64 points put the mean of
+# a log-normal with unit log-variance within 0.6% of exp(1/2).
+MEAN_QUADRATURE_POINTS = 64
+
+
+def _quadrature_levels(reference):
+    """Midpoints (i + 1/2) / Q of [0, 1], shaped to broadcast after ``reference``'s dims."""
+    levels = (torch.arange(MEAN_QUADRATURE_POINTS, device=reference.device, dtype=reference.dtype) + 0.5)
+    return (levels / MEAN_QUADRATURE_POINTS).view(-1, *([1] * reference.dim()))
+
+
+def _log_logistic_mass(upper, width, lower_is_bottom):
+    """log(F(upper) - F(upper - width)) for the standard logistic F, stable in both tails.
+
+    With l = upper - width, F(u) - F(l) = F(u) F(-l) (1 - exp(-width)): a sum
+    of three logs that never subtracts two nearly equal numbers. The width
+    comes in separately, computed without cancellation, because at large
+    values the two edges agree in most of float32's digits. Where
+    ``lower_is_bottom`` the bin takes the whole lower tail: log F(upper).
+    """
+    interior = F.logsigmoid(upper) + F.logsigmoid(width - upper) + torch.log(-torch.expm1(-width))
+    return torch.where(lower_is_bottom, F.logsigmoid(upper), interior)
+
+
+class WholeNumberColumns(ColumnFamily):
+    """Whole-number columns (counts, ages, codes, pixel intensities): a mass per integer.
+
+    ``P(x) = F(t(x + 1/2)) - F(t(x - 1/2))`` under a logistic law F whose
+    location and scale the decoder gives on the standardised scale of t(x),
+    where t is the identity, or the logarithm for columns spread over orders
+    of magnitude. A discretised law cannot spike on the integer grid the way a
+    continuous density does when its variance shrinks: each column contributes
+    a log-probability, at most 0. A column never negative in training has its
+    support at 0 and up, and the bin of 0 takes the whole lower tail, so the
+    masses over the support sum to one. A value that is not a whole number,
+    or is negative in such a column, is out of support.
+
+    The scale has the same floor as the Gaussian columns' variance:
+    ``variance = min_variance + softplus(raw)`` on the standardised scale,
+    and the logistic scale is ``sqrt(3 variance) / pi``.
+    """
+
+    kind = "whole_number"
+    params_per_column = 2
+
+    def __init__(self, columns, loc, scale, log_scale, nonnegative, min_variance=1e-3, missing_modelled=None):
+        super().__init__(columns, missing_modelled)
+        self.register_buffer("loc", torch.as_tensor(np.asarray(loc), dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(scale), dtype=torch.float32))
+        self.register_buffer("log_scale", torch.as_tensor(list(log_scale), dtype=torch.bool))
+        # log-scale columns are never negative
+        self.register_buffer("nonnegative", torch.as_tensor(list(nonnegative), dtype=torch.bool) | self.log_scale)
+        self.min_variance = float(min_variance)
+
+    def in_support(self, x_cols):
+        """Whole numbers, and not negative where the column never was."""
+        return (x_cols == torch.round(x_cols)) & ~(self.nonnegative & (x_cols < 0))
+
+    def _transform(self, value):
+        """t(value), standardised; ``value`` > 0 wherever the column is on the log scale."""
+        transformed = torch.where(self.log_scale, torch.log(value.clamp_min(1e-30)), value)
+        return (transformed - self.loc) / self.scale
+
+    def network_input(self, x_cols):
+        usable = self.in_support(x_cols)  # False on missing cells too
+        safe = torch.where(usable, x_cols, torch.zeros_like(x_cols))
+        standardised = self._transform(safe + 0.5 * self.log_scale.to(x_cols.dtype))
+        neutral = torch.zeros_like(standardised)
+        return torch.where(usable, standardised, neutral).clamp(-INPUT_CLIP, INPUT_CLIP)
+
+    def _location_and_scale(self, params):
+        mean, raw_variance = params.chunk(2, dim=-1)
+        variance = self.min_variance + F.softplus(raw_variance.contiguous())
+        return mean, torch.sqrt(3.0 * variance) / math.pi
+
+    def _log_prob(self, params, x_cols):
+        in_support = self.in_support(x_cols)
+        x = torch.where(in_support, x_cols, torch.zeros_like(x_cols))
+        bottom = self.nonnegative & (x <= 0)
+        location, logistic_scale = self._location_and_scale(params)
+        upper = (self._transform(x + 0.5) - location) / logistic_scale
+        # t(x + 1/2) - t(x - 1/2) without cancellation; the bottom bin's is unused
+        width = torch.where(self.log_scale, torch.log1p(1.0 / (x - 0.5).clamp_min(0.5)), torch.ones_like(x))
+        log_mass = _log_logistic_mass(upper, width / self.scale / logistic_scale, bottom)
+        return torch.where(in_support, log_mass, torch.full_like(log_mass, OUT_OF_SUPPORT_LOG_PROB))
+
+    def _from_standardised(self, draws):
+        """The whole number whose bin holds each standardised point of t's scale."""
+        transformed = self.loc + self.scale * draws
+        value = torch.where(self.log_scale, torch.exp(transformed.clamp(max=80.0)), transformed)
+        number = torch.floor(value + 0.5)
+        return torch.where(self.nonnegative, number.clamp_min(0.0), number)
+
+    def mean(self, params):
+        location, logistic_scale = self._location_and_scale(params)
+        levels = _quadrature_levels(location)
+        return self._from_standardised(location + logistic_scale * torch.logit(levels)).mean(0)
+
+    def sample(self, params, generator=None):
+        location, logistic_scale = self._location_and_scale(params)
+        uniform = torch.rand(location.shape, generator=generator, device=location.device, dtype=location.dtype)
+        uniform = uniform.clamp(1e-7, 1 - 1e-7)
+        return self._from_standardised(location + logistic_scale * torch.logit(uniform))
+
+    def config(self):
+        return {**super().config(), "min_variance": self.min_variance,
+                "log_scale": self.log_scale.tolist(), "nonnegative": self.nonnegative.tolist()}
+
+
+class PositiveColumns(GaussianColumns):
+    """Positive amounts (prices, weights, incomes): a Gaussian on log x, so a log-normal density of x.
+
+    The Gaussian family works on the standardised log of the value, and
+    ``-log x`` (the Jacobian) makes the result a density of x itself, so
+    scores stay comparable with every other column, and a unit error (x1000,
+    /100) is the same shift whatever the value. A value at or below zero is
+    out of support, except a zero in a column whose zeros are modelled
+    (``zero_modelled``, see :class:`ZeroColumns`): that zero costs nothing
+    here, and the zero family scores it.
+    """
+
+    kind = "positive"
+    support_fill = 1.0
+
+    def __init__(self, columns, loc, scale, min_variance=1e-3, zero_modelled=None, missing_modelled=None):
+        super().__init__(columns, loc, scale, min_variance, missing_modelled)
+        modelled = [False] * len(columns) if zero_modelled is None else list(zero_modelled)
+        self.register_buffer("zero_modelled", torch.as_tensor(modelled, dtype=torch.bool))
+
+    def _log_values(self, x_cols):
+        """log x where x > 0, NaN elsewhere (missing, zero or negative cells)."""
+        positive = x_cols > 0
+        return torch.where(positive, x_cols, torch.ones_like(x_cols)).log().masked_fill(~positive, float("nan"))
+
+    def _non_positive_cost(self, x_cols):
+        """What a zero or negative cell costs here: 0 for a modelled zero, else out of support."""
+        zero_ok = self.zero_modelled & (x_cols == 0)
+        return torch.where(zero_ok, torch.zeros_like(x_cols), torch.full_like(x_cols, OUT_OF_SUPPORT_LOG_PROB))
+
+    def network_input(self, x_cols):
+        return super().network_input(self._log_values(x_cols))
+
+    def _log_prob(self, params, x_cols):
+        positive = x_cols > 0
+        log_x = torch.where(positive, x_cols, torch.ones_like(x_cols)).log()
+        density = super()._log_prob(params, log_x) - log_x
+        return torch.where(positive, density, self._non_positive_cost(x_cols))
+
+    def _summed_log_prob_in_place(self, params, x_cols):
+        # the Gaussian sum over log x, with non-positive cells passed as missing,
+        # then corrected on the rows x columns input (K times smaller): those
+        # cells' cost instead of a missing cell's, and the Jacobian -log x
+        log_x = self._log_values(x_cols)
+        summed = super()._summed_log_prob_in_place(params, log_x)
+        present = ~torch.isnan(x_cols)
+        non_positive = present & ~(x_cols > 0)
+        correction = torch.where(non_positive, self._non_positive_cost(x_cols) - self._missing_cell_cost(),
+                                 torch.zeros_like(x_cols))
+        correction = correction - torch.nan_to_num(log_x, nan=0.0)
+        return summed + correction.sum(-1)
+
+    def derivatives(self, params, x_cols, directions):
+        # the Gaussian's closed form on log x; cells that are not positive are
+        # constant in the parameters, as missing cells are
+        gradient, hessian_directions = self._gaussian_derivatives(params, self._log_values(x_cols), directions)
+        return self.summed_log_prob(params, x_cols), gradient, hessian_directions
+
+    def mean(self, params):
+        mean, variance = self._mean_and_variance(params)
+        # E[exp(loc + scale Y)] for Y ~ N(mean, variance), in closed form
+        return torch.exp((self.loc + self.scale * mean + 0.5 * self.scale.square() * variance).clamp(max=80.0))
+
+    def sample(self, params, generator=None):
+        return torch.exp(super().sample(params, generator=generator).clamp(max=80.0))
+
+    def config(self):
+        return {**super().config(), "zero_modelled": self.zero_modelled.tolist()}
+
+
+class ZeroColumns(ColumnFamily):
+    """Whether a cell is exactly zero, for non-negative amounts that had zeros in training.
+
+    With :class:`PositiveColumns` on the same columns this is a hurdle model:
+    p(0) = pi(z), p(x) = (1 - pi(z)) LogNormal(x | z) for x > 0, a mass at
+    zero plus a density above it. Missing cells cost nothing here (the
+    missingness family scores them).
+    """
+
+    kind = "zero"
+    #: adds to columns that a value family already covers
+    adds_to_columns = True
+
+    def network_input(self, x_cols):
+        return (x_cols == 0).to(x_cols.dtype)
+
+    def log_prob(self, params, x_cols):
+        target, logits = torch.broadcast_tensors((x_cols == 0).to(params.dtype), params)
+        log_prob = -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        missing = torch.isnan(x_cols).expand_as(log_prob)
+        return torch.where(missing, torch.zeros_like(log_prob), log_prob)
+
+    def adjust_mean(self, params, value_mean):
+        """E[x] = (1 - pi) E[x | x > 0]."""
+        return torch.sigmoid(-params) * value_mean
+
+    def adjust_sample(self, params, values, generator=None):
+        drawn_zero = torch.bernoulli(torch.sigmoid(params), generator=generator).bool()
+        return torch.where(drawn_zero, torch.zeros_like(values), values)
+
+    def mean(self, params):
+        return torch.sigmoid(params)
+
+    def sample(self, params, generator=None):
+        return torch.bernoulli(torch.sigmoid(params), generator=generator)
 
 
 class BernoulliColumns(ColumnFamily):
@@ -400,6 +623,14 @@ class MissingnessColumns(ColumnFamily):
         target, logits = torch.broadcast_tensors(torch.isnan(x_cols).to(params.dtype), params)
         return -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
+    def adjust_mean(self, params, value_mean):
+        """The value family's mean stands: it is the mean of a present cell."""
+        return value_mean
+
+    def adjust_sample(self, params, values, generator=None):
+        drawn_missing = torch.bernoulli(torch.sigmoid(params), generator=generator).bool()
+        return torch.where(drawn_missing, torch.full_like(values, float("nan")), values)
+
     def mean(self, params):
         return torch.sigmoid(params)
 
@@ -409,7 +640,8 @@ class MissingnessColumns(ColumnFamily):
 
 FAMILIES = {
     cls.kind: cls
-    for cls in (GaussianColumns, BernoulliColumns, ContinuousBernoulliColumns, CategoricalColumns, MissingnessColumns)
+    for cls in (GaussianColumns, WholeNumberColumns, PositiveColumns, ZeroColumns, BernoulliColumns,
+                ContinuousBernoulliColumns, CategoricalColumns, MissingnessColumns)
 }
 
 
@@ -490,19 +722,23 @@ class FactorizedLikelihood(nn.Module):
         return out
 
     def mean(self, params):
-        """E[x_j | z] per column (the most probable category for categorical columns)."""
-        return self._assemble(params, "mean")
+        """E[x_j | z] per column in original units (the most probable category for categorical columns)."""
+        out = self._assemble(params, "mean")
+        for family, family_params in self._adding_families(params):
+            out[..., family.columns] = family.adjust_mean(family_params, out[..., family.columns])
+        return out
 
     def sample(self, params, generator=None):
-        """x ~ p(x | z), with NaN where the missingness model draws a missing cell."""
+        """x ~ p(x | z): zeros where a zero family draws one, NaN where the missingness model draws a missing cell."""
         out = self._assemble(params, "sample", generator=generator)
-        for family, family_params in zip(self.families, self._split_params(params)):
-            if getattr(family, "adds_to_columns", False):
-                drawn_missing = family.sample(family_params, generator=generator).bool()
-                out[..., family.columns] = torch.where(
-                    drawn_missing, torch.full_like(drawn_missing, float("nan"), dtype=out.dtype), out[..., family.columns]
-                )
+        for family, family_params in self._adding_families(params):
+            out[..., family.columns] = family.adjust_sample(family_params, out[..., family.columns], generator)
         return out
+
+    def _adding_families(self, params):
+        """(family, its parameters) for the families that add to value families' columns, in order."""
+        pairs = zip(self.families, self._split_params(params))
+        return [(family, family_params) for family, family_params in pairs if getattr(family, "adds_to_columns", False)]
 
     def config(self):
         return {"n_features": self.n_features, "families": [family.config() for family in self.families]}
@@ -514,7 +750,7 @@ class FactorizedLikelihood(nn.Module):
         for spec in config["families"]:
             spec = dict(spec)
             family_cls = FAMILIES[spec.pop("kind")]
-            if family_cls is GaussianColumns:
+            if issubclass(family_cls, (GaussianColumns, WholeNumberColumns)):
                 n = len(spec["columns"])
                 spec.setdefault("loc", np.zeros(n))
                 spec.setdefault("scale", np.ones(n))
@@ -555,7 +791,24 @@ def _assign_kinds(X, likelihood, candidates, forced_binary):
     return [], binary, [j for j in candidates if j not in set(binary)]
 
 
-def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary_columns=(), missing_columns=()):
+def _log_or_nan(values, offset=0.0):
+    """log(values + offset) where that is positive, NaN elsewhere (no warnings)."""
+    shifted = values + offset
+    positive = shifted > 0
+    return np.where(positive, np.log(np.where(positive, shifted, 1.0)), np.nan)
+
+
+def _by_value_kind(candidates, value_kinds, forced_binary):
+    """Columns per family from the schema's value kinds (see :mod:`vaefilter.columns`)."""
+    def of(*kinds):
+        return [j for j in candidates if value_kinds[j] in kinds and j not in forced_binary]
+
+    bernoulli = sorted(set(of("binary")) | set(forced_binary))
+    return of("continuous"), bernoulli, of("proportion"), of("count", "integer"), of("positive", "nonnegative")
+
+
+def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary_columns=(), missing_columns=(),
+                     value_kinds=None, log_scale_columns=()):
     """Choose a family for every column of the training model matrix ``X``.
 
     Parameters
@@ -563,23 +816,37 @@ def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary
     X : ndarray of shape (n_samples, n_features)
         Training model matrix (NaN marks missing cells).
     likelihood : {'auto', 'gaussian', 'bernoulli'}
-        Family of the non-categorical columns. 'auto' gives Bernoulli to
-        columns that are binary in ``X`` and Gaussian to the rest;
-        'bernoulli' needs every value in [0, 1] and uses the continuous
-        Bernoulli for columns that are not binary.
+        Family of the non-categorical columns. 'auto' follows ``value_kinds``
+        (or, without them, gives Bernoulli to columns that are binary in
+        ``X`` and Gaussian to the rest); 'gaussian' is Gaussian for every
+        column not binary by type; 'bernoulli' needs every value in [0, 1]
+        and uses the continuous Bernoulli for columns that are not binary.
     min_variance : float
-        Variance floor of Gaussian columns, on the standardised scale.
+        Variance floor of Gaussian, log-normal and whole-number columns, on
+        the standardised scale.
     categorical_sizes : dict of {int: int}, default=None
         Categorical columns and their number of training categories.
     binary_columns : sequence of int
         Columns that are binary by type (bool), Bernoulli whatever ``likelihood``.
     missing_columns : sequence of int
         Columns whose missingness is modelled.
+    value_kinds : dict of {int: str}, default=None
+        With ``likelihood='auto'``, the value kind of every non-categorical
+        column: 'continuous' (Gaussian), 'binary' (Bernoulli), 'proportion'
+        (continuous Bernoulli), 'count' and 'integer' (whole numbers, the
+        first never negative), 'positive' (log-normal) and 'nonnegative'
+        (a mass at zero and a log-normal above it).
+    log_scale_columns : collection of int
+        Whole-number columns whose discretised law lives on the log scale.
     """
     categorical_sizes = dict(categorical_sizes or {})
     missing = set(missing_columns)
     candidates = [j for j in range(X.shape[1]) if j not in categorical_sizes]
-    gaussian, bernoulli, continuous = _assign_kinds(X, likelihood, candidates, set(binary_columns))
+    whole, positive = [], []
+    if likelihood == "auto" and value_kinds is not None:
+        gaussian, bernoulli, continuous, whole, positive = _by_value_kind(candidates, value_kinds, set(binary_columns))
+    else:
+        gaussian, bernoulli, continuous = _assign_kinds(X, likelihood, candidates, set(binary_columns))
 
     def modelled(columns):
         return [j in missing for j in columns]
@@ -588,6 +855,17 @@ def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary
     if gaussian:
         loc, scale = _standardisation(X[:, gaussian])
         families.append(GaussianColumns(gaussian, loc, scale, min_variance, modelled(gaussian)))
+    if whole:
+        log_scale = np.array([j in set(log_scale_columns) for j in whole])
+        values = X[:, whole]
+        loc, scale = _standardisation(np.where(log_scale, _log_or_nan(values, 0.5), values))
+        nonnegative = [value_kinds[j] == "count" for j in whole]
+        families.append(WholeNumberColumns(whole, loc, scale, log_scale.tolist(), nonnegative, min_variance,
+                                           modelled(whole)))
+    if positive:
+        loc, scale = _standardisation(_log_or_nan(X[:, positive]))
+        zeros = [value_kinds[j] == "nonnegative" for j in positive]
+        families.append(PositiveColumns(positive, loc, scale, min_variance, zeros, modelled(positive)))
     if bernoulli:
         families.append(BernoulliColumns(bernoulli, modelled(bernoulli)))
     if continuous:
@@ -595,6 +873,10 @@ def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary
     if categorical_sizes:
         columns = sorted(categorical_sizes)
         families.append(CategoricalColumns(columns, [categorical_sizes[j] for j in columns], modelled(columns)))
+    with_zeros = [j for j in positive if value_kinds[j] == "nonnegative"]
+    if with_zeros:
+        # before the missingness family: a drawn missing cell overrides a drawn zero
+        families.append(ZeroColumns(with_zeros, modelled(with_zeros)))
     if missing:
         families.append(MissingnessColumns(sorted(missing)))
     return FactorizedLikelihood(families, X.shape[1])
