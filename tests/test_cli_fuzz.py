@@ -163,3 +163,106 @@ def test_filter_survives_random_csv(model, data, chunk_rows):
         assert count_records(str(valid)) == n_valid
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ------------------------------------------------------- stray quotes
+def _outcomes(data, valid, invalid):
+    """Per input record: (start line, bytes, output bytes it produced) where the output is
+    'valid' or the rejected record with its appended fields."""
+    with CsvReader(io.BytesIO(data)) as reader:
+        header = reader.header
+        pairs = [(int(n), r) for chunk in reader for n, r in zip(chunk.line_numbers, chunk.records)]
+    v = len(header)
+    i = invalid.index(b"reason", len(_strip(header))) + len(b"reason")
+    i += next(len(t) for t in _TERMS if invalid.startswith(t, i))
+    out = []
+    for line, record in pairs:
+        if valid.startswith(record, v):
+            v += len(record)
+            out.append((line, record, "valid"))
+            continue
+        content = _strip(record)
+        assert invalid.startswith(content, i), f"record {record!r} is in neither output"
+        match = REJECT_SUFFIX.match(invalid, i + len(content))
+        assert match is not None, invalid[i + len(content):][:200]
+        out.append((line, record, invalid[i:match.end()]))
+        i = match.end()
+    assert v == len(valid) and i == len(invalid)
+    return out
+
+
+_clean_field = st.one_of(
+    st.sampled_from(["0.5", "-1.25", "3", "1e3", "x", "y", "z", "w", "NA", "abc", "1.5"]),
+    st.floats(-3, 3).map(lambda x: f"{x:.3f}"),
+)
+
+
+@st.composite
+def clean_tables(draw):
+    """Plausible CSV rows without a quote problem: (terminator, names, rows of (text, quoted)),
+    with some quoted fields and some multi-line ones."""
+    names = draw(st.permutations(MODEL_COLUMNS + ["note"]))
+    rows = []
+    for _ in range(draw(st.integers(3, 30))):
+        row = []
+        for name in names:
+            if name == "note" and draw(st.integers(0, 3)) == 0:
+                row.append((draw(st.sampled_from(["a,b", 'say ""hi""', "two\nlines", "x\r\ny\nz", ""])), True))
+            elif name == "note":
+                row.append((draw(st.sampled_from(["ok", "n/a", "fine", "1"])), False))
+            else:
+                row.append((draw(_clean_field), draw(st.integers(0, 5)) == 0))
+        rows.append(row)
+    return draw(st.sampled_from(_TERMS)), names, rows
+
+
+def _render(term, names, rows, strays=frozenset()):
+    """CSV bytes; a stray quote goes into unquoted field (row, column) after its first character,
+    where the csv module reads it as a literal: it breaks its line's quote parity without opening
+    a field (a quote at a field's start that closes into the right field count is valid CSV)."""
+    lines = [",".join(names)]
+    for r, row in enumerate(rows):
+        fields = []
+        for c, (text, quoted) in enumerate(row):
+            if quoted:
+                fields.append('"' + text + '"')
+            elif (r, c) in strays:
+                fields.append(text[:1] + '"' + text[1:])
+            else:
+                fields.append(text)
+        lines.append(",".join(fields))
+    return term.join(line.encode() for line in lines) + term
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(table=clean_tables(), picks=st.lists(st.tuples(st.integers(0, 99), st.integers(0, 3)), min_size=1, max_size=3),
+       chunk_rows=st.sampled_from([2, 65536]))
+def test_stray_quotes_leave_every_other_line_routed_as_in_the_clean_file(model, table, picks, chunk_rows):
+    term, names, rows = table
+    strays = {(r % len(rows), c) for r, c in picks if not rows[r % len(rows)][c][1]}
+    if not strays:
+        return
+    clean, dirty = _render(term, names, rows), _render(term, names, rows, strays)
+    touched = {r for r, _ in strays}  # rows with a stray quote
+    workdir = Path(tempfile.mkdtemp(prefix="vaefilter-stray-"))
+    try:
+        runs = {}
+        for name, data in (("clean", clean), ("dirty", dirty)):
+            source, valid, invalid = workdir / f"{name}.csv", workdir / f"{name}-v.csv", workdir / f"{name}-r.csv"
+            source.write_bytes(data)
+            stderr = io.StringIO()
+            with contextlib.redirect_stderr(stderr):
+                code = main(["filter", str(source), "-m", str(model), "--valid", str(valid), "--invalid",
+                             str(invalid), "--chunk-rows", str(chunk_rows), "-q"])
+            assert code == 0, stderr.getvalue()
+            runs[name] = _outcomes(data, valid.read_bytes(), invalid.read_bytes())
+        assert len(runs["clean"]) == len(rows)  # the clean file parses into its rows
+        dirty_by_line = {line: (record, routed) for line, record, routed in runs["dirty"]}
+        for r, (line, record, routed) in enumerate(runs["clean"]):
+            if r in touched:
+                continue
+            assert line in dirty_by_line, f"line {line} {record!r} was swallowed by a stray quote"
+            assert dirty_by_line[line] == (record, routed), (line, record)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
