@@ -183,11 +183,11 @@ EXPECTED_ERRORS = {
     1: "line 3: expected 3 fields, found 2",
     2: "line 4: empty line",
     3: "line 5: expected 3 fields, found 4",
-    4: "line 6: bytes not valid utf-8 at offset 2",
-    6: "line 8: malformed quoted field (',' expected after '\"')",
-    7: "line 9: unterminated quoted field",
-    8: "line 10: unterminated quoted field",
-    10: "line 12: unterminated quoted field",
+    4: "line 6: column 'b': bytes not valid utf-8 at offset 2",
+    6: "line 8: column 'b': malformed quoted field (',' expected after '\"')",
+    7: "line 9: column 'a': unterminated quoted field",
+    8: "line 10: column 'a': unterminated quoted field",
+    10: "line 12: column 'b': unterminated quoted field",
 }
 
 
@@ -219,7 +219,7 @@ def test_single_column_blank_line_is_an_error_but_quoted_empty_is_not():
 def test_undecodable_chunk_only_flags_bad_records():
     data = "a,b\nü,1\n".encode() + b"\xc3,2\n" + "é,3\n".encode()
     _, (chunk,) = read_all(data)
-    assert chunk.errors == {1: "line 3: bytes not valid utf-8 at offset 0"}
+    assert chunk.errors == {1: "line 3: column 'a': bytes not valid utf-8 at offset 0"}
     assert chunk.frame["a"].tolist() == ["ü", "é"]
 
 
@@ -245,7 +245,7 @@ def test_stray_quote_cannot_swallow_the_rest_of_the_file(monkeypatch, block_size
     data = b"a,b\n" + b'1,5" screen\n' + rows
     reader, chunks = read_all(data, chunk_rows=7, block_size=block_size)
     assert reassemble(reader, chunks) == data
-    assert all_errors(chunks) == {0: "line 2: unterminated quoted field"}
+    assert all_errors(chunks) == {0: "line 2: column 'b': unterminated quoted field"}
     assert len(parsed_rows(chunks)) == 20
 
 
@@ -262,7 +262,7 @@ def test_stray_quote_damages_only_its_line_whatever_the_file_size(monkeypatch, m
     monkeypatch.setattr(csvio, "MAX_RECORD_BYTES", max_record_bytes)
     reader, chunks = read_all(_STRAY, chunk_rows=300, block_size=block_size)
     assert reassemble(reader, chunks) == _STRAY
-    assert all_errors(chunks) == {10: "line 12: unterminated quoted field"}
+    assert all_errors(chunks) == {10: "line 12: column 'c': unterminated quoted field"}
     rows = parsed_rows(chunks)
     assert len(rows) == 1999 and rows[10] == ["11", "11.5", "x"] and rows[-1] == ["1999", "1999.5", "x"]
     assert [int(n) for c in chunks for n in c.line_numbers][-1] == 2001
@@ -274,7 +274,7 @@ def test_stray_quote_before_a_real_multiline_field_keeps_that_field(block_size):
     data = b'a,b\n1,x\n2,5" screen\n3,y\n4,"two\nlines"\n5,z\n6,"x"""\n'
     reader, chunks = read_all(data, chunk_rows=2, block_size=block_size)
     assert reassemble(reader, chunks) == data
-    assert all_errors(chunks) == {1: "line 3: unterminated quoted field"}
+    assert all_errors(chunks) == {1: "line 3: column 'b': unterminated quoted field"}
     assert parsed_rows(chunks) == [["1", "x"], ["3", "y"], ["4", "two\nlines"], ["5", "z"], ["6", 'x"']]
     assert [int(n) for c in chunks for n in c.line_numbers] == [2, 3, 4, 5, 7, 8]
 
@@ -483,5 +483,5 @@ def test_quote_inside_unquoted_field_does_not_shift_other_records():
     data = b'a,b\nx"y,"z\n1,"2"\n3,4\n'
     _, (chunk,) = read_all(data)
     assert list(chunk.errors) == [0]
-    assert chunk.errors[0].startswith("line 2: malformed quoted field")
+    assert chunk.errors[0].startswith("line 2: column 'b': malformed quoted field")
     assert chunk.frame.to_numpy().tolist() == [["1", "2"], ["3", "4"]]

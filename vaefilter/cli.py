@@ -9,17 +9,21 @@ with a reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
+import signal
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from .columns import CATEGORICAL
-from .texttypes import infer_text_table, parse_text_table
-from .csvio import AtomicWriter, CsvFormatError, CsvReader, append_fields
+from .csvio import AtomicOutputs, AtomicWriter, CsvFormatError, CsvReader, append_fields, check_encoding
+from .devices import resolve_device
 from .persistence import ModelFileError, load_model, model_bytes, read_header
+from .texttypes import infer_text_table, odd_cells, parse_text_table, quote_cell
 
 EXIT_OK, EXIT_INVALID_ROWS, EXIT_USAGE = 0, 1, 2
 
@@ -31,6 +35,15 @@ class UsageError(ValueError):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that temporary outputs are removed."""
+
+
+#: the longest reason written to an output; longer ones are cut
+MAX_REASON_CHARS = 1000
+
 SCORE_FIELDS = ["log_px", "is_valid", "reason"]
 REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason"]
 
@@ -48,10 +61,24 @@ def _percentile(text):
     return value
 
 
+def _encoding(text):
+    try:
+        check_encoding(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _add_csv_options(parser):
     parser.add_argument("--delimiter", default=",", help="field delimiter (default ',')")
-    parser.add_argument("--encoding", default="utf-8", help="text encoding (default utf-8)")
+    parser.add_argument("--encoding", default="utf-8", type=_encoding, help="text encoding (default utf-8)")
     parser.add_argument("--chunk-rows", type=int, default=65536, help="rows per chunk (memory stays flat)")
+    parser.add_argument("--na-values", nargs="+", default=[], metavar="TEXT",
+                        help="cell texts read as missing besides '', NA, N/A, NaN, nan, null, NULL, None "
+                             "(give the same ones to fit and to score/filter/report)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where the model computes (default auto: a GPU when there is one), whatever "
+                             "device the model was fitted on")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -141,29 +168,73 @@ def main(argv=None):
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_OK
+    with _sigterm_raises():
+        try:
+            return args.handler(args)
+        except BrokenPipeError:
+            return _quiet_broken_pipe()
+        except (CsvFormatError, ModelFileError, ValueError, OSError, LookupError, RuntimeError) as exc:
+            print(f"vaefilter: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("vaefilter: interrupted; no output was written under its final name", file=sys.stderr)
+            return 130
+        except _Terminated:
+            print("vaefilter: terminated; no output was written under its final name", file=sys.stderr)
+            return 128 + signal.SIGTERM
+
+
+def _one_line(exc):
+    """An error as one line: an OSError names its file first, like other messages."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _quiet_broken_pipe():
+    """The reader of stdout went away (``| head``): end quietly, as Unix tools do."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises in the main thread (as Ctrl-C does), so ``with`` blocks remove temporary files."""
+    def raise_terminated(signum, frame):
+        raise _Terminated()
+
     try:
-        return args.handler(args)
-    except (CsvFormatError, ModelFileError, ValueError, OSError) as exc:
-        print(f"vaefilter: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("vaefilter: interrupted; no output was written under its final name", file=sys.stderr)
-        return 130
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---------------------------------------------------------------------- fit
 def _read_whole(path, args):
-    """A trusted file as text: a malformed line is an error, not a rejection."""
-    frames = []
+    """A trusted file as text: a malformed line is an error, not a rejection.
+
+    Returns the cell texts and, per row, its ``(file, line)``.
+    """
+    frames, places = [], []
     with CsvReader(path, chunk_rows=args.chunk_rows, encoding=args.encoding, delimiter=args.delimiter) as reader:
         for chunk in reader:
             if chunk.errors:
                 position = min(chunk.errors)
                 raise ValueError(f"{reader.name}: {chunk.errors[position]} (training files must parse completely)")
             frames.append(chunk.frame)
+            places.extend((reader.name, int(line)) for line in chunk.line_numbers)
         columns = reader.columns
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    return frame
+    return frame, places
 
 
 def _select_columns(frame, args, path):
@@ -191,28 +262,53 @@ def _build_detector(args, categorical):
         threshold_percentiles=tuple(args.percentiles),
         categorical_features=sorted(categorical) or None,
         handle_missing="model",
+        device=args.device,
         random_state=args.seed,
         verbose=int(not args.quiet and sys.stderr.isatty()),
     )
 
 
+def _refuse_odd_cells(text, places, args):
+    """A column of numbers but for a few cells would turn categorical: refuse, naming them."""
+    odd = odd_cells(text, categorical=set(args.categorical), na_values=args.na_values)
+    if not odd:
+        return
+    name, positions = next(iter(odd.items()))
+    shown = ", ".join(f"line {places[k][1]}: {quote_cell(text[name].iloc[k])}" for k in positions[:3])
+    more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
+    texts = sorted({str(text[name].iloc[k]) for k in positions})[:3]
+    raise ValueError(
+        f"{places[positions[0]][0]}: column {name!r} holds numbers but for {len(positions)} cell(s) ({shown}{more}), "
+        f"which would make it categorical and every unseen number 'a category never seen'; declare them missing "
+        f"with --na-values {' '.join(repr(t) for t in texts)} or model the column as categorical with --categorical {name}"
+    )
+
+
 def run_fit(args):
-    frames = [_read_whole(path, args) for path in args.train]
-    headers = {tuple(f.columns) for f in frames}
+    _check_paths(inputs={**{f"training file {p}": p for p in args.train},
+                         **({"--validation": args.validation} if args.validation else {})},
+                 outputs={"--output": args.output})
+    resolve_device(args.device)
+    parts = [_read_whole(path, args) for path in args.train]
+    headers = {tuple(f.columns) for f, _ in parts}
     if len(headers) > 1:
         raise ValueError(f"training files have different headers: {sorted(headers)}")
-    text = _select_columns(pd.concat(frames, ignore_index=True), args, args.train[0])
+    text = _select_columns(pd.concat([f for f, _ in parts], ignore_index=True), args, args.train[0])
+    places = [place for _, p in parts for place in p]
     if len(text) < 2:
         raise ValueError(f"{args.train[0]}: need at least 2 data rows to train, found {len(text)}")
-    table = infer_text_table(text, categorical=set(args.categorical))
+    _refuse_odd_cells(text, places, args)
+    table = infer_text_table(text, categorical=set(args.categorical), na_values=args.na_values)
     categorical = {n for n in table.columns if isinstance(table[n].dtype, pd.CategoricalDtype)}
     detector = _build_detector(args, categorical).fit(table)
     if args.validation:
-        valid_text = _select_columns(_read_whole(args.validation, args), args, args.validation)
-        valid, problems = parse_text_table(valid_text, detector.schema_, source=args.validation)
+        valid_frame, valid_places = _read_whole(args.validation, args)
+        valid_text = _select_columns(valid_frame, args, args.validation)
+        valid, problems = parse_text_table(valid_text, detector.schema_, source=args.validation,
+                                           na_values=args.na_values)
         if problems:
             row = min(problems)
-            raise ValueError(f"{args.validation}: data row {row + 1}: {problems[row]}")
+            raise ValueError(f"{args.validation}: line {valid_places[row][1]}: {problems[row]}")
         detector.calibrate(valid)
     with AtomicWriter(args.output) as out:
         out.write(model_bytes(detector))
@@ -245,23 +341,93 @@ def _progress(args):
     return tqdm(unit=" rows", unit_scale=True, file=sys.stderr, desc="vaefilter")
 
 
-def _score_table(detector, typed):
-    """explain() for the rows that parsed; a row whose score fails gets that error as its reason."""
-    if typed.empty:
-        return pd.DataFrame(columns=["log_px", "is_valid", "reason"])
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NOT_FINITE = "log p(x) is not finite"
+
+
+def _unscorable_cells(detector, typed):
+    """{position: reason} for rows the model cannot score, found on the whole table at once:
+    a value beyond float32 or infinite, or missing where the model refuses missing cells."""
+    matrix = detector.schema_.encode(typed)
+    bad = np.isinf(matrix) | (np.abs(np.nan_to_num(matrix)) > _FLOAT32_MAX)
+    if getattr(detector, "handle_missing", "model") == "error":
+        bad |= np.isnan(matrix)
+    reasons = {}
+    names = detector.schema_.names
+    for row, col in np.argwhere(bad):
+        if row not in reasons:
+            value = typed.iloc[row, col]
+            what = ("is missing, and this model refuses missing cells" if np.isnan(matrix[row, col])
+                    else "is too large to score (beyond float32)")
+            reasons[int(row)] = f"column {names[col]!r}: {quote_cell(value)} {what}"
+    return reasons
+
+
+def _explain(detector, frame):
+    """explain() without scikit-learn's feature-name warning for models fitted on unnamed or
+    integer-named columns (the CSV header gives the columns names)."""
+    if not hasattr(detector, "feature_names_in_") and detector.schema_.is_numeric_only:
+        frame = frame.to_numpy(dtype=np.float64)
+        return detector.explain(frame)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X has feature names", category=UserWarning)
+        return detector.explain(frame)
+
+
+def _explain_splitting(detector, typed, reasons, parts=8):
+    """explain() of a table; where log p(x) overflows, the failing parts are split (``parts``
+    ways) until the rows that overflow are found, each getting a reason; other errors raise."""
     try:
-        return detector.explain(typed)[["log_px", "is_valid", "reason"]]
-    except ValueError:
-        rows = []
-        for label in typed.index:
-            try:
-                rows.append(detector.explain(typed.loc[[label]])[["log_px", "is_valid", "reason"]])
-            except ValueError as exc:
-                rows.append(pd.DataFrame({"log_px": [np.nan], "is_valid": [False], "reason": [str(exc)]}, index=[label]))
-        return pd.concat(rows)
+        return [_explain(detector, typed)[["log_px", "is_valid", "reason"]]]
+    except ValueError as exc:
+        if not str(exc).startswith(_NOT_FINITE):
+            raise
+        if len(typed) == 1:
+            label = typed.index[0]
+            numbers = typed.iloc[0].apply(lambda v: abs(v) if isinstance(v, (int, float, np.number)) else np.nan)
+            largest = numbers.astype(float).idxmax() if numbers.notna().any() else None
+            where = f"; its largest value is {largest}={typed.iloc[0][largest]!r}" if largest is not None else ""
+            reasons[label] = (f"{_NOT_FINITE}: the likelihood overflowed on a value far outside the training "
+                              f"range{where}")
+            return []
+    out = []
+    for piece in np.array_split(np.arange(len(typed)), min(parts, len(typed))):
+        if len(piece):
+            out.extend(_explain_splitting(detector, typed.iloc[piece], reasons, parts))
+    return out
 
 
-def _chunk_results(detector, chunk, source):
+def _score_table(detector, typed):
+    """log_px, is_valid, reason of the rows that parsed, in one vectorised pass.
+
+    Rows the model cannot score (a value beyond float32, a missing cell a model
+    fitted with handle_missing='error' refuses, a log p(x) that overflows) are
+    invalid with that reason; any other error is about the model or the machine,
+    not a row, and raises.
+    """
+    columns = ["log_px", "is_valid", "reason"]
+    if typed.empty:
+        return pd.DataFrame(columns=columns)
+    unscorable = _unscorable_cells(detector, typed.reset_index(drop=True))
+    reasons = {typed.index[k]: r for k, r in unscorable.items()}
+    rest = typed.drop(index=list(reasons)) if reasons else typed
+    parts = _explain_splitting(detector, rest, reasons) if len(rest) else []
+    failed = pd.DataFrame({"log_px": np.nan, "is_valid": False, "reason": list(reasons.values())},
+                          index=list(reasons.keys()))
+    frames = [f for f in [*parts, failed] if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames).reindex(typed.index)
+
+
+def _cut(reason):
+    """A reason of at most MAX_REASON_CHARS characters."""
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    return reason[:MAX_REASON_CHARS] + f"... ({len(reason)} characters, cut)"
+
+
+def _chunk_results(detector, chunk, source, na_values=()):
     """(log_px, is_valid, reason) for every record of a chunk, in record order."""
     n = len(chunk.records)
     log_px = np.full(n, np.nan)
@@ -269,7 +435,7 @@ def _chunk_results(detector, chunk, source):
     reasons = [""] * n
     for position, problem in chunk.errors.items():
         reasons[position] = f"unparseable: {problem}"
-    typed, problems = parse_text_table(chunk.frame, detector.schema_, source=source)
+    typed, problems = parse_text_table(chunk.frame, detector.schema_, source=source, na_values=na_values)
     for position, problem in problems.items():
         reasons[position] = f"line {chunk.line_numbers[position]}: {problem}"
     scored = _score_table(detector, typed.drop(index=list(problems)))
@@ -277,8 +443,19 @@ def _chunk_results(detector, chunk, source):
     log_px[positions] = scored["log_px"].to_numpy(dtype=float)
     is_valid[positions] = scored["is_valid"].to_numpy(dtype=bool)
     for position, reason in zip(positions, scored["reason"]):
+        if not np.isfinite(log_px[position]) and reason.startswith(("column ", _NOT_FINITE)):
+            reason = f"line {chunk.line_numbers[position]}: {reason}"
         reasons[position] = reason
-    return log_px, is_valid, reasons
+    return log_px, is_valid, [_cut(r) for r in reasons]
+
+
+def _load(args):
+    """The model, computing on ``--device`` whatever device it was fitted on."""
+    detector = load_model(args.model)
+    device = getattr(args, "device", "auto")
+    resolve_device(device)  # a device this machine lacks stops the run here, not per row
+    detector.set_params(device=device)
+    return detector
 
 
 def _open_input(args, detector):
@@ -295,7 +472,7 @@ def _results(args, detector, reader):
     bar = _progress(args)
     try:
         for chunk in reader:
-            yield (chunk, *_chunk_results(detector, chunk, reader.name))
+            yield (chunk, *_chunk_results(detector, chunk, reader.name, args.na_values))
             if bar is not None:
                 bar.update(len(chunk.records))
     finally:
@@ -307,14 +484,26 @@ def _number(value):
     return "" if np.isnan(value) else f"{value:.6f}"
 
 
+def _appended_names(columns, names):
+    """The names of the appended fields, prefixed with 'vaefilter_' where the input has them already."""
+    taken = set(columns)
+    out = []
+    for name in names:
+        while name in taken:
+            name = f"vaefilter_{name}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
 def run_score(args):
-    _check_distinct_paths(input=args.input if args.input != "-" else "<stdin>", output=args.output)
-    detector = load_model(args.model)
+    _check_paths(inputs={"the input": args.input, "--model": args.model}, outputs={"--output": args.output})
+    detector = _load(args)
     csv = dict(encoding=args.encoding, delimiter=args.delimiter)
     n_invalid = 0
     with _open_input(args, detector) as reader, AtomicWriter(args.output) as out:
         csv["terminator"] = reader.line_terminator
-        out.write(append_fields(reader.header, SCORE_FIELDS, **csv))
+        out.write(append_fields(reader.header, _appended_names(reader.columns, SCORE_FIELDS), **csv))
         for chunk, log_px, is_valid, reasons in _results(args, detector, reader):
             out.write(b"".join(
                 append_fields(record, [_number(s), "true" if v else "false", r], **csv)
@@ -324,31 +513,52 @@ def run_score(args):
     return EXIT_INVALID_ROWS if args.fail_on_invalid and n_invalid else EXIT_OK
 
 
-def _check_distinct_paths(**paths):
-    """Refuse outputs that would overwrite each other or the input."""
-    seen = {}
-    for option, path in paths.items():
-        if path == "-":
-            key = "-"
-        else:
-            key = os.path.realpath(path)
-        if key in seen:
-            what = "stdout" if key == "-" else repr(path)
-            raise ValueError(f"--{seen[key]} and --{option} both name {what}; each needs its own file")
-        seen[key] = option
+def _file_id(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _check_paths(inputs, outputs):
+    """Refuse outputs that would overwrite each other, an input or the model.
+
+    Compared by resolved path and, for files that exist, by device and inode
+    (symbolic and hard links). ``-`` is stdin for inputs and stdout for outputs.
+    """
+    seen = {}  # key -> what
+    for what, path in inputs.items():
+        if path is None or os.fspath(path) == "-":
+            continue
+        for key in (os.path.realpath(path), _file_id(path)):
+            if key is not None:
+                seen.setdefault(key, what)
+    for what, path in outputs.items():
+        path = os.fspath(path)
+        keys = ["-"] if path == "-" else [os.path.realpath(path), _file_id(path)]
+        for key in keys:
+            if key is not None and key in seen:
+                other = seen[key]
+                name = "stdout" if path == "-" else repr(path)
+                raise ValueError(f"{other} and {what} both name {name}; each output needs its own file, "
+                                 "apart from the inputs and the model")
+        for key in keys:
+            if key is not None:
+                seen[key] = what
 
 
 def run_filter(args):
-    _check_distinct_paths(input=args.input if args.input != "-" else "<stdin>", valid=args.valid, invalid=args.invalid)
-    detector = load_model(args.model)
+    _check_paths(inputs={"the input": args.input, "--model": args.model},
+                 outputs={"--valid": args.valid, "--invalid": args.invalid})
+    detector = _load(args)
     band = ["" if t is None else f"{t:.6f}" for t in detector.thresholds_]
     csv = dict(encoding=args.encoding, delimiter=args.delimiter)
     n_invalid = 0
-    with _open_input(args, detector) as reader, AtomicWriter(args.valid) as valid_out, \
-            AtomicWriter(args.invalid) as invalid_out:
+    with _open_input(args, detector) as reader, AtomicOutputs([args.valid, args.invalid]) as (valid_out, invalid_out):
         csv["terminator"] = reader.line_terminator
         valid_out.write(reader.header)
-        invalid_out.write(append_fields(reader.header, REJECT_FIELDS, **csv))
+        invalid_out.write(append_fields(reader.header, _appended_names(reader.columns, REJECT_FIELDS), **csv))
         for chunk, log_px, is_valid, reasons in _results(args, detector, reader):
             valid_out.write(b"".join(record for record, v in zip(chunk.records, is_valid) if v))
             invalid_out.write(b"".join(
@@ -420,18 +630,35 @@ def run_info(args):
 def run_report(args):
     from .report import write_report
 
-    detector = load_model(args.model)
-    batch = None
+    _check_paths(inputs={"the input": args.input, "--model": args.model}, outputs={"--output": args.output})
+    detector = _load(args)
+    batch, title = None, "vaefilter report"
     if args.input:
-        frames = []
-        with CsvReader(args.input, chunk_rows=args.chunk_rows, encoding=args.encoding, delimiter=args.delimiter) as reader:
+        frames, left_out, n_records = [], [], 0
+        with _open_input(args, detector) as reader:
             for chunk in reader:
-                typed, problems = parse_text_table(chunk.frame, detector.schema_, source=reader.name)
-                frames.append(typed.drop(index=list(problems)))
-        batch = pd.concat(frames, ignore_index=True)
-    write_report(detector, args.output, batch=batch)
+                n_records += len(chunk.records)
+                _, _, reasons = _chunk_results(detector, chunk, reader.name, args.na_values)
+                typed, problems = parse_text_table(chunk.frame, detector.schema_, source=reader.name,
+                                                   na_values=args.na_values)
+                scored = [k for k in typed.index if k not in problems and not _left_out(reasons[k])]
+                frames.append(typed.loc[scored])
+                left_out.extend(reasons[k] for k in range(len(chunk.records)) if _left_out(reasons[k]))
+            name = reader.name
+        batch = pd.concat(frames, ignore_index=True) if frames else None
+        if left_out:
+            title = (f"vaefilter report: {name}, {n_records - len(left_out)} of {n_records} rows scored; "
+                     f"{len(left_out)} could not be parsed or scored (first: {left_out[0]})")
+            print(f"vaefilter: {name}: {len(left_out)} of {n_records} rows could not be parsed or scored and are "
+                  f"not in the report's batch figures; first: {left_out[0]}", file=sys.stderr)
+    write_report(detector, args.output, batch=batch, title=title)
     print(f"report written to {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def _left_out(reason):
+    """Whether a chunk reason is a parse or scoring failure (no log p(x)) rather than a verdict."""
+    return reason.startswith(("unparseable:", "line "))
 
 
 def run_demo(args):

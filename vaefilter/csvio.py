@@ -36,7 +36,9 @@ Only file-level problems (no header, duplicate column names, ...) raise
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import errno
 import io
 import itertools
 import os
@@ -50,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "AtomicOutputs",
     "AtomicWriter",
     "BLOCK_SIZE",
     "CsvChunk",
@@ -57,6 +60,7 @@ __all__ = [
     "CsvReader",
     "MAX_RECORD_BYTES",
     "append_fields",
+    "check_encoding",
     "count_records",
     "format_header",
 ]
@@ -74,6 +78,9 @@ BLOCK_SIZE = 1 << 22
 MAX_RECORD_BYTES = 1 << 24
 
 _QUOTE = b'"'
+# Python's csv module refuses fields over 131,072 characters by default; a long
+# quoted field (in a column the model may not even use) is still a valid field.
+csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
 _NUL = b"\x00"
 _UTF8_BOM = codecs.BOM_UTF8
 _TERMINATORS = (b"\r\n", b"\n", b"\r")
@@ -251,6 +258,20 @@ def _first_record(lines: list[bytes]) -> tuple[bytes | None, list[bytes]]:
 # ---------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------
+
+
+def check_encoding(encoding: str) -> str:
+    """The codec name of `encoding`; ValueError naming it when unknown or not ASCII-compatible."""
+    try:
+        return _decoding_codec(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}") from None
+
+
+def _appending_codec(encoding: str) -> str:
+    """Codec of text appended to records: ``utf-8-sig`` without its BOM (it belongs at the file's start only)."""
+    name = codecs.lookup(encoding).name
+    return "utf-8" if name == "utf-8-sig" else name
 
 
 def _decoding_codec(encoding: str) -> str:
@@ -444,7 +465,8 @@ class CsvReader:
         has_quotes = _QUOTE in data
         line_numbers = self._line_numbers(records, has_quotes)
         errors = _find_bad_records(
-            records, data, has_quotes, line_numbers, len(self.columns), self._codec, self.encoding, self.delimiter
+            records, data, has_quotes, line_numbers, len(self.columns), self._codec, self.encoding, self.delimiter,
+            self.columns,
         )
         frame = self._parse_good(records, data, errors)
         return CsvChunk(records=records, line_numbers=line_numbers, frame=frame, errors=errors)
@@ -523,6 +545,7 @@ def _find_bad_records(
     codec: str,
     encoding: str,
     delimiter: str,
+    names: Sequence[str] = (),
 ) -> dict[int, str]:
     """Return {position: reason} for records that cannot be parsed.
 
@@ -546,7 +569,7 @@ def _find_bad_records(
         suspects.difference_update(_well_formed_quoted(records, suspects, undecodable, n_columns, codec, delimiter))
     errors: dict[int, str] = {}
     for i in sorted(suspects):
-        reason = _record_problem(records[i], counts[i], n_columns, undecodable.get(i), delimiter, codec)
+        reason = _record_problem(records[i], counts[i], n_columns, undecodable.get(i), delimiter, codec, encoding, names)
         if reason is not None:
             errors[i] = f"line {line_numbers[i]}: {reason}"
     return errors
@@ -579,8 +602,8 @@ def _well_formed_quoted(
     return [i for i, (n_fields, _) in zip(positions, shape) if n_fields == n_columns]
 
 
-def _undecodable(records: list[bytes], data: bytes, codec: str, encoding: str) -> dict[int, str]:
-    """Decode the chunk at once; only on failure locate the bad records."""
+def _undecodable(records: list[bytes], data: bytes, codec: str, encoding: str) -> dict[int, int]:
+    """Decode the chunk at once; only on failure locate the bad records: {position: byte offset}."""
     try:
         data.decode(codec)
         return {}
@@ -591,28 +614,93 @@ def _undecodable(records: list[bytes], data: bytes, codec: str, encoding: str) -
         try:
             record.decode(codec)
         except UnicodeDecodeError as exc:
-            bad[i] = f"bytes not valid {encoding} at offset {exc.start}"
+            bad[i] = exc.start
     return bad
 
 
 def _record_problem(
-    record: bytes, count: int, n_columns: int, decode_error: str | None, delimiter: str, codec: str
+    record: bytes,
+    count: int,
+    n_columns: int,
+    bad_offset: int | None,
+    delimiter: str,
+    codec: str,
+    encoding: str = "utf-8",
+    names: Sequence[str] = (),
 ) -> str | None:
     """Why one suspect record cannot be parsed, or None if it can."""
     if record in _TERMINATORS:
         return "empty line"
-    if decode_error is not None:
-        return decode_error
+    if bad_offset is not None:
+        prefix = record[:bad_offset].decode(codec, errors="replace")
+        where = _column_label(_field_index(prefix, delimiter), names)
+        return f"{where}bytes not valid {encoding} at offset {bad_offset}"
     if _QUOTE not in record:
         return f"expected {n_columns} fields, found {count + 1}"
+    text = record.decode(codec)
     if _has_odd_quotes(record):
-        return "unterminated quoted field"
-    fields = _parse_quoted(record.decode(codec), delimiter)
+        return f"{_column_label(_quote_problem_field(text, delimiter), names)}unterminated quoted field"
+    fields = _parse_quoted(text, delimiter)
     if isinstance(fields, str):
-        return fields
+        return f"{_column_label(_quote_problem_field(text, delimiter), names)}{fields}"
     if len(fields) != n_columns:
         return f"expected {n_columns} fields, found {len(fields)}"
     return None
+
+
+def _field_index(prefix: str, delimiter: str) -> int:
+    """0-based field the end of `prefix` (the start of a record's text) lies in."""
+    field, in_quotes = 0, False
+    for ch in prefix:
+        if ch == '"':
+            in_quotes = not in_quotes
+        elif ch == delimiter and not in_quotes:
+            field += 1
+    return field
+
+
+def _quote_problem_field(text: str, delimiter: str) -> int | None:
+    """0-based field where a record's quoting goes wrong, as RFC 4180 reads it.
+
+    A quote opens a field only at the field's start; after the closing quote
+    only a delimiter, a line end or a second quote (an escaped one) may follow.
+    A quote left open names the field it opened; a quote inside an unquoted
+    field (legal for the csv module, but it breaks the splitter's quote
+    parity) names the field of the last such quote.
+    """
+    field, in_quotes, at_start, after_quote, opened = 0, False, True, False, None
+    for ch in text:
+        if in_quotes:
+            if ch == '"':
+                in_quotes, after_quote = False, True
+            continue
+        if after_quote:
+            after_quote = False
+            if ch == '"':
+                in_quotes = True
+                continue
+            if ch not in (delimiter, "\r", "\n"):
+                return field
+        if ch == delimiter:
+            field, at_start = field + 1, True
+        elif ch == '"' and at_start:
+            in_quotes, opened, at_start = True, field, False
+        else:
+            at_start = False
+    if in_quotes:
+        return opened
+    if '"' in text:
+        return _field_index(text[: text.rindex('"')], delimiter)
+    return None
+
+
+def _column_label(field: int | None, names: Sequence[str]) -> str:
+    """'column 'name': ' for a field index (a position past the header's fields by number)."""
+    if field is None:
+        return ""
+    if field < len(names):
+        return f"column {names[field]!r}: "
+    return f"field {field + 1}: "
 
 
 def _read_with_pandas(data: bytes, n_columns: int, codec: str, delimiter: str) -> pd.DataFrame | None:
@@ -743,7 +831,7 @@ def append_fields(
     """
     content, own_terminator = _strip_terminator(record)
     extra = "".join(delimiter + _quote_field(v, delimiter) for v in values)
-    return content + extra.encode(encoding) + (own_terminator or terminator)
+    return content + extra.encode(_appending_codec(encoding)) + (own_terminator or terminator)
 
 
 def format_header(
@@ -777,7 +865,7 @@ def format_header(
         text = '""'
     else:
         text = delimiter.join(_quote_field(n, delimiter) for n in names)
-    return text.encode(encoding) + terminator
+    return text.encode(_appending_codec(encoding)) + terminator
 
 
 class AtomicWriter:
@@ -788,7 +876,8 @@ class AtomicWriter:
     Leaving the block normally flushes, optionally fsyncs, and
     ``os.replace()``s the temporary file onto `path`, replacing any existing
     file.  Leaving it with any exception, ``KeyboardInterrupt`` included,
-    deletes the temporary file and leaves `path` untouched.
+    deletes the temporary file and leaves `path` untouched.  An ``OSError``
+    (a full disk, a missing folder) names `path`, never the temporary file.
 
     Parameters
     ----------
@@ -820,35 +909,177 @@ class AtomicWriter:
         self._file: io.BufferedWriter | None = None
         self._tmp_path: str | None = None
 
-    def __enter__(self) -> BinaryIO:
+    def __enter__(self):
         if os.fspath(self.path) == "-":
             return sys.stdout.buffer
-        fd, self._tmp_path = _create_temp_beside(os.fspath(self.path))
+        self.open()
+        return _NamedFile(self._file, os.fspath(self.path))
+
+    def open(self) -> None:
+        """Create the temporary file (``__enter__`` without the ``with``)."""
+        path = os.fspath(self.path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", path)
+        try:
+            fd, self._tmp_path = _create_temp_beside(path)
+        except OSError as exc:
+            raise _naming(exc, path) from None
         self._file = io.BufferedWriter(io.FileIO(fd, "wb"), self.buffer_size)
-        return self._file
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self._file is None:
-            sys.stdout.buffer.flush()
+            if os.fspath(self.path) == "-":
+                sys.stdout.buffer.flush()
             return False
         try:
             if exc_type is None:
-                self._commit()
+                self.prepare()
+                self.replace()
         finally:
-            if self._tmp_path is not None:  # not committed: clean up
-                self._file.close()
-                _remove_quietly(self._tmp_path)
-                self._tmp_path = None
-            self._file = None
+            self.discard()
         return False
 
-    def _commit(self) -> None:
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp_path, self.path)
+    def prepare(self) -> None:
+        """Flush (and fsync) the temporary file and close it: all but the rename."""
+        try:
+            self._file.flush()
+            if self.fsync:
+                os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            raise _naming(exc, os.fspath(self.path)) from None
+
+    def replace(self) -> None:
+        """Rename the prepared temporary file onto `path`."""
+        try:
+            os.replace(self._tmp_path, self.path)
+        except OSError as exc:
+            raise _naming(exc, os.fspath(self.path)) from None
         self._tmp_path = None
+
+    def discard(self) -> None:
+        """Delete the temporary file if it was not renamed; never raises ``OSError``."""
+        if self._file is not None:
+            try:
+                self._file.close()  # flushes: fails again on a full disk
+            except OSError:
+                with contextlib.suppress(OSError):
+                    self._file.raw.close()
+            self._file = None
+        if self._tmp_path is not None:
+            _remove_quietly(self._tmp_path)
+            self._tmp_path = None
+
+
+class _NamedFile:
+    """A binary file whose write errors name the final output, not the temporary file."""
+
+    def __init__(self, file, path):
+        self._file, self._path = file, path
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as exc:
+            raise _naming(exc, self._path) from None
+
+    def writelines(self, lines) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise _naming(exc, self._path) from None
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """The same error, naming `path`."""
+    return type(exc)(exc.errno, exc.strerror or str(exc), path) if exc.errno else OSError(f"{path}: {exc}")
+
+
+class AtomicOutputs:
+    """Several :class:`AtomicWriter` outputs that appear together or not at all.
+
+    All temporary files are written, flushed and fsynced first; only then are
+    they renamed onto their targets, one after another.  If a rename fails,
+    the targets already renamed get their previous contents back (a hard-link
+    backup taken before the renames; a target that did not exist is removed),
+    so a failure on any path -- a full disk, a folder given as a file, an
+    interruption -- leaves every target as it was and no temporary file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> with AtomicOutputs([root / "v.csv", root / "r.csv"]) as (v, r):
+    ...     _ = v.write(b"a\\n"), r.write(b"b\\n")
+    >>> sorted(p.name for p in root.iterdir())
+    ['r.csv', 'v.csv']
+    """
+
+    def __init__(self, paths, buffer_size: int = 1 << 20, fsync: bool = True):
+        self._writers = [AtomicWriter(p, buffer_size, fsync) for p in paths]
+
+    def __enter__(self):
+        files = []
+        try:
+            for writer in self._writers:
+                files.append(writer.__enter__())
+        except BaseException:
+            self._discard()
+            raise
+        return files
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        files = [w for w in self._writers if w._file is not None]
+        try:
+            if exc_type is None:
+                for writer in files:
+                    writer.prepare()
+                self._replace_all(files)
+            elif any(os.fspath(w.path) == "-" for w in self._writers):
+                sys.stdout.buffer.flush()
+        finally:
+            self._discard()
+        return False
+
+    @staticmethod
+    def _replace_all(writers) -> None:
+        backups, done = {}, []
+        try:
+            for writer in writers:
+                path = os.fspath(writer.path)
+                if os.path.lexists(path):
+                    backup = _temp_name_beside(path) + ".old"
+                    try:
+                        os.link(path, backup)
+                        backups[path] = backup
+                    except OSError:
+                        pass  # no hard links here: best effort
+                writer.replace()
+                done.append(path)
+        except BaseException:
+            for path in reversed(done):  # roll back
+                with contextlib.suppress(OSError):
+                    if path in backups:
+                        os.replace(backups.pop(path), path)
+                    else:
+                        os.remove(path)
+            raise
+        finally:
+            for backup in backups.values():
+                _remove_quietly(backup)
+
+    def _discard(self) -> None:
+        for writer in self._writers:
+            writer.discard()
+
+
+def _temp_name_beside(path: str) -> str:
+    directory, base = os.path.split(path)
+    return os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
 
 
 def _create_temp_beside(path: str) -> tuple[int, str]:
@@ -857,9 +1088,8 @@ def _create_temp_beside(path: str) -> tuple[int, str]:
     Created with mode 0o666 so the umask gives the final file ordinary
     permissions (tempfile.mkstemp would make it 0o600).
     """
-    directory, base = os.path.split(path)
     while True:
-        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        tmp = _temp_name_beside(path)
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
@@ -869,5 +1099,5 @@ def _create_temp_beside(path: str) -> tuple[int, str]:
 def _remove_quietly(path: str) -> None:
     try:
         os.remove(path)
-    except FileNotFoundError:
+    except OSError:
         pass
