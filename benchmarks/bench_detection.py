@@ -1,8 +1,13 @@
 """Does vaefilter's log p(x) separate inliers from outliers as well as the usual detectors?
 
-Protocol (see datasets.split): train on inliers only (StandardScaler fitted on
-the training inliers, used by every method), calibrate vaefilter's band on
-held-out inliers, test on further held-out inliers plus outliers.
+Protocol (see datasets.split): train on inliers only, calibrate vaefilter's band
+on held-out inliers, test on further held-out inliers plus outliers. The peers
+see the rows standardised (StandardScaler fitted on the training inliers);
+vaefilter sees the same rows in original units, since it types each column from
+its raw values (whole numbers get a discretised mass, positive amounts a
+log-normal, ...) and standardises internally. ROC-AUC and average precision
+depend only on the order of each method's scores, so the units do not matter
+to the comparison.
 
     python benchmarks/bench_detection.py            # full suite, 5 seeds
     python benchmarks/bench_detection.py --quick    # 6 tasks, 1 seed
@@ -27,44 +32,15 @@ import numpy as np
 import torch
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.mixture import GaussianMixture
-from sklearn.model_selection import GridSearchCV
-from sklearn.neighbors import KernelDensity, LocalOutlierFactor
+from sklearn.neighbors import LocalOutlierFactor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import datasets as ds  # noqa: E402
+from _common import GMM_COMPONENTS, GMM_COVARIANCES, KDE_BANDWIDTHS, fit_gmm, fit_kde  # noqa: E402, F401
 
 from vaefilter import VAEOutlierDetector  # noqa: E402
 
-GMM_COMPONENTS = (1, 2, 4, 8)
-GMM_COVARIANCES = ("full", "diag")
-KDE_BANDWIDTHS = np.logspace(-1, 1, 9)  # in standardised units
-
-
 # ------------------------------------------------------------- peers
-def fit_gmm(X, seed):
-    """GaussianMixture with (n_components, covariance_type) chosen by BIC over
-    n_components in {1,2,4,8} x {full, diag}, reg_covar=1e-3 (standardised units)."""
-    best, best_bic = None, np.inf
-    for cov in GMM_COVARIANCES:
-        for k in GMM_COMPONENTS:
-            if k > len(X) // 2:
-                continue
-            g = GaussianMixture(k, covariance_type=cov, reg_covar=1e-3, n_init=1, random_state=seed).fit(X)
-            bic = g.bic(X)
-            if bic < best_bic:
-                best, best_bic = g, bic
-    return best
-
-
-def fit_kde(X, seed):
-    """Gaussian KernelDensity, bandwidth by 3-fold CV log-likelihood on the training split
-    over 9 log-spaced values in [0.1, 10]."""
-    cv = GridSearchCV(KernelDensity(kernel="gaussian"), {"bandwidth": KDE_BANDWIDTHS}, cv=3)
-    cv.fit(X)
-    return cv.best_estimator_
-
-
 def peer_methods(seed, with_pyod):
     methods = {
         "IsolationForest": lambda X: IsolationForest(n_estimators=200, random_state=seed).fit(X).score_samples,
@@ -94,13 +70,15 @@ def peer_methods(seed, with_pyod):
 
 # ----------------------------------------------------------------- run
 def run_vaefilter(sp, seed, params):
-    det = VAEOutlierDetector(random_state=seed, device="cpu", **params).fit(sp.X_train)
+    """Fit, score and calibrate vaefilter on the split's rows in original units
+    (it types each column from the raw values: whole numbers get a mass, ...)."""
+    det = VAEOutlierDetector(random_state=seed, device="cpu", **params).fit(sp.X_train_raw)
     n_iter = det.n_iter_
-    scores = det.score_samples(sp.X_test)
+    scores = det.score_samples(sp.X_test_raw)
     band = {}
     for label, pct in (("(25,75)", (25, 75)), ("(1,None)", (1, None))):
-        det.calibrate(sp.X_cal, threshold_percentiles=pct)
-        rejected = det.predict(sp.X_test) == -1
+        det.calibrate(sp.X_cal_raw, threshold_percentiles=pct)
+        rejected = det.predict(sp.X_test_raw) == -1
         band[label] = (rejected[sp.y_test == 0].mean(), rejected[sp.y_test == 1].mean())
     return scores, band, n_iter
 
@@ -154,7 +132,9 @@ def report(records, tasks, seeds, vae_configs, args, wall):
     out.append(f"Run: `{' '.join(['python benchmarks/bench_detection.py'] + sys.argv[1:])}` — "
                f"{len(tasks)} tasks x {len(seeds)} seed(s) {list(seeds)}, wall time {wall:.0f} s.  ")
     out.append(ds.machine_line() + "  ")
-    out.append("vaefilter configs: " + "; ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in vae_configs.items()) + "\n")
+    out.append("vaefilter configs: " + "; ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in vae_configs.items())
+               + " (`random_state=seed, device='cpu'`); vaefilter is fitted, calibrated and scored on the rows in "
+               "original units, every other method on the same rows standardised.\n")
     for key, title in (("auc", "ROC-AUC"), ("ap", "Average precision (outliers positive)")):
         rows = []
         for t in names:

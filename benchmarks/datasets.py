@@ -140,19 +140,57 @@ def all_tasks(quick=False):
 # --------------------------------------------------------------- protocol
 @dataclass
 class Split:
+    """One train / calibrate / test split, standardised and in original units.
+
+    ``X_train``, ``X_cal``, ``X_test`` are standardised (the StandardScaler
+    fitted on the training inliers); ``X_train_raw``, ``X_cal_raw``,
+    ``X_test_raw`` are the same rows in the data's original units. Both keep
+    only ``kept_columns`` (columns constant on the training inliers dropped).
+    ``mean`` and ``scale`` are the scaler's per-column centre and scale, so
+    ``X_train == (X_train_raw - mean) / scale``; ``whole_number`` marks the
+    kept columns whose every training value is an integer.
+    """
+
     X_train: np.ndarray  # inliers, for fitting
     X_cal: np.ndarray  # held-out inliers, for calibrating a band
     X_test: np.ndarray  # held-out inliers + outliers
     y_test: np.ndarray  # 1 = outlier, 0 = inlier
     kept_columns: np.ndarray
+    X_train_raw: np.ndarray = None
+    X_cal_raw: np.ndarray = None
+    X_test_raw: np.ndarray = None
+    mean: np.ndarray = None
+    scale: np.ndarray = None
+    whole_number: np.ndarray = None  # bool, per kept column
+
+    def standardise(self, X_raw):
+        """Rows in original units (kept columns) -> the standardised space."""
+        return (np.asarray(X_raw, float) - self.mean) / self.scale
+
+    def dequantise(self, X_raw, seed):
+        """``X_raw`` with uniform noise in [-1/2, 1/2) added to the whole-number
+        columns (original units; fixed ``seed``); other columns unchanged."""
+        X = np.array(X_raw, float)
+        rng = np.random.RandomState(seed)
+        noise = rng.uniform(-0.5, 0.5, size=X.shape)
+        X[:, self.whole_number] += noise[:, self.whole_number]
+        return X
+
+    @property
+    def log_scale_sum(self):
+        """sum_j log scale_j: a density in the standardised space minus this is
+        the density in original units."""
+        return float(np.log(self.scale).sum())
 
 
 def split(task, seed, train=0.6, cal=0.2):
     """Inliers 60 / 20 / 20 into train / calibration / test; test outliers are
     a random subset of min(n_outliers, n_test_inliers) outliers (contamination
-    <= 50%). A StandardScaler is fitted on the training inliers and applied to
-    everything; columns constant on the training inliers are dropped (every
-    density model would otherwise be degenerate on them)."""
+    <= 50%). Columns constant on the training inliers are dropped (every
+    density model would otherwise be degenerate on them). A StandardScaler is
+    fitted on the training inliers and applied to everything (``X_train``,
+    ``X_cal``, ``X_test``); the same rows in original units are kept as
+    ``X_train_raw``, ``X_cal_raw``, ``X_test_raw`` (see :class:`Split`)."""
     rng = np.random.RandomState(seed)
     inl = task.inliers[rng.permutation(len(task.inliers))]
     n_tr, n_cal = int(round(train * len(inl))), int(round(cal * len(inl)))
@@ -162,12 +200,20 @@ def split(task, seed, train=0.6, cal=0.2):
     keep = np.flatnonzero(X_tr.std(axis=0) > 1e-12)
     scaler = StandardScaler().fit(X_tr[:, keep])
 
+    def raw(a):
+        return np.asarray(a[:, keep], float)
+
     def tf(a):
         return scaler.transform(a[:, keep])
 
     X_test = np.vstack([tf(X_te_in), tf(X_out)])
+    X_test_raw = np.vstack([raw(X_te_in), raw(X_out)])
     y_test = np.r_[np.zeros(len(X_te_in), int), np.ones(n_out, int)]
-    return Split(tf(X_tr), tf(X_cal), X_test, y_test, keep)
+    train_raw = raw(X_tr)
+    whole = np.all(train_raw == np.round(train_raw), axis=0)
+    return Split(tf(X_tr), tf(X_cal), X_test, y_test, keep,
+                 X_train_raw=train_raw, X_cal_raw=raw(X_cal), X_test_raw=X_test_raw,
+                 mean=scaler.mean_.copy(), scale=scaler.scale_.copy(), whole_number=whole)
 
 
 if __name__ == "__main__":
