@@ -42,6 +42,13 @@ def _check_float32_range(X):
         )
 
 
+def _check_unique_columns(frame):
+    """Each DataFrame column needs its own name (``frame[name]`` is then one column)."""
+    repeated = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
+    if repeated:
+        raise ValueError(f"X has duplicate column names {repeated}; give each column its own name")
+
+
 class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin, BaseEstimator):
     """Data-validation gate built on a variational autoencoder.
 
@@ -358,6 +365,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     def _validate_for_fit(self, X):
         """Learn the schema and return the training model matrix."""
         if isinstance(X, pd.DataFrame):
+            _check_unique_columns(X)
             schema = self._fit_schema(X, self.categorical_features)
             if not schema.is_numeric_only:
                 self.schema_ = schema
@@ -464,6 +472,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
     def _validate_for_scoring(self, X):
         check_is_fitted(self)
+        if isinstance(X, pd.DataFrame):
+            _check_unique_columns(X)
         if not self.schema_.is_numeric_only:
             return self._table_model_matrix(X, reset=False)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=self._finite_policy())
