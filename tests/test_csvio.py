@@ -308,7 +308,7 @@ def test_count_records_matches_reader(tmp_path, monkeypatch):
         (b"", "in.csv: line 1: file is empty"),
         (b"\n1,2\n", "in.csv: line 1: empty header line"),
         (b"\xef\xbb\xbf\r\n", "in.csv: line 1: empty header line"),
-        (b"a,b,a\n", "in.csv: line 1: column 3 repeats the name 'a' of column 1"),
+        (b"a,b,a\n", "in.csv: line 1: the header's column 3 repeats the name 'a' of column 1"),
         (b"a,\xff\n", "in.csv: line 1: header bytes not valid utf-8 at offset 2"),
         (b'a,"b\n1,2\n', "in.csv: line 1: unterminated quoted field in header"),
     ],

@@ -226,6 +226,45 @@ def test_a_failing_file_is_reported_and_the_others_are_written(model_path, input
     assert sorted(os.listdir(folder / "out")) == ["r-good.csv", "v-good.csv"]
 
 
+def test_a_failing_file_on_a_local_cluster_prints_no_worker_tracebacks(model_path, inputs, workdir, capfd):
+    # issue 14, item 15: the CLI's own local cluster (no scheduler given) keeps workers quiet
+    folder = workdir / "mixed-local"
+    folder.mkdir()
+    (folder / "broken.csv").write_text("x0,colour\n1.0,red\n")
+    (folder / "good.csv").write_bytes(inputs[0].read_bytes())
+    capfd.readouterr()
+    code = cli.main(["filter", str(folder / "*.csv"), "-m", str(model_path), "--valid", str(folder / "o" / "v-*.csv"),
+                     "--invalid", str(folder / "o" / "r-*.csv"), "-q"])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "broken.csv" in err and "Traceback" not in err, err
+    assert sorted(os.listdir(folder / "o")) == ["r-good.csv", "v-good.csv"]
+
+
+def test_output_patterns_may_not_name_the_model(model_path, inputs, tmp_path):
+    # issue 14, item 2, for many files
+    model = tmp_path / f"{inputs[0].stem}.vf"  # what the pattern '*.vf' gives for the first input
+    model.write_bytes(model_path.read_bytes())
+    with pytest.raises(ValueError, match="model file"):
+        filter_files(str(model), [str(p) for p in inputs[:2]], str(tmp_path / "*.vf"),
+                     str(tmp_path / "r-*.csv"), scheduler="synchronous")
+    assert model.read_bytes() == model_path.read_bytes()
+
+
+def test_an_interrupted_run_removes_the_temporary_files_workers_left(model_path, inputs, tmp_path):
+    # issue 14, item 7: a worker killed mid-file cannot clean up; filter_files does
+    def dies_mid_file(model, source, valid, invalid, **options):
+        for out in (valid, invalid):
+            directory, base = os.path.split(out)
+            open(os.path.join(directory, f".{base}.0123456789ab.tmp"), "wb").close()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        filter_files(str(model_path), [str(p) for p in inputs[:2]], str(tmp_path / "v-*.csv"),
+                     str(tmp_path / "r-*.csv"), scheduler="synchronous", file_task=dies_mid_file)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_output_names_and_input_expansion(tmp_path):
     assert output_path("out/valid-*.csv", "in/2024-01.csv") == "out/valid-2024-01.csv"
     with pytest.raises(ValueError, match="exactly one"):

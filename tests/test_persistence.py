@@ -260,3 +260,49 @@ def test_unloadable_payload_raises_model_file_error(model_file, tmp_path, kind):
     with pytest.raises(ModelFileError):
         load_model(path)
     assert not marker.exists()
+
+
+# ------------------------------------------- forged header values (issue 14, item 12)
+def _forged(header, change):
+    """A deep copy of the header with `change` applied (checksum recomputed on assembly)."""
+    forged = json.loads(json.dumps(header))
+    change(forged)
+    return forged
+
+
+_FORGERIES = {
+    "n_importance_samples 0": (lambda h: h["params"].update(n_importance_samples=0), "n_importance_samples"),
+    "n_importance_samples 1e9": (lambda h: h["params"].update(n_importance_samples=10**9), "n_importance_samples"),
+    "n_importance_samples float": (lambda h: h["params"].update(n_importance_samples=1.5), "n_importance_samples"),
+    "latent_dim negative": (lambda h: h["params"].update(latent_dim=-1), "latent_dim"),
+    "posterior steps huge": (lambda h: h["params"].update(posterior_search_steps=10**9), "posterior_search_steps"),
+    "device unknown": (lambda h: h["params"].update(device="tpu"), "device"),
+    "hidden width 0": (lambda h: h["params"].update(hidden_layer_sizes=[0]), "hidden_layer_sizes"),
+    "inverted band": (lambda h: h["fitted"].update(thresholds_=h["fitted"]["thresholds_"][::-1]), "thresholds_"),
+    "one-value band": (lambda h: h["fitted"].update(thresholds_=[h["fitted"]["thresholds_"][0]] * 2), "thresholds_"),
+    "band of strings": (lambda h: h["fitted"].update(thresholds_=["a", "b"]), "thresholds_"),
+    "band without sides": (lambda h: h["fitted"].update(thresholds_=[None, None]), "thresholds_"),
+    "percentiles inverted": (lambda h: h["params"].update(threshold_percentiles=[75, 25]), "threshold_percentiles"),
+    "seed negative": (lambda h: h["fitted"].update(importance_seed_=-5), "importance_seed_"),
+    "validation scores empty": (lambda h: h["fitted"].update(validation_scores_=[]), "validation_scores_"),
+    "column_typical_ short": (lambda h: h["fitted"].update(column_typical_=[0.0]), "column_typical_"),
+    "n_features_in_ wrong": (lambda h: h["fitted"].update(n_features_in_=99), "n_features_in_"),
+    "network latent_dim differs": (lambda h: h["network"].update(latent_dim=7), "latent_dim"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_FORGERIES))
+def test_forged_header_values_are_refused_naming_the_field(model_file, tmp_path, case):
+    change, field = _FORGERIES[case]
+    header, payload = _parts(model_file.read_bytes())
+    path = tmp_path / "forged.vf"
+    path.write_bytes(_assemble(_forged(header, change), payload))
+    with pytest.raises(ModelFileError, match=field) as info:
+        load_model(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ModelFileError, match=field):
+        read_header(path)
+
+
+def test_unchanged_header_still_loads(model_file):
+    assert load_model(model_file).thresholds_

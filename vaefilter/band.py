@@ -7,7 +7,15 @@ constant rows) *higher* likelihood than real data. Either side may be None.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+#: Fewer calibration rows than this give a warning: a percentile p estimated
+#: from n rows is known only to about +-sqrt(p(1 - p) / n) in probability (at
+#: n = 30 and p = 0.25, +-8 points), and with one or two rows the band has
+#: (almost) zero width and rejects nearly every row.
+MIN_CALIBRATION_ROWS = 30
 
 
 def band_from_scores(scores, percentiles):
@@ -23,11 +31,44 @@ def band_from_scores(scores, percentiles):
     Returns
     -------
     tuple of (float or None, float or None)
+
+    Warns
+    -----
+    UserWarning
+        With fewer than :data:`MIN_CALIBRATION_ROWS` scores (see
+        :func:`check_calibration_size`).
     """
     scores = np.asarray(scores, dtype=float)
     if scores.size == 0:
         raise ValueError("the band needs at least one validation row")
+    check_calibration_size(scores.size, percentiles)
     return tuple(None if p is None else float(np.percentile(scores, p)) for p in percentiles)
+
+
+def percentile_standard_error(p, n):
+    """Standard error, in probability, of the p-th percentile (p in [0, 100]) of n rows: sqrt(p(1-p)/n)."""
+    q = p / 100.0
+    return float(np.sqrt(q * (1.0 - q) / n))
+
+
+def check_calibration_size(n, percentiles):
+    """Warn when n calibration rows are too few for the band's percentiles.
+
+    The warning names n, each side's standard error sqrt(p(1-p)/n) and the
+    rows needed for +-5 points (p(1-p)/0.05^2: 75 rows at p=25, 4 at p=1).
+    """
+    if n >= MIN_CALIBRATION_ROWS:
+        return
+    sides = [p for p in percentiles if p is not None]
+    errors = ", ".join(f"the {p:g}th percentile +-{percentile_standard_error(p, n):.0%}" for p in sides)
+    needed = max(int(np.ceil((p / 100) * (1 - p / 100) / 0.05**2)) for p in sides) if sides else MIN_CALIBRATION_ROWS
+    warnings.warn(
+        f"the band is calibrated on only {n} row(s): {errors} (standard error sqrt(p(1-p)/n)); "
+        f"use at least {max(MIN_CALIBRATION_ROWS, needed)} calibration rows for +-5 points "
+        f"(more training rows, a larger validation_fraction, or calibrate() on more valid rows)",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def signed_distance(scores, thresholds):

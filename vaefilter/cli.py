@@ -588,7 +588,8 @@ def run_filter_dispatch(args):
         from .dask import filter_files
 
         results = filter_files(args.model, args.input, args.valid, args.invalid, scheduler=args.scheduler,
-                               delimiter=args.delimiter, encoding=args.encoding, chunk_rows=args.chunk_rows)
+                               delimiter=args.delimiter, encoding=args.encoding, chunk_rows=args.chunk_rows,
+                               na_values=args.na_values, device=args.device)
     except ImportError as exc:
         raise ValueError(str(exc)) from None
     n_valid = sum(r["n_valid"] for r in results)

@@ -530,10 +530,28 @@ def _check_unique(names: list[str], file_name: str) -> None:
     seen: dict[str, int] = {}
     for column, col_name in enumerate(names, start=1):
         if col_name in seen:
+            if _looks_like_data(names):
+                raise CsvFormatError(
+                    f"{file_name}: line 1 looks like data, not a header (column {column} repeats the name "
+                    f"{col_name!r} of column {seen[col_name]}); the first line must name the columns"
+                )
             raise CsvFormatError(
-                f"{file_name}: line 1: column {column} repeats the name {col_name!r} of column {seen[col_name]}"
+                f"{file_name}: line 1: the header's column {column} repeats the name {col_name!r} of column "
+                f"{seen[col_name]}"
             )
         seen[col_name] = column
+
+
+def _looks_like_data(names: list[str]) -> bool:
+    """Whether header names look like a data row: at least half of them numbers."""
+    numbers = 0
+    for name in names:
+        try:
+            float(name)
+            numbers += 1
+        except ValueError:
+            pass
+    return 2 * numbers >= len(names)
 
 
 def _find_bad_records(

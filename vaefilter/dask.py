@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import glob as globlib
+import logging
 import os
 import secrets
 import shutil
@@ -248,18 +249,22 @@ def output_path(pattern, input_path):
     return pattern.replace("*", _stem(input_path))
 
 
-def _plan(files, valid_pattern, invalid_pattern):
+def _plan(files, valid_pattern, invalid_pattern, model_path=None):
     jobs = [(f, output_path(valid_pattern, f), output_path(invalid_pattern, f)) for f in files]
     stems = {}
     for f in files:
         if _stem(f) in stems:
             raise ValueError(f"{stems[_stem(f)]} and {f} have the same stem {_stem(f)!r}: their outputs would collide")
         stems[_stem(f)] = f
-    inputs = {os.path.abspath(f) for f in files}
+    inputs = {os.path.realpath(f) for f in files} | {_file_id(f) for f in files} - {None}
+    model = {os.path.realpath(model_path), _file_id(model_path)} - {None} if model_path is not None else set()
     for _, valid, invalid in jobs:
         for out in (valid, invalid):
-            if os.path.abspath(out) in inputs:
+            keys = {os.path.realpath(out), _file_id(out)} - {None}
+            if keys & inputs:
                 raise ValueError(f"{out}: an output pattern names an input file")
+            if keys & model:
+                raise ValueError(f"{out}: an output pattern names the model file")
         if os.path.abspath(valid) == os.path.abspath(invalid):
             raise ValueError(f"{valid}: the valid and invalid patterns give the same file")
     for _, valid, invalid in jobs:
@@ -268,8 +273,16 @@ def _plan(files, valid_pattern, invalid_pattern):
     return jobs
 
 
+def _file_id(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter=",", encoding="utf-8",
-                chunk_rows=65536, torch_threads=None):
+                chunk_rows=65536, torch_threads=None, na_values=(), device="auto"):
     """``vaefilter filter`` on one CSV file, as the CLI runs it; returns a summary.
 
     The summary is a dict with ``input``, ``valid``, ``invalid``, ``n_valid``
@@ -281,7 +294,9 @@ def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter="
     _limit_torch_threads(torch_threads)
     argv = ["filter", os.fspath(input_path), "-m", os.fspath(model_path), "--valid", os.fspath(valid_path),
             "--invalid", os.fspath(invalid_path), "-q", "--delimiter", delimiter, "--encoding", encoding,
-            "--chunk-rows", str(int(chunk_rows))]
+            "--chunk-rows", str(int(chunk_rows)), "--device", device]
+    if na_values:
+        argv += ["--na-values", *na_values]
     args = cli.build_parser().parse_args(argv)
     if isinstance(args.input, list):  # the multi-file CLI takes a list of inputs
         (args.input,) = args.input
@@ -291,8 +306,8 @@ def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter="
         "input": os.fspath(input_path),
         "valid": os.fspath(valid_path),
         "invalid": os.fspath(invalid_path),
-        "n_valid": count_records(valid_path, encoding=encoding),
-        "n_invalid": count_records(invalid_path, encoding=encoding),
+        "n_valid": count_records(valid_path, encoding=encoding, delimiter=delimiter),
+        "n_invalid": count_records(invalid_path, encoding=encoding, delimiter=delimiter),
     }
 
 
@@ -318,8 +333,10 @@ def _runner(scheduler, n_jobs, n_workers):
             yield _Runner(None, None)
             return
         distributed = _distributed()
-        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        # silence_logs: a failing file is reported once, in FilterFilesError, not as worker tracebacks
+        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                      silence_logs=logging.CRITICAL) as cluster, \
+                distributed.Client(cluster) as client:
             yield _Runner(client, max(1, (os.cpu_count() or 1) // n))
         return
     distributed = _distributed()
@@ -359,7 +376,7 @@ def _run_tasks(runner, fn, calls, kwargs, retries):
 
 def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=None, *, n_workers=None,
                  delimiter=",", encoding="utf-8", chunk_rows=65536, torch_threads=None, retries=0,
-                 file_task=None):
+                 file_task=None, na_values=(), device="auto"):
     """Filter many CSV files in parallel, one task per file (or Parquet inputs, see below).
 
     Parameters
@@ -376,8 +393,8 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
         Where the tasks run; see the module docstring.
     n_workers : int, optional
         Workers of the local cluster started when ``scheduler`` is None.
-    delimiter, encoding, chunk_rows :
-        As the CLI's options.
+    delimiter, encoding, chunk_rows, na_values, device :
+        As the CLI's options (``na_values`` and ``device`` reach ``file_task`` only when set).
     torch_threads : int, optional
         Torch intra-op threads per task; defaults to cores // n_workers on a
         local cluster and to the worker's setting elsewhere.
@@ -410,17 +427,37 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
         raise ValueError("inputs mix Parquet and CSV files; filter them in separate runs")
     if "-" in files:
         raise ValueError("stdin ('-') cannot be one of many inputs")
-    jobs = _plan(files, valid_pattern, invalid_pattern)
+    jobs = _plan(files, valid_pattern, invalid_pattern, model_path)
     fn = file_task or filter_file
-    with _runner(scheduler, len(jobs), n_workers) as runner:
-        kwargs = dict(delimiter=delimiter, encoding=encoding, chunk_rows=chunk_rows,
-                      torch_threads=torch_threads or runner.torch_threads)
-        outcomes = _run_tasks(runner, fn, [(model_path, *job) for job in jobs], kwargs, retries)
+    try:
+        with _runner(scheduler, len(jobs), n_workers) as runner:
+            kwargs = dict(delimiter=delimiter, encoding=encoding, chunk_rows=chunk_rows,
+                          torch_threads=torch_threads or runner.torch_threads)
+            if na_values:
+                kwargs["na_values"] = tuple(na_values)
+            if device != "auto":
+                kwargs["device"] = device
+            outcomes = _run_tasks(runner, fn, [(model_path, *job) for job in jobs], kwargs, retries)
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM): workers killed mid-file cannot remove their temporary files
+        _remove_temporary_outputs(jobs)
+        raise
+    _remove_temporary_outputs(jobs)
     results = [value for status, value in outcomes if status == "ok"]
     failures = {job[0]: value for job, (status, value) in zip(jobs, outcomes) if status == "error"}
     if failures:
         raise FilterFilesError(failures, results)
     return results
+
+
+def _remove_temporary_outputs(jobs):
+    """Delete the hidden temporary files (``.<name>.<hex>.tmp``) of the planned outputs."""
+    for _, valid, invalid in jobs:
+        for out in (valid, invalid):
+            directory, base = os.path.split(os.fspath(out))
+            for tmp in globlib.glob(os.path.join(directory or ".", f".{globlib.escape(base)}.*.tmp")):
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
 
 
 # ---------------------------------------------------------------- Parquet

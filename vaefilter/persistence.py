@@ -22,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import struct
 
 import numpy as np
 import sklearn
 import torch
 
+from .band import validate_percentiles
 from .columns import TableSchema
 from .network import VAENetwork
 
@@ -140,6 +142,99 @@ def _check_header(path, header, payload):
         raise ModelFileError(f"{path}: unsupported model format version {header['format_version']!r}")
     if header["payload"].get("length") != len(payload):
         raise ModelFileError(f"{path}: truncated model file (tensor payload length mismatch)")
+    _check_values(path, header)
+
+
+#: integer parameters: (smallest, largest) a model file may hold. The caps are far
+#: above any useful setting and keep a forged file from exhausting memory.
+_INT_PARAMS = {
+    "latent_dim": (1, 4096),
+    "n_importance_samples": (1, 100_000),
+    "posterior_search_steps": (0, 10_000),
+    "proposal_steps": (0, 10_000_000),
+    "max_epochs": (1, 10_000_000),
+    "batch_size": (1, 10_000_000),
+    "n_iter_no_change": (1, 10_000_000),
+}
+_CHOICES = {"likelihood": {"auto", "gaussian", "bernoulli"}, "handle_missing": {"error", "model"},
+            "device": {"auto", "cpu", "cuda"}}
+_MAX_HIDDEN_WIDTH = 1 << 16
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_values(path, header):
+    """Every header value the model uses: a clear error naming the field, not a crash later."""
+
+    def bad(field, why):
+        raise ModelFileError(f"{path}: corrupt model header ({field} {why})")
+
+    params, fitted = header["params"], header["fitted"]
+    for name, (low, high) in _INT_PARAMS.items():
+        if name in params and not (_is_int(params[name]) and low <= params[name] <= high):
+            bad(f"params.{name}={params[name]!r}", f"must be a whole number in [{low}, {high}]")
+    for name, choices in _CHOICES.items():
+        if name in params and params[name] not in choices:
+            bad(f"params.{name}={params[name]!r}", f"must be one of {sorted(choices)}")
+    for name in ("learning_rate", "min_variance"):
+        if name in params and not (_is_finite_number(params[name]) and params[name] > 0):
+            bad(f"params.{name}={params[name]!r}", "must be a finite number > 0")
+    if "tol" in params and not (_is_finite_number(params["tol"]) and params["tol"] >= 0):
+        bad(f"params.tol={params['tol']!r}", "must be a finite number >= 0")
+    if "validation_fraction" in params and not (
+        _is_finite_number(params["validation_fraction"]) and 0 <= params["validation_fraction"] < 1
+    ):
+        bad(f"params.validation_fraction={params['validation_fraction']!r}", "must lie in [0, 1)")
+    hidden = params.get("hidden_layer_sizes")
+    if not (isinstance(hidden, list) and all(_is_int(h) and 1 <= h <= _MAX_HIDDEN_WIDTH for h in hidden)):
+        bad(f"params.hidden_layer_sizes={hidden!r}", f"must be a list of whole numbers in [1, {_MAX_HIDDEN_WIDTH}]")
+    percentiles = params.get("threshold_percentiles")
+    try:
+        validate_percentiles(percentiles)
+        if any(p is not None and not _is_finite_number(p) for p in percentiles):
+            raise ValueError
+    except (TypeError, ValueError):
+        bad(f"params.threshold_percentiles={percentiles!r}", "must be two percentiles in [0, 100], lower < upper")
+
+    thresholds = fitted.get("thresholds_")
+    if not (isinstance(thresholds, list) and len(thresholds) == 2
+            and all(t is None or _is_finite_number(t) for t in thresholds) and thresholds != [None, None]):
+        bad(f"fitted.thresholds_={thresholds!r}", "must be [lower, upper] of finite numbers or null, not both null")
+    lower, upper = thresholds
+    if lower is not None and upper is not None and not lower < upper:
+        bad(f"fitted.thresholds_={thresholds!r}", "must have lower < upper (an empty or one-value band)")
+    if [lower is None, upper is None] != [p is None for p in percentiles]:
+        bad(f"fitted.thresholds_={thresholds!r}", f"do not match threshold_percentiles {percentiles!r}")
+    seed = fitted.get("importance_seed_")
+    if not (_is_int(seed) and 0 <= seed < 2**63):
+        bad(f"fitted.importance_seed_={seed!r}", "must be a whole number >= 0")
+    columns = header["schema"].get("columns")
+    if not (isinstance(columns, list) and columns and all(isinstance(c, dict) for c in columns)):
+        bad("schema.columns", "must be a non-empty list of column descriptions")
+    n_columns = len(columns)
+    for name in _ARRAY_ATTRIBUTES:
+        values = fitted.get(name)
+        if not (isinstance(values, list) and values and all(_is_finite_number(v) for v in values)):
+            bad(f"fitted.{name}", "must be a non-empty list of finite numbers")
+    if len(fitted["column_typical_"]) != n_columns:
+        bad("fitted.column_typical_", f"must hold one number per column ({n_columns})")
+    n_features = fitted.get("n_features_in_")
+    if n_features != n_columns:
+        bad(f"fitted.n_features_in_={n_features!r}", f"must equal the number of schema columns ({n_columns})")
+    names = fitted.get("feature_names_in_")
+    if names is not None and not (isinstance(names, list) and len(names) == n_columns
+                                  and all(isinstance(n, str) for n in names)):
+        bad("fitted.feature_names_in_", f"must be null or {n_columns} column names")
+    network = header["network"]
+    for name in ("latent_dim", "hidden_layer_sizes"):
+        if network.get(name) != params.get(name):
+            bad(f"network.{name}={network.get(name)!r}", f"differs from params.{name}")
 
 
 def load_model(path):
