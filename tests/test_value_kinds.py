@@ -240,3 +240,22 @@ def test_likelihood_gaussian_keeps_every_numeric_column_gaussian():
                                   proposal_steps=0, n_importance_samples=2, random_state=0, device="cpu").fit(X)
     assert [type(f).__name__ for f in detector.network_.likelihood.families] == ["GaussianColumns"]
     assert isinstance(detector.network_.likelihood, FactorizedLikelihood)
+
+
+def test_a_model_file_written_before_value_kinds_loads_and_scores_as_it_did():
+    """tests/data/titanic_before_value_kinds.vf was written by the code before value kinds (commit 7811a70)."""
+    import json
+    from pathlib import Path
+
+    from vaefilter.datasets import load_titanic
+    from vaefilter.persistence import load_model
+
+    data = Path(__file__).parent / "data"
+    expected = json.loads((data / "titanic_before_value_kinds.json").read_text())
+    detector = load_model(data / "titanic_before_value_kinds.vf")
+    # today's meaning of the old kinds: every numeric column Gaussian, as then
+    assert {c.value_kind for c in detector.schema_.columns} == {"continuous", "categorical"}
+    assert detector.column_kinds is None and detector.min_variance == 0.1
+    start, stop = expected["rows"]
+    rows = load_titanic().iloc[start:stop]
+    np.testing.assert_allclose(detector.score_samples(rows), expected["log_px"], rtol=1e-6, atol=1e-4)
