@@ -259,3 +259,18 @@ def test_a_model_file_written_before_value_kinds_loads_and_scores_as_it_did():
     start, stop = expected["rows"]
     rows = load_titanic().iloc[start:stop]
     np.testing.assert_allclose(detector.score_samples(rows), expected["log_px"], rtol=1e-6, atol=1e-4)
+
+
+def test_info_and_report_show_the_value_kinds(amounts_detector, tmp_path, capsys):
+    from vaefilter.cli import main
+    from vaefilter.persistence import save_model
+    from vaefilter.report import build_report
+
+    detector, frame = amounts_detector
+    path = tmp_path / "m.vf"
+    save_model(detector, path)
+    assert main(["info", "-m", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  items: count" in out and "  price: positive" in out and "  discount: nonnegative" in out
+    html = build_report(detector, frame.iloc[:50])
+    assert "<td>count" in html and "<td>nonnegative</td>" in html and "1 positive" in html

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .columns import CATEGORICAL
+from .columns import CATEGORICAL, TableSchema
 from .csvio import AtomicOutputs, AtomicWriter, CsvFormatError, CsvReader, append_fields, check_encoding
 from .devices import resolve_device
 from .persistence import ModelFileError, load_model, model_bytes, read_header
@@ -318,7 +318,7 @@ def run_fit(args):
 
 def _print_summary(detector, path, n_rows):
     lower, upper = detector.thresholds_
-    kinds = ", ".join(f"{c.name}:{c.kind}" for c in detector.schema_.columns)
+    kinds = ", ".join(f"{c.name}:{c.description}" for c in detector.schema_.columns)
     print(
         f"trained on {n_rows} rows ({kinds}); {detector.n_iter_} epochs; "
         f"band log p(x) in [{_fmt(lower)}, {_fmt(upper)}]; model written to {path}",
@@ -609,10 +609,10 @@ def run_info(args):
     print(f"model: {args.model}")
     print(f"versions: {', '.join(f'{k} {v}' for k, v in header['versions'].items())}")
     print("columns:")
-    for column in header["schema"]["columns"]:
-        extra = f" categories={column['categories']}" if column["kind"] == CATEGORICAL else ""
-        missing = " (missing values modelled)" if column["has_missing"] else ""
-        print(f"  {column['name']}: {column['kind']}{extra}{missing}")
+    for column in TableSchema.from_dict(header["schema"]).columns:
+        extra = f" categories={column.categories}" if column.kind == CATEGORICAL else ""
+        missing = " (missing values modelled)" if column.has_missing else ""
+        print(f"  {column.name}: {column.description}{extra}{missing}")
     print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats "
           f"(percentiles {params['threshold_percentiles']} of {len(fitted['validation_scores_'])} validation rows)")
     print(f"model: latent_dim={params['latent_dim']} hidden={params['hidden_layer_sizes']} "

@@ -210,7 +210,7 @@ def _columns_table(specs):
 
     def describe(spec):
         categories = ", ".join(spec.categories[:12]) + (" ..." if len(spec.categories) > 12 else "")
-        return (spec.kind, spec.dtype, "yes" if spec.has_missing else "no", categories)
+        return (spec.description, spec.dtype, "yes" if spec.has_missing else "no", categories)
 
     runs = []
     for spec in specs:
@@ -252,7 +252,7 @@ def _model_section(detector):
         }
     )
     columns = _columns_table(detector.schema_.columns)
-    kinds = Counter(spec.kind for spec in detector.schema_.columns)
+    kinds = Counter(spec.value_kind for spec in detector.schema_.columns)
     kind_text = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
     parts = [
         "<h2>Model</h2>",
