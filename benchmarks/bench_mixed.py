@@ -78,6 +78,7 @@ from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+import vaefilter
 from vaefilter.estimator import VAEOutlierDetector
 
 # mixed_tables.py lives beside this file; benchmarks/ is not a package
@@ -467,7 +468,8 @@ def report(records, explained, infos, tables, seeds, elapsed, timings):
         "",
         f"Tables: {', '.join(tables)}; seeds: {', '.join(map(str, seeds))}. "
         "One planted fault in a random half of each 40% test split; seven kinds in rotation. "
-        f"Run time {elapsed:.0f} s ({elapsed / 60:.1f} min) on {torch.get_num_threads()} torch threads.",
+        f"Run time {elapsed:.0f} s ({elapsed / 60:.1f} min) on {torch.get_num_threads()} torch threads. "
+        f"vaefilter {vaefilter.__version__} imported from {Path(vaefilter.__file__).parent}.",
         "",
     ]
     shape = inf.groupby("table", sort=False).first()[["rows", "train", "test", "faulty", "numeric", "categorical"]]
