@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import vaefilter.cli as cli
+import vaefilter.pipeline as pipeline
 from vaefilter.cli import main
 from vaefilter.csvio import CsvReader
 from vaefilter.datasets import titanic_csv_path
@@ -532,7 +533,7 @@ def test_filter_stdin_in_process(setup, tmp_path, monkeypatch, capsysbinary):
 # ------------------------------------------------------------ (g) atomic
 @pytest.mark.parametrize("command", ["filter", "score"])
 def test_interrupted_run_leaves_no_output(setup, tmp_path, monkeypatch, capsys, command):
-    real = cli._chunk_results
+    real = pipeline.chunk_results
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -541,7 +542,7 @@ def test_interrupted_run_leaves_no_output(setup, tmp_path, monkeypatch, capsys, 
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "_chunk_results", interrupted)
+    monkeypatch.setattr(pipeline, "chunk_results", interrupted)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     existing = out_dir / "existing.csv"

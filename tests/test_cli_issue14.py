@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import vaefilter.cli as cli
+import vaefilter.pipeline as pipeline
 from vaefilter import csvio
 from vaefilter.band import band_from_scores
 from vaefilter.cli import main
@@ -143,7 +144,7 @@ def test_an_error_not_about_one_row_stops_the_run(env, tmp_path, capsys, monkeyp
     def broken(detector, frame):
         raise ValueError("the model cannot compute here")
 
-    monkeypatch.setattr(cli, "_explain", broken)
+    monkeypatch.setattr(pipeline, "_explain", broken)
     out = tmp_path / "out"
     out.mkdir()
     code, _, err = run(["filter", env.batch, "-m", env.model, "--valid", out / "v.csv", "--invalid", out / "r.csv"],
@@ -294,7 +295,7 @@ def test_one_huge_number_is_handled_in_the_vectorised_path(env, tmp_path, monkey
     fields[6] = "1e300"  # beyond float32
     rows[600] = (",".join(fields) + "\n").encode()
     calls = []
-    real = cli._explain
+    real = pipeline._explain
 
     def counting(detector, frame):
         calls.append(len(frame))
@@ -303,7 +304,7 @@ def test_one_huge_number_is_handled_in_the_vectorised_path(env, tmp_path, monkey
             raise ValueError("log p(x) is not finite for 1 row(s): row 0 (-inf). The model's likelihood overflowed")
         return real(detector, frame)
 
-    monkeypatch.setattr(cli, "_explain", counting)
+    monkeypatch.setattr(pipeline, "_explain", counting)
     code, _, invalid = filter_(env, env.header + b"".join(rows), tmp_path)
     assert code == 0
     assert len(calls) <= 30 and sum(calls) <= 4 * 1000, calls  # not one explain() per row (1000 calls)

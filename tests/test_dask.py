@@ -11,7 +11,7 @@ import torch
 distributed = pytest.importorskip("distributed")
 dd = pytest.importorskip("dask.dataframe")
 
-from vaefilter import cli  # noqa: E402
+from vaefilter import cli, pipeline  # noqa: E402
 from vaefilter.csvio import CsvReader  # noqa: E402
 from vaefilter.dask import (  # noqa: E402
     FilterFilesError,
@@ -170,7 +170,7 @@ def _die_mid_file(model_path, input_path, valid_path, invalid_path, *, marker, v
     """On its first run for `victim`, kill this worker process after part of the file is written."""
     if os.path.basename(input_path) == victim and not os.path.exists(marker):
         open(marker, "w").close()
-        original, calls = cli._chunk_results, []
+        original, calls = pipeline.chunk_results, []
 
         def chunk_results_then_die(*args):
             calls.append(1)
@@ -178,7 +178,7 @@ def _die_mid_file(model_path, input_path, valid_path, invalid_path, *, marker, v
                 os._exit(1)
             return original(*args)
 
-        cli._chunk_results = chunk_results_then_die
+        pipeline.chunk_results = chunk_results_then_die
     return filter_file(model_path, input_path, valid_path, invalid_path, **options)
 
 

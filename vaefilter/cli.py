@@ -1,5 +1,9 @@
 """The ``vaefilter`` command: fit, score, filter, info, report, demo.
 
+Argument parsing only: each command calls :mod:`vaefilter.pipeline` (or
+:mod:`vaefilter.dask` for many files) with plain options, and the defaults of
+the model's settings are read from :class:`~vaefilter.VAEOutlierDetector`.
+
 Exit status: 0 on success, 1 when ``--fail-on-invalid`` is given and a row was
 rejected, 2 on usage or input errors (one line on stderr naming file, line
 and column). Rows that cannot be parsed never stop a run: they are rejected
@@ -14,18 +18,24 @@ import glob
 import os
 import signal
 import sys
-import warnings
 
 import numpy as np
-import pandas as pd
 
-from .columns import CATEGORICAL, TableSchema
-from .csvio import AtomicOutputs, AtomicWriter, CsvFormatError, CsvReader, append_fields, check_encoding
-from .devices import resolve_device
-from .persistence import ModelFileError, load_model, model_bytes, read_header
-from .texttypes import infer_text_table, odd_cells, parse_text_table, quote_cell
+from .columns import CATEGORICAL
+from .csvio import CsvFormatError, check_encoding
+from .estimator import VAEOutlierDetector
+from .persistence import ModelFileError, load_model, read_header
+from .pipeline import MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, filter_csv, fit_csv, report_csv, score_csv
+
+__all__ = ["EXIT_INVALID_ROWS", "EXIT_OK", "EXIT_USAGE", "MAX_REASON_CHARS", "REJECT_FIELDS", "SCORE_FIELDS",
+           "UsageError", "build_parser", "main"]
 
 EXIT_OK, EXIT_INVALID_ROWS, EXIT_USAGE = 0, 1, 2
+
+#: the estimator's defaults, the one source of the CLI's model settings
+DEFAULTS = VAEOutlierDetector().get_params()
+#: where the CLI departs from them: reproducible fits, missing cells modelled (CSV files have them)
+CLI_SEED, CLI_HANDLE_MISSING = 0, "model"
 
 
 class UsageError(ValueError):
@@ -39,13 +49,6 @@ class _Parser(argparse.ArgumentParser):
 
 class _Terminated(BaseException):
     """SIGTERM, raised in the main thread so that temporary outputs are removed."""
-
-
-#: the longest reason written to an output; longer ones are cut
-MAX_REASON_CHARS = 1000
-
-SCORE_FIELDS = ["log_px", "is_valid", "reason"]
-REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason"]
 
 
 # ------------------------------------------------------------------ parsing
@@ -76,13 +79,20 @@ def _add_csv_options(parser):
     parser.add_argument("--na-values", nargs="+", default=[], metavar="TEXT",
                         help="cell texts read as missing besides '', NA, N/A, NaN, nan, null, NULL, None "
                              "(give the same ones to fit and to score/filter/report)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=DEFAULTS["device"],
                         help="where the model computes (default auto: a GPU when there is one), whatever "
                              "device the model was fitted on")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _csv_options(args):
+    """The CSV options of a parsed command line, as keyword arguments of the pipeline."""
+    return dict(delimiter=args.delimiter, encoding=args.encoding, chunk_rows=args.chunk_rows,
+                na_values=tuple(args.na_values), device=args.device)
+
+
 def _add_fit_parser(commands):
+    d = DEFAULTS
     p = commands.add_parser("fit", help="learn valid rows from trusted CSV files", description="Train a detector on trusted CSV files and save it.")
     p.add_argument("train", nargs="+", help="trusted CSV file(s) with the same header ('-' for stdin)")
     p.add_argument("-o", "--output", required=True, help="model file to write")
@@ -91,21 +101,24 @@ def _add_fit_parser(commands):
     cols.add_argument("--exclude", nargs="+", metavar="NAME", help="model every column but these")
     p.add_argument("--categorical", nargs="+", default=[], metavar="NAME", help="treat these columns as categorical")
     p.add_argument("--validation", metavar="VALID.csv", help="valid rows to calibrate the band on (default: a held-out share)")
-    p.add_argument("--percentiles", nargs=2, type=_percentile, default=[25.0, 75.0], metavar=("LOWER", "UPPER"),
-                   help="band percentiles of validation log p(x); 'none' drops a side (default 25 75)")
-    p.add_argument("--latent-dim", type=int, default=8)
-    p.add_argument("--hidden", type=int, nargs="*", default=[128, 128], metavar="WIDTH", help="hidden layer widths")
-    p.add_argument("--epochs", type=int, default=200, help="maximum epochs")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--learning-rate", type=float, default=3e-3)
-    p.add_argument("--importance-samples", type=int, default=100, help="K draws per row for log p(x)")
-    p.add_argument("--proposal-steps", type=int, default=200,
+    percentiles = [None if v is None else float(v) for v in d["threshold_percentiles"]]
+    p.add_argument("--percentiles", nargs=2, type=_percentile, default=percentiles, metavar=("LOWER", "UPPER"),
+                   help="band percentiles of validation log p(x); 'none' drops a side "
+                        f"(default {' '.join('none' if v is None else f'{v:g}' for v in percentiles)})")
+    p.add_argument("--latent-dim", type=int, default=d["latent_dim"])
+    p.add_argument("--hidden", type=int, nargs="*", default=list(d["hidden_layer_sizes"]), metavar="WIDTH",
+                   help="hidden layer widths")
+    p.add_argument("--epochs", type=int, default=d["max_epochs"], help="maximum epochs")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
+    p.add_argument("--importance-samples", type=int, default=d["n_importance_samples"], help="K draws per row for log p(x)")
+    p.add_argument("--proposal-steps", type=int, default=d["proposal_steps"],
                    help="steps refitting the encoder as the sampler's proposal after training (0: none)")
-    p.add_argument("--posterior-search-steps", type=int, default=10,
+    p.add_argument("--posterior-search-steps", type=int, default=d["posterior_search_steps"],
                    help="when scoring, at most this many Newton steps to the posterior mode of rows "
-                        "the encoder fits poorly, for a second proposal (default 10; 0: none)")
-    p.add_argument("--validation-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+                        f"the encoder fits poorly, for a second proposal (default {d['posterior_search_steps']}; 0: none)")
+    p.add_argument("--validation-fraction", type=float, default=d["validation_fraction"])
+    p.add_argument("--seed", type=int, default=CLI_SEED, help=f"random seed (default {CLI_SEED})")
     _add_csv_options(p)
     p.set_defaults(handler=run_fit)
 
@@ -154,7 +167,7 @@ def build_parser():
     report.set_defaults(handler=run_report)
     demo = commands.add_parser("demo", help="train on the embedded digits and show what the gate rejects",
                                description="Train on digits 0-4, calibrate the band, count flagged rows of known and unseen digits.")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=CLI_SEED)
     demo.set_defaults(handler=run_demo)
     return parser
 
@@ -218,38 +231,18 @@ def _sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
-# ---------------------------------------------------------------------- fit
-def _read_whole(path, args):
-    """A trusted file as text: a malformed line is an error, not a rejection.
-
-    Returns the cell texts and, per row, its ``(file, line)``.
-    """
-    frames, places = [], []
-    with CsvReader(path, chunk_rows=args.chunk_rows, encoding=args.encoding, delimiter=args.delimiter) as reader:
-        for chunk in reader:
-            if chunk.errors:
-                position = min(chunk.errors)
-                raise ValueError(f"{reader.name}: {chunk.errors[position]} (training files must parse completely)")
-            frames.append(chunk.frame)
-            places.extend((reader.name, int(line)) for line in chunk.line_numbers)
-        columns = reader.columns
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    return frame, places
+def _exit_status(args, n_rejected):
+    return EXIT_INVALID_ROWS if args.fail_on_invalid and n_rejected else EXIT_OK
 
 
-def _select_columns(frame, args, path):
-    names = list(frame.columns)
-    chosen = args.columns or [n for n in names if n not in set(args.exclude or [])]
-    unknown = [n for n in [*(args.columns or []), *(args.exclude or []), *args.categorical] if n not in names]
-    if unknown:
-        raise ValueError(f"{path}: line 1: no column named {unknown[0]!r} (columns: {names})")
-    return frame[chosen]
+def _fmt(value):
+    return "none" if value is None else f"{value:.3f}"
 
 
-def _build_detector(args, categorical):
-    from .estimator import VAEOutlierDetector
-
-    return VAEOutlierDetector(
+# ---------------------------------------------------------------- commands
+def _fit_params(args):
+    """The estimator parameters of ``vaefilter fit``'s options."""
+    return dict(
         latent_dim=args.latent_dim,
         hidden_layer_sizes=tuple(args.hidden),
         n_importance_samples=args.importance_samples,
@@ -260,313 +253,39 @@ def _build_detector(args, categorical):
         learning_rate=args.learning_rate,
         validation_fraction=args.validation_fraction,
         threshold_percentiles=tuple(args.percentiles),
-        categorical_features=sorted(categorical) or None,
-        handle_missing="model",
+        handle_missing=CLI_HANDLE_MISSING,
         device=args.device,
         random_state=args.seed,
         verbose=int(not args.quiet and sys.stderr.isatty()),
     )
 
 
-def _refuse_odd_cells(text, places, args):
-    """A column of numbers but for a few cells would turn categorical: refuse, naming them."""
-    odd = odd_cells(text, categorical=set(args.categorical), na_values=args.na_values)
-    if not odd:
-        return
-    name, positions = next(iter(odd.items()))
-    shown = ", ".join(f"line {places[k][1]}: {quote_cell(text[name].iloc[k])}" for k in positions[:3])
-    more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
-    texts = sorted({str(text[name].iloc[k]) for k in positions})[:3]
-    raise ValueError(
-        f"{places[positions[0]][0]}: column {name!r} holds numbers but for {len(positions)} cell(s) ({shown}{more}), "
-        f"which would make it categorical and every unseen number 'a category never seen'; declare them missing "
-        f"with --na-values {' '.join(repr(t) for t in texts)} or model the column as categorical with --categorical {name}"
-    )
-
-
 def run_fit(args):
-    _check_paths(inputs={**{f"training file {p}": p for p in args.train},
-                         **({"--validation": args.validation} if args.validation else {})},
-                 outputs={"--output": args.output})
-    resolve_device(args.device)
-    parts = [_read_whole(path, args) for path in args.train]
-    headers = {tuple(f.columns) for f, _ in parts}
-    if len(headers) > 1:
-        raise ValueError(f"training files have different headers: {sorted(headers)}")
-    text = _select_columns(pd.concat([f for f, _ in parts], ignore_index=True), args, args.train[0])
-    places = [place for _, p in parts for place in p]
-    if len(text) < 2:
-        raise ValueError(f"{args.train[0]}: need at least 2 data rows to train, found {len(text)}")
-    _refuse_odd_cells(text, places, args)
-    table = infer_text_table(text, categorical=set(args.categorical), na_values=args.na_values)
-    categorical = {n for n in table.columns if isinstance(table[n].dtype, pd.CategoricalDtype)}
-    detector = _build_detector(args, categorical).fit(table)
-    if args.validation:
-        valid_frame, valid_places = _read_whole(args.validation, args)
-        valid_text = _select_columns(valid_frame, args, args.validation)
-        valid, problems = parse_text_table(valid_text, detector.schema_, source=args.validation,
-                                           na_values=args.na_values)
-        if problems:
-            row = min(problems)
-            raise ValueError(f"{args.validation}: line {valid_places[row][1]}: {problems[row]}")
-        detector.calibrate(valid)
-    with AtomicWriter(args.output) as out:
-        out.write(model_bytes(detector))
-    _print_summary(detector, args.output, len(table))
-    return EXIT_OK
-
-
-def _print_summary(detector, path, n_rows):
+    options = _csv_options(args)
+    del options["device"]
+    fitted = fit_csv(args.train, args.output, params=_fit_params(args), columns=args.columns, exclude=args.exclude,
+                     categorical=args.categorical, validation=args.validation, **options)
+    detector = fitted.detector
     lower, upper = detector.thresholds_
     kinds = ", ".join(f"{c.name}:{c.description}" for c in detector.schema_.columns)
     print(
-        f"trained on {n_rows} rows ({kinds}); {detector.n_iter_} epochs; "
-        f"band log p(x) in [{_fmt(lower)}, {_fmt(upper)}]; model written to {path}",
+        f"trained on {fitted.n_rows} rows ({kinds}); {detector.n_iter_} epochs; "
+        f"band log p(x) in [{_fmt(lower)}, {_fmt(upper)}]; model written to {args.output}",
         file=sys.stderr,
     )
-
-
-def _fmt(value):
-    return "none" if value is None else f"{value:.3f}"
-
-
-# ------------------------------------------------------------ score/filter
-def _progress(args):
-    if args.quiet or not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(unit=" rows", unit_scale=True, file=sys.stderr, desc="vaefilter")
-
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-_NOT_FINITE = "log p(x) is not finite"
-
-
-def _unscorable_cells(detector, typed):
-    """{position: reason} for rows the model cannot score, found on the whole table at once:
-    a value beyond float32 or infinite, or missing where the model refuses missing cells."""
-    matrix = detector.schema_.encode(typed)
-    bad = np.isinf(matrix) | (np.abs(np.nan_to_num(matrix)) > _FLOAT32_MAX)
-    if getattr(detector, "handle_missing", "model") == "error":
-        bad |= np.isnan(matrix)
-    reasons = {}
-    names = detector.schema_.names
-    for row, col in np.argwhere(bad):
-        if row not in reasons:
-            value = typed.iloc[row, col]
-            what = ("is missing, and this model refuses missing cells" if np.isnan(matrix[row, col])
-                    else "is too large to score (beyond float32)")
-            reasons[int(row)] = f"column {names[col]!r}: {quote_cell(value)} {what}"
-    return reasons
-
-
-def _explain(detector, frame):
-    """explain() without scikit-learn's feature-name warning for models fitted on unnamed or
-    integer-named columns (the CSV header gives the columns names)."""
-    if not hasattr(detector, "feature_names_in_") and detector.schema_.is_numeric_only:
-        frame = frame.to_numpy(dtype=np.float64)
-        return detector.explain(frame)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="X has feature names", category=UserWarning)
-        return detector.explain(frame)
-
-
-def _explain_splitting(detector, typed, reasons, parts=8):
-    """explain() of a table; where log p(x) overflows, the failing parts are split (``parts``
-    ways) until the rows that overflow are found, each getting a reason; other errors raise."""
-    try:
-        return [_explain(detector, typed)[["log_px", "is_valid", "reason"]]]
-    except ValueError as exc:
-        if not str(exc).startswith(_NOT_FINITE):
-            raise
-        if len(typed) == 1:
-            label = typed.index[0]
-            numbers = typed.iloc[0].apply(lambda v: abs(v) if isinstance(v, (int, float, np.number)) else np.nan)
-            largest = numbers.astype(float).idxmax() if numbers.notna().any() else None
-            where = f"; its largest value is {largest}={typed.iloc[0][largest]!r}" if largest is not None else ""
-            reasons[label] = (f"{_NOT_FINITE}: the likelihood overflowed on a value far outside the training "
-                              f"range{where}")
-            return []
-    out = []
-    for piece in np.array_split(np.arange(len(typed)), min(parts, len(typed))):
-        if len(piece):
-            out.extend(_explain_splitting(detector, typed.iloc[piece], reasons, parts))
-    return out
-
-
-def _score_table(detector, typed):
-    """log_px, is_valid, reason of the rows that parsed, in one vectorised pass.
-
-    Rows the model cannot score (a value beyond float32, a missing cell a model
-    fitted with handle_missing='error' refuses, a log p(x) that overflows) are
-    invalid with that reason; any other error is about the model or the machine,
-    not a row, and raises.
-    """
-    columns = ["log_px", "is_valid", "reason"]
-    if typed.empty:
-        return pd.DataFrame(columns=columns)
-    unscorable = _unscorable_cells(detector, typed.reset_index(drop=True))
-    reasons = {typed.index[k]: r for k, r in unscorable.items()}
-    rest = typed.drop(index=list(reasons)) if reasons else typed
-    parts = _explain_splitting(detector, rest, reasons) if len(rest) else []
-    failed = pd.DataFrame({"log_px": np.nan, "is_valid": False, "reason": list(reasons.values())},
-                          index=list(reasons.keys()))
-    frames = [f for f in [*parts, failed] if len(f)]
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames).reindex(typed.index)
-
-
-def _cut(reason):
-    """A reason of at most MAX_REASON_CHARS characters."""
-    if len(reason) <= MAX_REASON_CHARS:
-        return reason
-    return reason[:MAX_REASON_CHARS] + f"... ({len(reason)} characters, cut)"
-
-
-def _chunk_results(detector, chunk, source, na_values=()):
-    """(log_px, is_valid, reason) for every record of a chunk, in record order."""
-    n = len(chunk.records)
-    log_px = np.full(n, np.nan)
-    is_valid = np.zeros(n, dtype=bool)
-    reasons = [""] * n
-    for position, problem in chunk.errors.items():
-        reasons[position] = f"unparseable: {problem}"
-    typed, problems = parse_text_table(chunk.frame, detector.schema_, source=source, na_values=na_values)
-    for position, problem in problems.items():
-        reasons[position] = f"line {chunk.line_numbers[position]}: {problem}"
-    scored = _score_table(detector, typed.drop(index=list(problems)))
-    positions = scored.index.to_numpy(dtype=int)
-    log_px[positions] = scored["log_px"].to_numpy(dtype=float)
-    is_valid[positions] = scored["is_valid"].to_numpy(dtype=bool)
-    for position, reason in zip(positions, scored["reason"]):
-        if not np.isfinite(log_px[position]) and reason.startswith(("column ", _NOT_FINITE)):
-            reason = f"line {chunk.line_numbers[position]}: {reason}"
-        reasons[position] = reason
-    return log_px, is_valid, [_cut(r) for r in reasons]
-
-
-def _load(args):
-    """The model, computing on ``--device`` whatever device it was fitted on."""
-    detector = load_model(args.model)
-    device = getattr(args, "device", "auto")
-    resolve_device(device)  # a device this machine lacks stops the run here, not per row
-    detector.set_params(device=device)
-    return detector
-
-
-def _open_input(args, detector):
-    reader = CsvReader(args.input, chunk_rows=args.chunk_rows, encoding=args.encoding, delimiter=args.delimiter)
-    missing = [n for n in detector.schema_.names if n not in reader.columns]
-    if missing:
-        reader.close()
-        raise ValueError(f"{reader.name}: line 1: the header lacks column(s) the model needs: {missing}")
-    return reader
-
-
-def _results(args, detector, reader):
-    """(chunk, log_px, is_valid, reasons) per chunk, with a progress bar in rows."""
-    bar = _progress(args)
-    try:
-        for chunk in reader:
-            yield (chunk, *_chunk_results(detector, chunk, reader.name, args.na_values))
-            if bar is not None:
-                bar.update(len(chunk.records))
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _number(value):
-    return "" if np.isnan(value) else f"{value:.6f}"
-
-
-def _appended_names(columns, names):
-    """The names of the appended fields, prefixed with 'vaefilter_' where the input has them already."""
-    taken = set(columns)
-    out = []
-    for name in names:
-        while name in taken:
-            name = f"vaefilter_{name}"
-        taken.add(name)
-        out.append(name)
-    return out
+    return EXIT_OK
 
 
 def run_score(args):
-    _check_paths(inputs={"the input": args.input, "--model": args.model}, outputs={"--output": args.output})
-    detector = _load(args)
-    csv = dict(encoding=args.encoding, delimiter=args.delimiter)
-    n_invalid = 0
-    with _open_input(args, detector) as reader, AtomicWriter(args.output) as out:
-        csv["terminator"] = reader.line_terminator
-        out.write(append_fields(reader.header, _appended_names(reader.columns, SCORE_FIELDS), **csv))
-        for chunk, log_px, is_valid, reasons in _results(args, detector, reader):
-            out.write(b"".join(
-                append_fields(record, [_number(s), "true" if v else "false", r], **csv)
-                for record, s, v, r in zip(chunk.records, log_px, is_valid, reasons)
-            ))
-            n_invalid += int((~is_valid).sum())
-    return EXIT_INVALID_ROWS if args.fail_on_invalid and n_invalid else EXIT_OK
-
-
-def _file_id(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
-def _check_paths(inputs, outputs):
-    """Refuse outputs that would overwrite each other, an input or the model.
-
-    Compared by resolved path and, for files that exist, by device and inode
-    (symbolic and hard links). ``-`` is stdin for inputs and stdout for outputs.
-    """
-    seen = {}  # key -> what
-    for what, path in inputs.items():
-        if path is None or os.fspath(path) == "-":
-            continue
-        for key in (os.path.realpath(path), _file_id(path)):
-            if key is not None:
-                seen.setdefault(key, what)
-    for what, path in outputs.items():
-        path = os.fspath(path)
-        keys = ["-"] if path == "-" else [os.path.realpath(path), _file_id(path)]
-        for key in keys:
-            if key is not None and key in seen:
-                other = seen[key]
-                name = "stdout" if path == "-" else repr(path)
-                raise ValueError(f"{other} and {what} both name {name}; each output needs its own file, "
-                                 "apart from the inputs and the model")
-        for key in keys:
-            if key is not None:
-                seen[key] = what
+    summary = score_csv(args.model, args.input, args.output, progress=not args.quiet, **_csv_options(args))
+    return _exit_status(args, summary.n_rejected)
 
 
 def run_filter(args):
-    _check_paths(inputs={"the input": args.input, "--model": args.model},
-                 outputs={"--valid": args.valid, "--invalid": args.invalid})
-    detector = _load(args)
-    band = ["" if t is None else f"{t:.6f}" for t in detector.thresholds_]
-    csv = dict(encoding=args.encoding, delimiter=args.delimiter)
-    n_invalid = 0
-    with _open_input(args, detector) as reader, AtomicOutputs([args.valid, args.invalid]) as (valid_out, invalid_out):
-        csv["terminator"] = reader.line_terminator
-        valid_out.write(reader.header)
-        invalid_out.write(append_fields(reader.header, _appended_names(reader.columns, REJECT_FIELDS), **csv))
-        for chunk, log_px, is_valid, reasons in _results(args, detector, reader):
-            valid_out.write(b"".join(record for record, v in zip(chunk.records, is_valid) if v))
-            invalid_out.write(b"".join(
-                append_fields(record, [_number(s), *band, reason], **csv)
-                for record, s, v, reason in zip(chunk.records, log_px, is_valid, reasons) if not v
-            ))
-            n_invalid += int((~is_valid).sum())
-    return EXIT_INVALID_ROWS if args.fail_on_invalid and n_invalid else EXIT_OK
+    """``vaefilter filter`` on one input (``args.input`` a single path or '-')."""
+    summary = filter_csv(args.model, args.input, args.valid, args.invalid, progress=not args.quiet,
+                         **_csv_options(args))
+    return _exit_status(args, summary.n_rejected)
 
 
 def _is_single_plain_file(args):
@@ -579,8 +298,8 @@ def _is_single_plain_file(args):
 
 
 def run_filter_dispatch(args):
-    """One CSV file without --scheduler: :func:`run_filter`. Otherwise one Dask task per file
-    (:func:`vaefilter.dask.filter_files`), each task running :func:`run_filter` on its file."""
+    """One CSV file without --scheduler: :func:`vaefilter.pipeline.filter_csv`. Otherwise one Dask
+    task per file (:func:`vaefilter.dask.filter_files`), each running ``filter_csv`` on its file."""
     if _is_single_plain_file(args):
         args.input = args.input[0]
         return run_filter(args)
@@ -588,8 +307,7 @@ def run_filter_dispatch(args):
         from .dask import filter_files
 
         results = filter_files(args.model, args.input, args.valid, args.invalid, scheduler=args.scheduler,
-                               delimiter=args.delimiter, encoding=args.encoding, chunk_rows=args.chunk_rows,
-                               na_values=args.na_values, device=args.device)
+                               **_csv_options(args))
     except ImportError as exc:
         raise ValueError(str(exc)) from None
     n_valid = sum(r["n_valid"] for r in results)
@@ -597,31 +315,29 @@ def run_filter_dispatch(args):
     if not args.quiet:
         n_files = sum(len(r["input"]) if isinstance(r["input"], list) else 1 for r in results)
         print(f"{n_files} file(s): {n_valid} valid and {n_invalid} rejected rows", file=sys.stderr)
-    return EXIT_INVALID_ROWS if args.fail_on_invalid and n_invalid else EXIT_OK
+    return _exit_status(args, n_invalid)
 
 
-# --------------------------------------------------------------- info/demo
 def run_info(args):
-    load_model(args.model)  # validates the whole file, not only the header
-    header = read_header(args.model)
-    params, fitted = header["params"], header["fitted"]
-    lower, upper = fitted["thresholds_"]
+    detector = load_model(args.model)  # validates the whole file, not only the header
+    versions = read_header(args.model)["versions"]
+    lower, upper = detector.thresholds_
     print(f"model: {args.model}")
-    print(f"versions: {', '.join(f'{k} {v}' for k, v in header['versions'].items())}")
+    print(f"versions: {', '.join(f'{k} {v}' for k, v in versions.items())}")
     print("columns:")
-    for column in TableSchema.from_dict(header["schema"]).columns:
+    for column in detector.schema_.columns:
         extra = f" categories={column.categories}" if column.kind == CATEGORICAL else ""
         missing = " (missing values modelled)" if column.has_missing else ""
         print(f"  {column.name}: {column.description}{extra}{missing}")
     print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats "
-          f"(percentiles {params['threshold_percentiles']} of {len(fitted['validation_scores_'])} validation rows)")
-    print(f"model: latent_dim={params['latent_dim']} hidden={params['hidden_layer_sizes']} "
-          f"K={params['n_importance_samples']} likelihood={params['likelihood']} "
-          f"posterior_search_steps={params.get('posterior_search_steps', 10)}")
-    curve, val_curve = fitted["loss_curve_"], fitted["validation_loss_curve_"]
-    print(f"training: {fitted['n_iter_']} epochs, best epoch {fitted['best_epoch_']}, final -ELBO "
+          f"(percentiles {list(detector.threshold_percentiles)} of {len(detector.validation_scores_)} validation rows)")
+    print(f"model: latent_dim={detector.latent_dim} hidden={list(detector.hidden_layer_sizes)} "
+          f"K={detector.n_importance_samples} likelihood={detector.likelihood} "
+          f"posterior_search_steps={detector.posterior_search_steps}")
+    curve, val_curve = detector.loss_curve_, detector.validation_loss_curve_
+    print(f"training: {detector.n_iter_} epochs, best epoch {detector.best_epoch_}, final -ELBO "
           f"{curve[-1]:.3f} train / {val_curve[-1] if val_curve else float('nan'):.3f} validation (nats/row)")
-    refit = fitted.get("proposal_curve_") or []
+    refit = detector.proposal_curve_
     if refit:
         print(f"proposal refit: {refit[-1][0]} steps, held-out 32-sample bound {refit[0][1]:.3f} -> "
               f"{refit[-1][1]:.3f} nats/row")
@@ -629,42 +345,17 @@ def run_info(args):
 
 
 def run_report(args):
-    from .report import write_report
-
-    _check_paths(inputs={"the input": args.input, "--model": args.model}, outputs={"--output": args.output})
-    detector = _load(args)
-    batch, title = None, "vaefilter report"
-    if args.input:
-        frames, left_out, n_records = [], [], 0
-        with _open_input(args, detector) as reader:
-            for chunk in reader:
-                n_records += len(chunk.records)
-                _, _, reasons = _chunk_results(detector, chunk, reader.name, args.na_values)
-                typed, problems = parse_text_table(chunk.frame, detector.schema_, source=reader.name,
-                                                   na_values=args.na_values)
-                scored = [k for k in typed.index if k not in problems and not _left_out(reasons[k])]
-                frames.append(typed.loc[scored])
-                left_out.extend(reasons[k] for k in range(len(chunk.records)) if _left_out(reasons[k]))
-            name = reader.name
-        batch = pd.concat(frames, ignore_index=True) if frames else None
-        if left_out:
-            title = (f"vaefilter report: {name}, {n_records - len(left_out)} of {n_records} rows scored; "
-                     f"{len(left_out)} could not be parsed or scored (first: {left_out[0]})")
-            print(f"vaefilter: {name}: {len(left_out)} of {n_records} rows could not be parsed or scored and are "
-                  f"not in the report's batch figures; first: {left_out[0]}", file=sys.stderr)
-    write_report(detector, args.output, batch=batch, title=title)
+    options = _csv_options(args)
+    summary = report_csv(args.model, args.output, args.input, **options)
+    if summary.n_unscored:
+        print(f"vaefilter: {summary.input}: {summary.n_unscored} of {summary.n_rows} rows could not be parsed or "
+              f"scored and are not in the report's batch figures; first: {summary.first_unscored}", file=sys.stderr)
     print(f"report written to {args.output}", file=sys.stderr)
     return EXIT_OK
 
 
-def _left_out(reason):
-    """Whether a chunk reason is a parse or scoring failure (no log p(x)) rather than a verdict."""
-    return reason.startswith(("unparseable:", "line "))
-
-
 def run_demo(args):
     from .datasets import digits_split
-    from .estimator import VAEOutlierDetector
 
     known, unseen = digits_split()
     order = np.random.RandomState(args.seed).permutation(len(known))

@@ -39,10 +39,12 @@ import codecs
 import contextlib
 import csv
 import errno
+import glob
 import io
 import itertools
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,9 +62,11 @@ __all__ = [
     "CsvReader",
     "MAX_RECORD_BYTES",
     "append_fields",
+    "atomic_directories",
     "check_encoding",
     "count_records",
     "format_header",
+    "remove_temporaries",
 ]
 
 #: Bytes read from the source per ``read()`` call.  Large enough that the
@@ -1093,6 +1097,48 @@ class AtomicOutputs:
     def _discard(self) -> None:
         for writer in self._writers:
             writer.discard()
+
+
+@contextlib.contextmanager
+def atomic_directories(paths):
+    """Temporary directory names beside `paths`, moved onto them when the block ends normally.
+
+    Yields one hidden name per path (not created: the writer creates it).
+    Leaving the block normally renames each onto its path, one after
+    another, replacing an existing directory (moved aside first, then
+    deleted); leaving it with an exception leaves the paths untouched. Either
+    way no temporary directory remains.
+    """
+    temps = [_temp_name_beside(os.path.abspath(os.fspath(p))) for p in paths]
+    try:
+        yield temps
+        for tmp, path in zip(temps, paths):
+            _replace_directory(tmp, os.fspath(path))
+    finally:
+        for tmp in temps:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_directory(tmp: str, path: str) -> None:
+    """Move a finished directory into place, replacing an old one."""
+    old = None
+    if os.path.exists(path):
+        old = _temp_name_beside(os.path.abspath(path)) + ".old"
+        os.rename(path, old)
+    os.rename(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_temporaries(path) -> None:
+    """Delete the hidden temporary files that writers of `path` left (``.<name>.<hex>.tmp``).
+
+    A writer removes its own temporary file however it ends, unless its
+    process is killed; call this once no writer of `path` runs any more.
+    """
+    directory, base = os.path.split(os.fspath(path))
+    for tmp in glob.glob(os.path.join(directory or ".", f".{glob.escape(base)}.*.tmp")):
+        _remove_quietly(tmp)
 
 
 def _temp_name_beside(path: str) -> str:

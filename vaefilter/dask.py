@@ -13,7 +13,7 @@ Three entry points, all behind the optional ``dask`` extra
 
 * :func:`filter_files`: ``vaefilter filter`` over many CSV files, one task per
   file. Each task runs the very code path of the single-file command
-  (:func:`vaefilter.cli.run_filter`): valid records are copied byte for byte,
+  (:func:`vaefilter.pipeline.filter_csv`): valid records are copied byte for byte,
   every record lands in exactly one of the two outputs, and both outputs are
   written to hidden temporary files and renamed into place. A task is
   therefore idempotent: when a worker dies mid-file, Dask reruns the task on
@@ -50,13 +50,14 @@ import glob as globlib
 import logging
 import os
 import secrets
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ._optional import import_optional
+from .csvio import atomic_directories, remove_temporaries
+from .pipeline import REJECT_FIELDS, SCORE_FIELDS, file_id, filter_csv, score_table
 
 __all__ = [
     "FilterFilesError",
@@ -69,8 +70,6 @@ __all__ = [
     "score_dataframe",
 ]
 
-SCORE_FIELDS = ["log_px", "is_valid", "reason"]
-REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason"]
 _PURPOSE = "Scaling out with Dask (vaefilter.dask)"
 
 
@@ -143,19 +142,17 @@ def _score_meta(index):
 def _score_partition(partition, detector, names, torch_threads=None):
     """log_px, is_valid, reason for every row of one partition, in row order.
 
-    Reuses the CLI's scoring: a row whose score fails (say a missing value the
-    model never saw) becomes invalid with the error as its reason instead of
-    failing the partition.
+    The pipeline's scoring (:func:`vaefilter.pipeline.score_table`): a row
+    whose score fails (say a missing value the model never saw) becomes
+    invalid with the error as its reason instead of failing the partition.
     """
-    from .cli import _score_table
-
     _limit_torch_threads(torch_threads)
     frame = partition if names is None else partition[names]
     out = _score_meta(partition.index)
     if len(frame) == 0:
         return out
-    # positional labels: _score_table's per-row fallback needs unique labels
-    scored = _score_table(detector, frame.reset_index(drop=True))
+    # positional labels: score_table's per-row fallback needs unique labels
+    scored = score_table(detector, frame.reset_index(drop=True))
     return pd.DataFrame(
         {
             "log_px": scored["log_px"].to_numpy(dtype="float64"),
@@ -256,11 +253,11 @@ def _plan(files, valid_pattern, invalid_pattern, model_path=None):
         if _stem(f) in stems:
             raise ValueError(f"{stems[_stem(f)]} and {f} have the same stem {_stem(f)!r}: their outputs would collide")
         stems[_stem(f)] = f
-    inputs = {os.path.realpath(f) for f in files} | {_file_id(f) for f in files} - {None}
-    model = {os.path.realpath(model_path), _file_id(model_path)} - {None} if model_path is not None else set()
+    inputs = {os.path.realpath(f) for f in files} | {file_id(f) for f in files} - {None}
+    model = {os.path.realpath(model_path), file_id(model_path)} - {None} if model_path is not None else set()
     for _, valid, invalid in jobs:
         for out in (valid, invalid):
-            keys = {os.path.realpath(out), _file_id(out)} - {None}
+            keys = {os.path.realpath(out), file_id(out)} - {None}
             if keys & inputs:
                 raise ValueError(f"{out}: an output pattern names an input file")
             if keys & model:
@@ -273,41 +270,23 @@ def _plan(files, valid_pattern, invalid_pattern, model_path=None):
     return jobs
 
 
-def _file_id(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
 def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter=",", encoding="utf-8",
                 chunk_rows=65536, torch_threads=None, na_values=(), device="auto"):
-    """``vaefilter filter`` on one CSV file, as the CLI runs it; returns a summary.
+    """``vaefilter filter`` on one CSV file (:func:`vaefilter.pipeline.filter_csv`); returns a summary.
 
     The summary is a dict with ``input``, ``valid``, ``invalid``, ``n_valid``
     and ``n_invalid`` (records in each output). Errors raise, as in the CLI.
     """
-    from . import cli
-    from .csvio import count_records
-
     _limit_torch_threads(torch_threads)
-    argv = ["filter", os.fspath(input_path), "-m", os.fspath(model_path), "--valid", os.fspath(valid_path),
-            "--invalid", os.fspath(invalid_path), "-q", "--delimiter", delimiter, "--encoding", encoding,
-            "--chunk-rows", str(int(chunk_rows)), "--device", device]
-    if na_values:
-        argv += ["--na-values", *na_values]
-    args = cli.build_parser().parse_args(argv)
-    if isinstance(args.input, list):  # the multi-file CLI takes a list of inputs
-        (args.input,) = args.input
-    args.scheduler = None
-    cli.run_filter(args)  # the single-file path: byte-exact, atomic outputs
+    # the single-file path: byte-exact, atomic outputs
+    summary = filter_csv(model_path, input_path, valid_path, invalid_path, delimiter=delimiter, encoding=encoding,
+                         chunk_rows=int(chunk_rows), na_values=tuple(na_values), device=device)
     return {
         "input": os.fspath(input_path),
         "valid": os.fspath(valid_path),
         "invalid": os.fspath(invalid_path),
-        "n_valid": count_records(valid_path, encoding=encoding, delimiter=delimiter),
-        "n_invalid": count_records(invalid_path, encoding=encoding, delimiter=delimiter),
+        "n_valid": summary.n_valid,
+        "n_invalid": summary.n_rejected,
     }
 
 
@@ -451,13 +430,10 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
 
 
 def _remove_temporary_outputs(jobs):
-    """Delete the hidden temporary files (``.<name>.<hex>.tmp``) of the planned outputs."""
+    """Delete the hidden temporary files of the planned outputs (a killed worker cannot)."""
     for _, valid, invalid in jobs:
         for out in (valid, invalid):
-            directory, base = os.path.split(os.fspath(out))
-            for tmp in globlib.glob(os.path.join(directory or ".", f".{globlib.escape(base)}.*.tmp")):
-                with contextlib.suppress(OSError):
-                    os.remove(tmp)
+            remove_temporaries(out)
 
 
 # ---------------------------------------------------------------- Parquet
@@ -469,22 +445,6 @@ def _annotate_partition(partition, detector, names, band, torch_threads=None):
     out["reason"] = scores["reason"].astype(str)
     out["_vaefilter_is_valid"] = scores["is_valid"].to_numpy()
     return out
-
-
-def _temp_dir_beside(path):
-    directory, base = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-
-
-def _replace_dir(tmp, path):
-    """Move a finished dataset directory into place, replacing an old one."""
-    old = None
-    if os.path.exists(path):
-        old = _temp_dir_beside(path) + ".old"
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None, *, n_workers=None,
@@ -535,16 +495,10 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
         invalid = annotated[~keep][columns + REJECT_FIELDS]
         for path in (valid_path, invalid_path):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp_valid, tmp_invalid = _temp_dir_beside(valid_path), _temp_dir_beside(invalid_path)
-        try:
+        with atomic_directories([valid_path, invalid_path]) as (tmp_valid, tmp_invalid):
             writes = [valid.to_parquet(tmp_valid, compute=False), invalid.to_parquet(tmp_invalid, compute=False)]
             scheduler_kw = {} if runner.client is not None else {"scheduler": "sync"}
             _, _, n_valid, n_rows = dask.compute(*writes, keep.sum(), keep.size, **scheduler_kw)
-            for tmp, path in ((tmp_valid, valid_path), (tmp_invalid, invalid_path)):
-                _replace_dir(tmp, path)
-        finally:
-            for tmp in (tmp_valid, tmp_invalid):
-                shutil.rmtree(tmp, ignore_errors=True)
     return {"input": files, "valid": os.fspath(valid_path), "invalid": os.fspath(invalid_path),
             "n_valid": int(n_valid), "n_invalid": int(n_rows - n_valid)}
 

@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .band import band_from_scores, signed_distance, validate_percentiles
 from .columns import VALUE_KINDS, TableSchema
 from .devices import resolve_device
-from .explanations import reasons_for_rows
+from .explanations import explain_rows, render_reasons
 from .likelihoods import build_likelihood
 from .marginal import check_finite_scores, encode_in_passes, estimate_log_marginal, log_marginal_without_columns
 from .proposal import refit_proposal
@@ -604,7 +604,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """
         return self._log_marginal(self._validate_for_scoring(X)).effective_sample_size
 
-    def explain(self, X):
+    def explain(self, X, return_records=False):
         """Per-row scores, validity and the columns behind a low likelihood.
 
         For each column j the detector estimates E[log p(x_j | z)] under the
@@ -617,6 +617,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         ----------
         X : array-like or DataFrame of shape (n_samples, n_features)
             Rows to explain.
+        return_records : bool, default=False
+            Also return the structured reasons the ``reason`` text is rendered from.
 
         Returns
         -------
@@ -625,6 +627,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             band, else the up to three columns with the largest deficits and
             any value training never saw), then one deficit column per feature.
             The index is X's index when X is a DataFrame.
+        records : list of (vaefilter.explanations.Explanation or None)
+            Only with ``return_records``: per row, its reason as a record
+            (None inside the band).
         """
         X_model = self._validate_for_scoring(X)
         estimate = self._log_marginal(X_model, per_column=True)
@@ -634,12 +639,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         values = X.to_numpy(dtype=object) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=object)
         lower = self.thresholds_[0]
         below = np.flatnonzero(estimate.log_px < lower) if lower is not None else []
-        # only a reason below the band names unseen values: describing every
-        # cell of every row took a quarter of a K=10 filter's time
-        notes = {i: [self.schema_.describe_cell(j, X_model[i, j]) for j in range(len(names))] for i in below}
         if len(below):
             self._condition_deficits(X_model, estimate.log_px, deficits, below)
-        reasons = reasons_for_rows(estimate.log_px, self.thresholds_, deficits, values, names, notes)
+        records = explain_rows(estimate.log_px, self.thresholds_, deficits, values, self.schema_, X_model)
+        reasons = render_reasons(records)
         frame = pd.DataFrame(
             {
                 "log_px": estimate.log_px,
@@ -649,7 +652,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             index=X.index if isinstance(X, pd.DataFrame) else None,
         )
         deficit_frame = pd.DataFrame(deficits, columns=names, index=frame.index)
-        return pd.concat([frame, deficit_frame], axis=1)
+        explanation = pd.concat([frame, deficit_frame], axis=1)
+        return (explanation, records) if return_records else explanation
 
     def _condition_deficits(self, X_model, log_px, deficits, rows):
         """Deficits of the likeliest culprits of ``rows``, given the rest of each row (in place).

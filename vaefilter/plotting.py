@@ -22,7 +22,8 @@ from sklearn.utils.validation import check_is_fitted
 from ._optional import import_optional
 from .band import signed_distance
 
-__all__ = ["plot_latent_grid", "plot_samples", "plot_scores", "plot_training"]
+__all__ = ["plot_latent_grid", "plot_samples", "plot_score_histogram", "plot_scores", "plot_training",
+           "require_matplotlib"]
 
 VALID_COLOUR = "#2ca02c"
 TILE_GAP_COLOUR = "#c6d4e6"
@@ -35,13 +36,14 @@ SCORE_RANGE_LEFT_IQRS = 8.0
 SCORE_RANGE_RIGHT_IQRS = 4.0
 
 
-def _matplotlib():
+def require_matplotlib():
+    """The matplotlib module; an ImportError naming the ``plot`` extra when it is missing."""
     return import_optional("matplotlib", extra="plot", purpose="plotting")
 
 
 def _figure_and_axes(ax, figsize):
     """``ax``'s figure, or a new pyplot-free Figure with one axes."""
-    _matplotlib()
+    require_matplotlib()
     if ax is not None:
         return ax.figure, ax
     from matplotlib.figure import Figure
@@ -142,7 +144,7 @@ def plot_latent_grid(detector, n=15, image_shape=None, ax=None, extent=0.99, cma
         height, width = images.shape[1:3]
         # a one-pixel gap between the tiles keeps neighbouring strokes apart
         canvas = _tile(images, n, n, gap=1)
-        cmap_object = _matplotlib().colormaps[cmap].with_extremes(bad=TILE_GAP_COLOUR)
+        cmap_object = require_matplotlib().colormaps[cmap].with_extremes(bad=TILE_GAP_COLOUR)
         # a robust grey scale: the grid's far corners can decode to extreme values
         vmin, vmax = np.nanpercentile(decoded, [1, 99.5])
         if vmax <= vmin:
@@ -198,8 +200,17 @@ def _band_label(thresholds):
     return f"valid band [{left}, {right}]"
 
 
-def _draw_score_histogram(detector, batches, ax=None, bins=50):
-    """Histogram of calibration scores, the band and ``batches`` (label -> log p(x))."""
+def plot_score_histogram(detector, batches, ax=None, bins=50):
+    """Histogram of the calibration scores, the band and scores already computed.
+
+    :func:`plot_scores` for batches that have been scored: ``batches`` maps a
+    legend label to its rows' log p(x) (an empty dict draws the calibration
+    scores and the band alone).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     figure, ax = _figure_and_axes(ax, (7.0, 4.2))
     reference = np.asarray(detector.validation_scores_, dtype=float)
     batches = {label: np.asarray(scores, dtype=float) for label, scores in batches.items()}
@@ -280,14 +291,14 @@ def plot_scores(detector, X_new=None, ax=None, bins=50, label="new batch"):
     in the edge bins and the axis label says how many.
     """
     check_is_fitted(detector)
-    _matplotlib()
+    require_matplotlib()
     if X_new is None:
         batches = {}
     elif isinstance(X_new, Mapping):
         batches = {str(name): detector.score_samples(rows) for name, rows in X_new.items()}
     else:
         batches = {label: detector.score_samples(X_new)}
-    return _draw_score_histogram(detector, batches, ax=ax, bins=bins)
+    return plot_score_histogram(detector, batches, ax=ax, bins=bins)
 
 
 # --------------------------------------------------------------- training
@@ -436,7 +447,7 @@ def plot_samples(detector, X_real, n=10, image_shape=None, random_state=0, ax=No
         padded[n_cols : n_cols + len(generated_matrix)] = images[len(real_matrix) :]
         height = images.shape[1]
         canvas = _tile(padded, 2, n_cols, gap=1)
-        cmap_object = _matplotlib().colormaps[cmap].with_extremes(bad="white")
+        cmap_object = require_matplotlib().colormaps[cmap].with_extremes(bad="white")
         # the real rows set the grey scale: generated noise beyond it saturates
         # instead of washing out the real images
         scale = real_matrix if np.nanmax(real_matrix) > np.nanmin(real_matrix) else images

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from . import plotting
+from .explanations import ABOVE_BAND, JOINTLY_UNLIKELY, Explanation, parse_reason
 
 __all__ = ["build_report", "reason_groups", "reason_key", "write_report"]
 
@@ -30,8 +30,6 @@ REPORT_DPI = 80
 MAX_TABLE_COLUMNS = 12
 N_EXAMPLE_ROWS = 5
 N_REASON_GROUPS = 10
-
-_REASON_HEAD = re.compile(r"^log p\(x\)=\S+ (below|above) the band's (?:lower|upper) edge \S+: (.*)$", re.DOTALL)
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
@@ -118,16 +116,11 @@ def _shown_columns(names, preferred=()):
 
 
 # ------------------------------------------------------------------ reasons
-def _named_columns(detail, names):
-    """Columns named in a reason's detail (``name=value (...)`` parts), in order."""
-    found = []
-    for part in detail.split("; "):
-        candidates = [name for name in names if part.startswith(f"{name}=")]
-        if candidates:
-            found.append(max(candidates, key=len))
-        elif "=" in part and not part.startswith("jointly"):
-            found.append(part.split("=", 1)[0])
-    return found
+def _record(reason, names):
+    """An Explanation (or None) of a record or of a reason's text."""
+    if reason is None or isinstance(reason, Explanation):
+        return reason
+    return parse_reason(str(reason), names)
 
 
 def reason_key(reason, names):
@@ -135,8 +128,10 @@ def reason_key(reason, names):
 
     Parameters
     ----------
-    reason : str
-        A reason from ``detector.explain(X)['reason']``.
+    reason : Explanation or str
+        A record of ``detector.explain(X, return_records=True)``, or a reason
+        text from ``detector.explain(X)['reason']`` (read back with
+        :func:`vaefilter.explanations.parse_reason`).
     names : list of str
         The training column names (they may themselves contain '=').
 
@@ -147,19 +142,17 @@ def reason_key(reason, names):
         ``'jointly unlikely (below the band)'``, or the reason itself when its
         format is not recognised.
     """
-    match = _REASON_HEAD.match(reason)
-    if not match:
-        return reason.strip() or "(no reason)"
-    side, detail = match.groups()
-    if side == "above":
+    record = _record(reason, names)
+    if record is None:
+        return str(reason or "").strip() or "(no reason)"
+    if record.problem == ABOVE_BAND:
         return "unusually typical (above the band)"
-    columns = _named_columns(detail, names)
-    if not columns:
+    if record.problem == JOINTLY_UNLIKELY:
         return "jointly unlikely (below the band)"
-    return f"{columns[0]} (below the band)"
+    return f"{record.columns[0].column} (below the band)"
 
 
-def reason_groups(explanation, names):
+def reason_groups(explanation, names, records=None):
     """Rejected rows grouped by the first column their reason names.
 
     Parameters
@@ -168,6 +161,9 @@ def reason_groups(explanation, names):
         The output of ``detector.explain``.
     names : list of str
         The training column names.
+    records : list of (Explanation or None), optional
+        The records of ``detector.explain(X, return_records=True)``, one per
+        row of ``explanation``; without them the reason texts are read back.
 
     Returns
     -------
@@ -177,12 +173,17 @@ def reason_groups(explanation, names):
     named_anywhere : Series
         For each column, how many rejected rows name it anywhere in their reason.
     """
-    rejected = explanation.loc[~explanation["is_valid"].astype(bool), "reason"].astype(str)
-    keys = [reason_key(reason, names) for reason in rejected]
+    rejected_rows = np.flatnonzero(~explanation["is_valid"].to_numpy(dtype=bool))
+    texts = explanation["reason"].astype(str).to_numpy()[rejected_rows]
+    if records is None:
+        rejected = [_record(text, names) for text in texts]
+    else:
+        rejected = [records[k] for k in rejected_rows]
+    keys = [reason_key(record if record is not None else text, names) for record, text in zip(rejected, texts)]
     counts = Counter(keys)
     examples = {}
-    for key, reason in zip(keys, rejected):
-        examples.setdefault(key, reason)
+    for key, text in zip(keys, texts):
+        examples.setdefault(key, text)
     groups = pd.DataFrame(
         [
             {"cause (first column named)": key, "rows": count,
@@ -193,10 +194,9 @@ def reason_groups(explanation, names):
         columns=["cause (first column named)", "rows", "share of rejected", "example"],
     )
     anywhere = Counter()
-    for reason in rejected:
-        match = _REASON_HEAD.match(reason)
-        if match and match.group(1) == "below":
-            anywhere.update(set(_named_columns(match.group(2), names)))
+    for record in rejected:
+        if record is not None:
+            anywhere.update({c.column for c in record.columns})
     named_anywhere = pd.Series(dict(anywhere.most_common()), dtype=int, name="rejected rows naming it")
     return groups, named_anywhere
 
@@ -228,7 +228,7 @@ def _columns_table(specs):
 
 def _model_section(detector):
     lower, upper = detector.thresholds_
-    percentiles = getattr(detector, "threshold_percentiles", (None, None))
+    percentiles = detector.threshold_percentiles
     band_text = f"[{_fmt(lower, 6)}, {_fmt(upper, 6)}]"
     train = list(detector.loss_curve_)
     val = list(detector.validation_loss_curve_)
@@ -247,8 +247,8 @@ def _model_section(detector):
             "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples",
                         "posterior_search_steps", "handle_missing", "n_features_in_"],
             "value": [str(detector.latent_dim), str(tuple(detector.hidden_layer_sizes)), str(detector.likelihood),
-                      str(detector.n_importance_samples), str(getattr(detector, "posterior_search_steps", 0)),
-                      str(getattr(detector, "handle_missing", "error")), str(detector.n_features_in_)],
+                      str(detector.n_importance_samples), str(detector.posterior_search_steps),
+                      str(detector.handle_missing), str(detector.n_features_in_)],
         }
     )
     columns = _columns_table(detector.schema_.columns)
@@ -270,7 +270,7 @@ def _model_section(detector):
 
 def _batch_section(detector, batch, random_state):
     frame = _as_frame(detector, batch)
-    explanation = detector.explain(batch)
+    explanation, records = detector.explain(batch, return_records=True)
     explanation.index = frame.index
     names = [str(n) for n in detector.schema_.names]
     scores = explanation["log_px"].to_numpy(dtype=float)
@@ -292,12 +292,12 @@ def _batch_section(detector, batch, random_state):
         "<h2>Batch</h2>",
         '<div class="summary">' + "".join(cards) + "</div>",
         _img(
-            plotting._draw_score_histogram(detector, {"batch": scores}),
+            plotting.plot_score_histogram(detector, {"batch": scores}),
             "histogram of log p(x): calibration rows, the band and the batch",
         ),
     ]
     if n_rejected:
-        groups, named_anywhere = reason_groups(explanation, names)
+        groups, named_anywhere = reason_groups(explanation, names, records)
         parts += [
             "<h3>Why rows were rejected</h3>",
             '<p class="note">Rejected rows grouped by the first column their reason names (the column whose '
@@ -316,11 +316,7 @@ def _batch_section(detector, batch, random_state):
         picked_positions += [p for p in by_score[::-1] if p not in picked_positions][
             : N_EXAMPLE_ROWS - len(picked_positions)
         ]
-        named = []
-        for reason in explanation["reason"].iloc[picked_positions]:
-            match = _REASON_HEAD.match(reason)
-            if match:
-                named += _named_columns(match.group(2), names)
+        named = [c.column for p in picked_positions if records[p] is not None for c in records[p].columns]
         shown = _shown_columns(names, named)
         examples = frame.iloc[picked_positions][[frame.columns[names.index(n)] for n in shown]].copy()
         # allow_duplicates: the batch may have columns of these names too
@@ -386,14 +382,14 @@ def build_report(detector, batch=None, title="vaefilter report", random_state=0)
         scripts and no external links.
     """
     check_is_fitted(detector)
-    plotting._matplotlib()
+    plotting.require_matplotlib()
     body = [f"<h1>{_esc(title)}</h1>", _model_section(detector)]
     if batch is not None:
         body.append(_batch_section(detector, batch, random_state))
     else:
         body += [
             "<h2>Calibration scores</h2>",
-            _img(plotting._draw_score_histogram(detector, {}), "histogram of calibration log p(x) and the band"),
+            _img(plotting.plot_score_histogram(detector, {}), "histogram of calibration log p(x) and the band"),
         ]
         body += _generated_section(detector, None, random_state, "")
     return (

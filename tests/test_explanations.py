@@ -1,0 +1,76 @@
+"""Structured explanations: records built once, the reason text rendered from them, read back the same."""
+
+import numpy as np
+
+from vaefilter.columns import ColumnSpec, TableSchema
+from vaefilter.explanations import (
+    ABOVE_BAND,
+    DEFICIT,
+    JOINTLY_UNLIKELY,
+    MISSING,
+    OUT_OF_SUPPORT,
+    UNSEEN_CATEGORY,
+    ColumnProblem,
+    Explanation,
+    explain_rows,
+    parse_reason,
+    render_reasons,
+)
+
+SCHEMA = TableSchema([
+    ColumnSpec("sex", "categorical", categories=["female", "male"], dtype="category"),
+    ColumnSpec("age", "numeric", value_kind="positive"),
+    ColumnSpec("fare", "numeric", value_kind="nonnegative"),
+    ColumnSpec("a=b", "numeric"),
+])
+BAND = (-14.8, -3.0)
+
+
+def test_records_name_each_kind_of_problem_and_render_the_reason_text():
+    # row 0: a value out of support, an unseen category (values training never saw first), a deficit; row 1: a missing cell;
+    # row 2: nothing stands out; row 3: inside the band; row 4: above the band
+    X_model = np.array([[2.0, -1.0, 3.0, 0.0], [0.0, 30.0, np.nan, 0.0], [0.0, 30.0, 3.0, 0.0],
+                        [0.0, 30.0, 3.0, 0.0], [0.0, 30.0, 3.0, 0.0]])
+    values = [["femal", -1.0, 3.0, 7], ["male", 30.0, None, 7], ["male", 30.0, 3.0, 7], ["male", 30.0, 3.0, 7],
+              ["male", 30.0, 3.0, 7]]
+    deficits = np.array([[0.5, 6.8, 0.2, 3.44], [0.0, 0.0, 9.0, 0.0], [0.2] * 4, [0.0] * 4, [0.0] * 4])
+    log_px = np.array([-25.6, -20.0, -30.0, -8.0, -1.5])
+    records = explain_rows(log_px, BAND, deficits, values, SCHEMA, X_model)
+
+    first = records[0]
+    assert [(c.column, c.problem) for c in first.columns] == [("age", OUT_OF_SUPPORT), ("sex", UNSEEN_CATEGORY),
+                                                               ("a=b", DEFICIT)]
+    assert first.problem == OUT_OF_SUPPORT and first.columns[2].deficit == 3.44 and first.columns[2].value == 7
+    assert records[1].columns[0] == ColumnProblem("fare", MISSING, 9.0, None, "missing (never missing in training)")
+    assert records[2].problem == JOINTLY_UNLIKELY and records[2].columns == ()
+    assert records[3] is None
+    assert records[4] == Explanation(-1.5, "above", -3.0) and records[4].problem == ABOVE_BAND
+
+    texts = render_reasons(records)
+    assert texts[0] == (
+        "log p(x)=-25.6 below the band's lower edge -14.8: age=-1 (6.8 nats below typical, out of support: -1 in "
+        "a column that was always positive); sex='femal' (0.5 nats below typical, a category never seen in "
+        "training); a=b=7 (3.4 nats below typical)"
+    )
+    assert texts[2] == "log p(x)=-30.0 below the band's lower edge -14.8: jointly unlikely: no single column stands out"
+    assert texts[3] == ""
+    assert texts[4] == ("log p(x)=-1.5 above the band's upper edge -3.0: unusually typical row (likelihood models "
+                        "score some anomalies, e.g. constant or blank rows, too high)")
+
+    # read back: the same columns, kinds and (rounded) numbers; the render of the read-back record is the text
+    for record, text in zip(records, texts):
+        back = parse_reason(text, SCHEMA.names)
+        if record is None:
+            assert back is None
+            continue
+        assert back.problem == record.problem and back.side == record.side
+        assert [(c.column, c.problem, c.note) for c in back.columns] == [
+            (c.column, c.problem, c.note) for c in record.columns]
+        assert [round(c.deficit, 1) for c in back.columns] == [round(c.deficit, 1) for c in record.columns]
+        assert back.log_px == round(record.log_px, 1) and back.edge == record.edge
+    assert parse_reason(texts[0], SCHEMA.names).columns[2].value == "7"  # values come back as their text
+
+
+def test_unknown_text_reads_back_as_none():
+    assert parse_reason("unparseable: line 3: expected 2 fields, found 1", ["a"]) is None
+    assert parse_reason("", ["a"]) is None

@@ -1,0 +1,575 @@
+"""The one filtering path: CSV files in, scored or split CSV files out, a summary back.
+
+The command line (:mod:`vaefilter.cli`) parses its arguments and calls these
+functions; :func:`vaefilter.dask.filter_file` calls :func:`filter_csv` once per
+file. Every function takes paths or binary streams and plain options (never an
+``argparse.Namespace``) and returns a summary dataclass.
+
+* :func:`fit_csv`: trusted CSV files -> a fitted detector (and a model file).
+* :func:`score_csv`: every record with ``log_px``, ``is_valid`` and ``reason`` appended.
+* :func:`filter_csv`: valid records byte for byte into one output, rejected
+  records with ``log_px``, the band and a reason into the other; both outputs
+  appear together or not at all.
+* :func:`report_csv`: the HTML report of a model and, optionally, a scored batch.
+
+Rows that cannot be parsed or scored never stop a run: they are rejected with
+a reason naming their line and column. Errors about the run itself (a missing
+column, a model file that cannot be read, a device this machine lacks) raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .csvio import AtomicOutputs, CsvReader, append_fields
+from .devices import resolve_device
+from .persistence import load_model, model_bytes
+from .texttypes import infer_text_table, odd_cells, parse_text_table, quote_cell
+
+__all__ = [
+    "MAX_REASON_CHARS",
+    "REJECT_FIELDS",
+    "SCORE_FIELDS",
+    "FitSummary",
+    "RunSummary",
+    "check_paths",
+    "chunk_results",
+    "file_id",
+    "filter_csv",
+    "fit_csv",
+    "load_detector",
+    "report_csv",
+    "score_csv",
+    "score_table",
+]
+
+#: the fields ``score`` appends to every record
+SCORE_FIELDS = ["log_px", "is_valid", "reason"]
+#: the fields ``filter`` appends to every rejected record
+REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason"]
+#: the longest reason written to an output; longer ones are cut
+MAX_REASON_CHARS = 1000
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NOT_FINITE = "log p(x) is not finite"
+
+
+@dataclass
+class RunSummary:
+    """What a :func:`score_csv`, :func:`filter_csv` or :func:`report_csv` run did.
+
+    Attributes
+    ----------
+    input : str
+        The input's name (path, ``'<stdin>'`` or the stream's name).
+    outputs : dict of str to str
+        The outputs written, by role (``'scored'``, ``'valid'``, ``'invalid'``, ``'report'``).
+    n_rows : int
+        Data records read.
+    n_valid, n_rejected : int
+        Records inside and outside the band (``n_rejected`` includes ``n_unscored``).
+    n_unscored : int
+        Records rejected without a log p(x): unparseable records, cells that do
+        not fit the model's columns, values the model cannot score.
+    first_unscored : str or None
+        The reason of the first of those, for a message.
+    seconds : float
+        Wall time of the run.
+    seconds_scoring : float
+        Of which parsing the cells and computing the scores.
+    """
+
+    input: str
+    outputs: dict = field(default_factory=dict)
+    n_rows: int = 0
+    n_valid: int = 0
+    n_rejected: int = 0
+    n_unscored: int = 0
+    first_unscored: str | None = None
+    seconds: float = 0.0
+    seconds_scoring: float = 0.0
+
+    def _count(self, log_px, is_valid, reasons):
+        self.n_rows += len(is_valid)
+        self.n_valid += int(is_valid.sum())
+        self.n_rejected += int((~is_valid).sum())
+        unscored = np.flatnonzero(np.isnan(log_px))
+        if len(unscored) and self.first_unscored is None:
+            self.first_unscored = reasons[unscored[0]]
+        self.n_unscored += len(unscored)
+
+
+@dataclass
+class FitSummary:
+    """What :func:`fit_csv` did: the fitted detector, the rows it learned from, the model file."""
+
+    detector: object
+    n_rows: int
+    output: str | None
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------ paths
+def file_id(path):
+    """(device, inode) of an existing file, else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _is_path(target):
+    return isinstance(target, (str, os.PathLike))
+
+
+def check_paths(inputs, outputs):
+    """Refuse outputs that would overwrite each other, an input or the model.
+
+    ``inputs`` and ``outputs`` map a description (``'--model'``) to a path.
+    Compared by resolved path and, for files that exist, by device and inode
+    (symbolic and hard links). ``-`` is stdin for inputs and stdout for
+    outputs; streams and None are not checked.
+    """
+    seen = {}  # key -> what
+    for what, path in inputs.items():
+        if not _is_path(path) or os.fspath(path) == "-":
+            continue
+        for key in (os.path.realpath(path), file_id(path)):
+            if key is not None:
+                seen.setdefault(key, what)
+    for what, path in outputs.items():
+        if not _is_path(path):
+            continue
+        path = os.fspath(path)
+        keys = ["-"] if path == "-" else [os.path.realpath(path), file_id(path)]
+        for key in keys:
+            if key is not None and key in seen:
+                other = seen[key]
+                name = "stdout" if path == "-" else repr(path)
+                raise ValueError(f"{other} and {what} both name {name}; each output needs its own file, "
+                                 "apart from the inputs and the model")
+        for key in keys:
+            if key is not None:
+                seen[key] = what
+
+
+@contextlib.contextmanager
+def _outputs(targets):
+    """Binary files for ``targets``: paths (``'-'``: stdout) written atomically together, streams as they are."""
+    paths = [t for t in targets if _is_path(t)]
+    with AtomicOutputs(paths) as files:
+        opened = iter(files)
+        yield [next(opened) if _is_path(t) else t for t in targets]
+
+
+def _name(target):
+    return os.fspath(target) if _is_path(target) else str(getattr(target, "name", "<stream>"))
+
+
+# ------------------------------------------------------------------ model
+def load_detector(model, device="auto"):
+    """A fitted detector from a model file (or the detector given), computing on ``device``.
+
+    A device this machine lacks raises here, before any row is read.
+    """
+    detector = load_model(model) if _is_path(model) else model
+    resolve_device(device)
+    detector.set_params(device=device)
+    return detector
+
+
+def _prepare(model, input, device, outputs):
+    """Refuse outputs that would overwrite the input, the model or each other, then load the model:
+    (start time, detector)."""
+    started = time.perf_counter()
+    check_paths(inputs={"the input": input, "--model": model}, outputs=outputs)
+    return started, load_detector(model, device)
+
+
+def _open_input(source, detector, chunk_rows, encoding, delimiter):
+    reader = CsvReader(source, chunk_rows=chunk_rows, encoding=encoding, delimiter=delimiter)
+    missing = [n for n in detector.schema_.names if n not in reader.columns]
+    if missing:
+        reader.close()
+        raise ValueError(f"{reader.name}: line 1: the header lacks column(s) the model needs: {missing}")
+    return reader
+
+
+# ---------------------------------------------------------------- scoring
+def _unscorable_cells(detector, typed):
+    """{position: reason} for rows the model cannot score, found on the whole table at once:
+    a value beyond float32 or infinite, or missing where the model refuses missing cells."""
+    matrix = detector.schema_.encode(typed)
+    bad = np.isinf(matrix) | (np.abs(np.nan_to_num(matrix)) > _FLOAT32_MAX)
+    if getattr(detector, "handle_missing", "model") == "error":
+        bad |= np.isnan(matrix)
+    reasons = {}
+    names = detector.schema_.names
+    for row, col in np.argwhere(bad):
+        if row not in reasons:
+            value = typed.iloc[row, col]
+            what = ("is missing, and this model refuses missing cells" if np.isnan(matrix[row, col])
+                    else "is too large to score (beyond float32)")
+            reasons[int(row)] = f"column {names[col]!r}: {quote_cell(value)} {what}"
+    return reasons
+
+
+def _explain(detector, frame):
+    """explain() without scikit-learn's feature-name warning for models fitted on unnamed or
+    integer-named columns (the CSV header gives the columns names)."""
+    if not hasattr(detector, "feature_names_in_") and detector.schema_.is_numeric_only:
+        frame = frame.to_numpy(dtype=np.float64)
+        return detector.explain(frame)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X has feature names", category=UserWarning)
+        return detector.explain(frame)
+
+
+def _explain_splitting(detector, typed, reasons, parts=8):
+    """explain() of a table; where log p(x) overflows, the failing parts are split (``parts``
+    ways) until the rows that overflow are found, each getting a reason; other errors raise."""
+    try:
+        return [_explain(detector, typed)[SCORE_FIELDS]]
+    except ValueError as exc:
+        if not str(exc).startswith(_NOT_FINITE):
+            raise
+        if len(typed) == 1:
+            label = typed.index[0]
+            numbers = typed.iloc[0].apply(lambda v: abs(v) if isinstance(v, (int, float, np.number)) else np.nan)
+            largest = numbers.astype(float).idxmax() if numbers.notna().any() else None
+            where = f"; its largest value is {largest}={typed.iloc[0][largest]!r}" if largest is not None else ""
+            reasons[label] = (f"{_NOT_FINITE}: the likelihood overflowed on a value far outside the training "
+                              f"range{where}")
+            return []
+    out = []
+    for piece in np.array_split(np.arange(len(typed)), min(parts, len(typed))):
+        if len(piece):
+            out.extend(_explain_splitting(detector, typed.iloc[piece], reasons, parts))
+    return out
+
+
+def score_table(detector, typed):
+    """log_px, is_valid, reason of typed rows (a DataFrame of unique labels), in one vectorised pass.
+
+    Rows the model cannot score (a value beyond float32, a missing cell a model
+    fitted with handle_missing='error' refuses, a log p(x) that overflows) are
+    invalid with that reason; any other error is about the model or the machine,
+    not a row, and raises.
+    """
+    if typed.empty:
+        return pd.DataFrame(columns=SCORE_FIELDS)
+    unscorable = _unscorable_cells(detector, typed.reset_index(drop=True))
+    reasons = {typed.index[k]: r for k, r in unscorable.items()}
+    rest = typed.drop(index=list(reasons)) if reasons else typed
+    parts = _explain_splitting(detector, rest, reasons) if len(rest) else []
+    failed = pd.DataFrame({"log_px": np.nan, "is_valid": False, "reason": list(reasons.values())},
+                          index=list(reasons.keys()))
+    frames = [f for f in [*parts, failed] if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=SCORE_FIELDS)
+    return pd.concat(frames).reindex(typed.index)
+
+
+def _cut(reason):
+    """A reason of at most MAX_REASON_CHARS characters."""
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    return reason[:MAX_REASON_CHARS] + f"... ({len(reason)} characters, cut)"
+
+
+def _score_chunk(detector, chunk, source, na_values=()):
+    """(log_px, is_valid, reasons, typed rows, {position: typing problem}) of a chunk's records."""
+    n = len(chunk.records)
+    log_px = np.full(n, np.nan)
+    is_valid = np.zeros(n, dtype=bool)
+    reasons = [""] * n
+    for position, problem in chunk.errors.items():
+        reasons[position] = f"unparseable: {problem}"
+    typed, problems = parse_text_table(chunk.frame, detector.schema_, source=source, na_values=na_values)
+    for position, problem in problems.items():
+        reasons[position] = f"line {chunk.line_numbers[position]}: {problem}"
+    scored = score_table(detector, typed.drop(index=list(problems)))
+    positions = scored.index.to_numpy(dtype=int)
+    log_px[positions] = scored["log_px"].to_numpy(dtype=float)
+    is_valid[positions] = scored["is_valid"].to_numpy(dtype=bool)
+    for position, reason in zip(positions, scored["reason"]):
+        if not np.isfinite(log_px[position]) and reason.startswith(("column ", _NOT_FINITE)):
+            reason = f"line {chunk.line_numbers[position]}: {reason}"
+        reasons[position] = reason
+    return log_px, is_valid, [_cut(r) for r in reasons], typed, problems
+
+
+def chunk_results(detector, chunk, source, na_values=()):
+    """(log_px, is_valid, reasons) for every record of a :class:`~vaefilter.csvio.CsvChunk`, in record order.
+
+    ``log_px`` is NaN for a record that could not be parsed or scored; its
+    reason then starts with ``'unparseable:'`` or ``'line N:'``.
+    """
+    return _score_chunk(detector, chunk, source, na_values)[:3]
+
+
+def _progress(show):
+    if not show or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(unit=" rows", unit_scale=True, file=sys.stderr, desc="vaefilter")
+
+
+def _results(detector, reader, na_values, progress, summary):
+    """(chunk, log_px, is_valid, reasons) per chunk, counted into ``summary``, with a progress bar in rows."""
+    bar = _progress(progress)
+    try:
+        for chunk in reader:
+            started = time.perf_counter()
+            log_px, is_valid, reasons = chunk_results(detector, chunk, reader.name, na_values)
+            summary.seconds_scoring += time.perf_counter() - started
+            summary._count(log_px, is_valid, reasons)
+            yield chunk, log_px, is_valid, reasons
+            if bar is not None:
+                bar.update(len(chunk.records))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _number(value):
+    return "" if np.isnan(value) else f"{value:.6f}"
+
+
+def _appended_names(columns, names):
+    """The names of the appended fields, prefixed with 'vaefilter_' where the input has them already."""
+    taken = set(columns)
+    out = []
+    for name in names:
+        while name in taken:
+            name = f"vaefilter_{name}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
+              device="auto", progress=False):
+    """Write every record of ``input`` with ``log_px``, ``is_valid`` and ``reason`` appended.
+
+    Parameters
+    ----------
+    model : str, os.PathLike or fitted VAEOutlierDetector
+        A model file or a fitted detector.
+    input : str, os.PathLike or binary stream
+        CSV input; ``'-'`` is stdin.
+    output : str, os.PathLike or binary stream
+        The scored CSV; ``'-'`` is stdout. A path appears complete or not at all.
+    delimiter, encoding, chunk_rows, na_values, device :
+        As the CLI's options.
+    progress : bool, default False
+        A progress bar on stderr when it is a terminal (needs tqdm).
+
+    Returns
+    -------
+    RunSummary
+    """
+    started, detector = _prepare(model, input, device, {"--output": output})
+    csv = dict(encoding=encoding, delimiter=delimiter)
+    with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, _outputs([output]) as (out,):
+        summary = RunSummary(reader.name, {"scored": _name(output)})
+        csv["terminator"] = reader.line_terminator
+        out.write(append_fields(reader.header, _appended_names(reader.columns, SCORE_FIELDS), **csv))
+        for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary):
+            out.write(b"".join(
+                append_fields(record, [_number(s), "true" if v else "false", r], **csv)
+                for record, s, v, r in zip(chunk.records, log_px, is_valid, reasons)
+            ))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
+               device="auto", progress=False):
+    """Split the records of ``input``: valid ones byte for byte into ``valid``, rejected ones into ``invalid``.
+
+    Rejected records gain ``log_px``, ``band_lower``, ``band_upper`` and
+    ``reason``. Every record lands in exactly one output; both outputs (paths,
+    ``'-'`` for stdout, or binary streams) are written to hidden temporary
+    files and renamed into place together, so they appear complete or not at
+    all. Parameters as :func:`score_csv`.
+
+    Returns
+    -------
+    RunSummary
+    """
+    started, detector = _prepare(model, input, device, {"--valid": valid, "--invalid": invalid})
+    band = ["" if t is None else f"{t:.6f}" for t in detector.thresholds_]
+    csv = dict(encoding=encoding, delimiter=delimiter)
+    with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, \
+            _outputs([valid, invalid]) as (valid_out, invalid_out):
+        summary = RunSummary(reader.name, {"valid": _name(valid), "invalid": _name(invalid)})
+        csv["terminator"] = reader.line_terminator
+        valid_out.write(reader.header)
+        invalid_out.write(append_fields(reader.header, _appended_names(reader.columns, REJECT_FIELDS), **csv))
+        for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary):
+            valid_out.write(b"".join(record for record, v in zip(chunk.records, is_valid) if v))
+            invalid_out.write(b"".join(
+                append_fields(record, [_number(s), *band, reason], **csv)
+                for record, s, v, reason in zip(chunk.records, log_px, is_valid, reasons) if not v
+            ))
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def report_csv(model, output, input=None, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
+               device="auto"):
+    """Write the HTML report of a model and, when ``input`` is given, of that CSV batch.
+
+    Records that cannot be parsed or scored are left out of the batch's
+    figures; the report's title and the summary (``n_unscored``,
+    ``first_unscored``) say how many. Parameters as :func:`score_csv`.
+
+    Returns
+    -------
+    RunSummary
+    """
+    from .report import write_report
+
+    started, detector = _prepare(model, input, device, {"--output": output})
+    batch, title = None, "vaefilter report"
+    summary = RunSummary("" if input is None else _name(input), {"report": _name(output)})
+    if input is not None:
+        frames = []
+        with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader:
+            summary.input = reader.name
+            for chunk in reader:
+                log_px, is_valid, reasons, typed, problems = _score_chunk(detector, chunk, reader.name, na_values)
+                summary._count(log_px, is_valid, reasons)
+                scored = [k for k in typed.index if k not in problems and not np.isnan(log_px[k])]
+                frames.append(typed.loc[scored])
+        summary.seconds_scoring = time.perf_counter() - started
+        batch = pd.concat(frames, ignore_index=True) if frames else None
+        if summary.n_unscored:
+            title = (f"vaefilter report: {summary.input}, {summary.n_rows - summary.n_unscored} of "
+                     f"{summary.n_rows} rows scored; {summary.n_unscored} could not be parsed or scored "
+                     f"(first: {summary.first_unscored})")
+    write_report(detector, output, batch=batch, title=title)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# -------------------------------------------------------------------- fit
+def _read_whole(path, chunk_rows, encoding, delimiter):
+    """A trusted file as text: a malformed line is an error, not a rejection.
+
+    Returns the cell texts and, per row, its ``(file, line)``.
+    """
+    frames, places = [], []
+    with CsvReader(path, chunk_rows=chunk_rows, encoding=encoding, delimiter=delimiter) as reader:
+        for chunk in reader:
+            if chunk.errors:
+                position = min(chunk.errors)
+                raise ValueError(f"{reader.name}: {chunk.errors[position]} (training files must parse completely)")
+            frames.append(chunk.frame)
+            places.extend((reader.name, int(line)) for line in chunk.line_numbers)
+        columns = reader.columns
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return frame, places
+
+
+def _select_columns(frame, columns, exclude, categorical, path):
+    names = list(frame.columns)
+    chosen = columns or [n for n in names if n not in set(exclude or [])]
+    unknown = [n for n in [*(columns or []), *(exclude or []), *categorical] if n not in names]
+    if unknown:
+        raise ValueError(f"{path}: line 1: no column named {unknown[0]!r} (columns: {names})")
+    return frame[chosen]
+
+
+def _refuse_odd_cells(text, places, categorical, na_values):
+    """A column of numbers but for a few cells would turn categorical: refuse, naming them."""
+    odd = odd_cells(text, categorical=set(categorical), na_values=na_values)
+    if not odd:
+        return
+    name, positions = next(iter(odd.items()))
+    shown = ", ".join(f"line {places[k][1]}: {quote_cell(text[name].iloc[k])}" for k in positions[:3])
+    more = f" and {len(positions) - 3} more" if len(positions) > 3 else ""
+    texts = sorted({str(text[name].iloc[k]) for k in positions})[:3]
+    raise ValueError(
+        f"{places[positions[0]][0]}: column {name!r} holds numbers but for {len(positions)} cell(s) ({shown}{more}), "
+        f"which would make it categorical and every unseen number 'a category never seen'; declare them missing "
+        f"with --na-values {' '.join(repr(t) for t in texts)} or model the column as categorical with --categorical {name}"
+    )
+
+
+def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, categorical=(), validation=None,
+            na_values=(), delimiter=",", encoding="utf-8", chunk_rows=65536):
+    """Fit a detector on trusted CSV files (cells typed from their text) and write its model file.
+
+    Parameters
+    ----------
+    train : list of (str, os.PathLike or binary stream)
+        Trusted CSV files with the same header; a malformed line is an error.
+    output : str or os.PathLike, optional
+        The model file to write (atomically); None writes none.
+    params : dict, optional
+        :class:`~vaefilter.VAEOutlierDetector` parameters; ``categorical_features``
+        is set from the typed table.
+    columns, exclude : list of str, optional
+        Model only these columns, or every column but these.
+    categorical : list of str
+        Columns to treat as categorical whatever their cells look like.
+    validation : str, os.PathLike or binary stream, optional
+        Valid rows to calibrate the band on (default: the held-out share of ``train``).
+    na_values, delimiter, encoding, chunk_rows :
+        As the CLI's options.
+
+    Returns
+    -------
+    FitSummary
+    """
+    from .csvio import AtomicWriter
+    from .estimator import VAEOutlierDetector
+
+    started = time.perf_counter()
+    params = dict(params or {})
+    check_paths(inputs={**{f"training file {_name(p)}": p for p in train},
+                        **({"--validation": validation} if validation is not None else {})},
+                outputs={"--output": output})
+    resolve_device(params.get("device", "auto"))
+    parts = [_read_whole(path, chunk_rows, encoding, delimiter) for path in train]
+    headers = {tuple(f.columns) for f, _ in parts}
+    if len(headers) > 1:
+        raise ValueError(f"training files have different headers: {sorted(headers)}")
+    first = _name(train[0])
+    text = _select_columns(pd.concat([f for f, _ in parts], ignore_index=True), columns, exclude, categorical, first)
+    places = [place for _, p in parts for place in p]
+    if len(text) < 2:
+        raise ValueError(f"{first}: need at least 2 data rows to train, found {len(text)}")
+    _refuse_odd_cells(text, places, categorical, na_values)
+    table = infer_text_table(text, categorical=set(categorical), na_values=na_values)
+    typed_categorical = {n for n in table.columns if isinstance(table[n].dtype, pd.CategoricalDtype)}
+    params["categorical_features"] = sorted(typed_categorical) or None
+    detector = VAEOutlierDetector(**params).fit(table)
+    if validation is not None:
+        valid_frame, valid_places = _read_whole(validation, chunk_rows, encoding, delimiter)
+        valid_text = _select_columns(valid_frame, columns, exclude, categorical, _name(validation))
+        valid, problems = parse_text_table(valid_text, detector.schema_, source=_name(validation),
+                                           na_values=na_values)
+        if problems:
+            row = min(problems)
+            raise ValueError(f"{_name(validation)}: line {valid_places[row][1]}: {problems[row]}")
+        detector.calibrate(valid)
+    if output is not None:
+        with AtomicWriter(output) as out:
+            out.write(model_bytes(detector))
+    return FitSummary(detector, len(table), None if output is None else os.fspath(output),
+                      time.perf_counter() - started)
