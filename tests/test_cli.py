@@ -478,8 +478,8 @@ def test_filter_with_pickle_payload_exits_2(setup, tmp_path, capsys):
 def test_info_prints_columns_kinds_and_band(setup, capsys):
     code, out, _ = run_main(["info", "-m", str(setup.model)], capsys)
     assert code == 0
-    for line in ["pclass: numeric", "sex: categorical categories=['female', 'male']",
-                 "age: numeric (missing values modelled)", "embarked: categorical categories=['C', 'Q', 'S']"]:
+    for line in ["pclass: count", "sex: categorical categories=['female', 'male']",
+                 "age: positive (missing values modelled)", "embarked: categorical categories=['C', 'Q', 'S']"]:
         assert line in out
     assert "sex: categorical categories=['female', 'male'] (missing" not in out
     lower, upper = read_header(setup.model)["fitted"]["thresholds_"]
