@@ -22,7 +22,7 @@ from vaefilter.dask import (  # noqa: E402
     output_path,
     score_dataframe,
 )
-from vaefilter.devices import resolve_device  # noqa: E402
+from vaefilter._torch import resolve_device  # noqa: E402
 from vaefilter.persistence import load_model, model_bytes  # noqa: E402
 
 TINY = ["--latent-dim", "2", "--hidden", "16", "--epochs", "10", "--importance-samples", "16", "-q"]

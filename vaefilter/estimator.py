@@ -1,4 +1,4 @@
-"""VAEOutlierDetector: the scikit-learn face of vaefilter (no torch details here)."""
+"""VAEOutlierDetector: the scikit-learn face of vaefilter (numpy and pandas; torch stays behind ._torch and the model)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -20,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .band import band_from_scores, signed_distance, validate_percentiles
 from .columns import VALUE_KINDS, TableSchema
-from .devices import resolve_device
+from ._torch import device_of, resolve_device, seeded_torch, to_numpy, to_tensor
 from .explanations import explain_rows, render_reasons
 from .likelihoods import build_likelihood
 from .marginal import check_finite_scores, encode_in_passes, estimate_log_marginal, log_marginal_without_columns
@@ -341,8 +340,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         init_seed, train_seed, self.importance_seed_ = rng.randint(np.iinfo(np.int32).max, size=3)
         proposal_seed = rng.randint(np.iinfo(np.int32).max)
         X_train = X[train_rows]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(init_seed))
+        with seeded_torch(init_seed):
             likelihood = build_likelihood(
                 X_train,
                 self.likelihood,
@@ -363,8 +361,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             tol=self.tol,
             verbose=self.verbose,
         )
-        val_tensor = self._to_tensor(X[val_rows], device) if len(val_rows) else None
-        train_tensor = self._to_tensor(X_train, device)
+        val_tensor = to_tensor(X[val_rows], device) if len(val_rows) else None
+        train_tensor = to_tensor(X_train, device)
         history = train(network, train_tensor, val_tensor, config, train_seed)
         proposal = refit_proposal(
             network,
@@ -472,15 +470,6 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
     # -------------------------------------------------------------- scoring
-    @staticmethod
-    def _to_tensor(X, device):
-        # a copy: inputs may be read-only memory maps, which torch refuses to share
-        tensor = torch.tensor(np.asarray(X, dtype=np.float32))
-        if device.type == "cuda":
-            # page-locked host memory lets the copy to the GPU run asynchronously
-            return tensor.pin_memory().to(device, non_blocking=True)
-        return tensor.to(device)
-
     def _network(self):
         """The fitted network on the device asked for now (models move with persistence)."""
         device = resolve_device(self.device)
@@ -490,10 +479,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
     def _log_marginal(self, X, per_column=False):
         network = self._network()
-        device = next(network.parameters()).device
+        device = device_of(network)
         return estimate_log_marginal(
             network,
-            self._to_tensor(X, device),
+            to_tensor(X, device),
             self.n_importance_samples,
             self.importance_seed_,
             per_column=per_column,
@@ -670,9 +659,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         n_candidates = min(CONDITIONED_CANDIDATES, deficits.shape[1])
         candidates = np.argsort(-deficits[rows], axis=1, kind="stable")[:, :n_candidates]
         network = self._network()
-        device = self._device_of(network)
+        device = device_of(network)
         without = log_marginal_without_columns(
-            network, self._to_tensor(X_model[rows], device), torch.as_tensor(candidates),
+            network, to_tensor(X_model[rows], device), candidates,
             self.n_importance_samples, self.importance_seed_,
         )
         conditional = log_px[rows, None] - without  # log p(x_j | x_-j)
@@ -697,9 +686,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """
         X_model = self._validate_for_scoring(X)
         network = self._network()
-        device = next(network.parameters()).device
-        mean, log_var = encode_in_passes(network, self._to_tensor(X_model, device))
-        return mean.double().cpu().numpy(), (0.5 * log_var).exp().double().cpu().numpy()
+        device = device_of(network)
+        mean, log_var = encode_in_passes(network, to_tensor(X_model, device))
+        return to_numpy(mean), to_numpy((0.5 * log_var).exp())
 
     def transform(self, X):
         """Posterior means of z: the detector as a feature extractor.
@@ -734,10 +723,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """
         check_is_fitted(self)
         network = self._network()
-        Z = self._to_tensor(np.asarray(Z, dtype=np.float64).reshape(-1, network.latent_dim), self._device_of(network))
-        with torch.inference_mode():
-            matrix = network.likelihood.mean(network.decode(Z)).double().cpu().numpy()
-        return self._to_training_space(matrix)
+        Z = to_tensor(np.asarray(Z, dtype=np.float64).reshape(-1, network.latent_dim), device_of(network))
+        return self._to_training_space(to_numpy(network.expected_rows(Z)))
 
     def sample(self, n_samples=1, random_state=None):
         """Generate rows from the model: z ~ N(0, I), then x ~ p(x | z).
@@ -758,22 +745,13 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """
         check_is_fitted(self)
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-        network = self._network()
-        device = self._device_of(network)
-        generator = torch.Generator(device=device).manual_seed(int(seed))
-        with torch.inference_mode():
-            z = torch.randn(int(n_samples), network.latent_dim, generator=generator, device=device)
-            matrix = network.likelihood.sample(network.decode(z), generator=generator)
-        return self._to_training_space(matrix.double().cpu().numpy())
+        rows = self._network().generate(int(n_samples), int(seed))
+        return self._to_training_space(to_numpy(rows))
 
     def _to_training_space(self, matrix):
         if hasattr(self, "feature_names_in_") or not self.schema_.is_numeric_only:
             return self.schema_.decode(matrix)
         return matrix
-
-    @staticmethod
-    def _device_of(network):
-        return next(network.parameters()).device
 
     @property
     def offset_(self):

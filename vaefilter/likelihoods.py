@@ -19,12 +19,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._torch import LOG_2PI, may_be_true
+
 # A value a family cannot produce (2 in a binary column, -0.1 in a [0, 1]
 # column) has probability zero. We keep scores finite so that a gate can rank
 # and explain the row: the column contributes this many nats instead of -inf.
 OUT_OF_SUPPORT_LOG_PROB = -1000.0
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 #: probability of the 'unseen' bucket of every categorical column
 UNSEEN_CATEGORY_PROB = 1e-12
@@ -40,16 +41,6 @@ INPUT_CLIP = 10.0
 
 def _needs_autograd(tensor):
     return torch.is_grad_enabled() and tensor.requires_grad
-
-
-def may_be_true(mask):
-    """False only where ``mask`` is known to be all False.
-
-    On the CPU the check skips a pass over the data; on a GPU reading the
-    answer would stall the queue of launched kernels every step, so there the
-    masked path always runs.
-    """
-    return mask.device.type != "cpu" or bool(mask.any())
 
 
 class ColumnFamily(nn.Module):
@@ -208,7 +199,7 @@ class GaussianColumns(ColumnFamily):
     def _log_prob(self, params, x_cols):
         mean, variance = self._mean_and_variance(params)
         standardised = (x_cols - self.loc) / self.scale
-        return -0.5 * (_LOG_2PI + variance.log() + (standardised - mean) ** 2 / variance) - self.scale.log()
+        return -0.5 * (LOG_2PI + variance.log() + (standardised - mean) ** 2 / variance) - self.scale.log()
 
     def _summed_log_prob_in_place(self, params, x_cols):
         # Scoring evaluates this on rows x K x columns: each op below updates
@@ -221,7 +212,7 @@ class GaussianColumns(ColumnFamily):
         standardised = (filled - self.loc) / self.scale
         mean, variance = self._mean_and_variance(params)
         terms = torch.sub(standardised, mean).square_().div_(variance).add_(variance.log_())
-        constant = 0.5 * _LOG_2PI + self.scale.log()
+        constant = 0.5 * LOG_2PI + self.scale.log()
         if not masked:
             return terms.sum(-1).mul_(-0.5).sub_(constant.sum())
         present = (~missing).to(terms.dtype)

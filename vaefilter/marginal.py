@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .heap import keep_freed_memory
-from .likelihoods import may_be_true
+from ._torch import may_be_true, reparameterize, to_numpy
 from .posterior_search import (
     SEARCH_THRESHOLD,
     LaplaceProposal,
@@ -100,7 +100,7 @@ def log_weights(network, x, noise, per_column=False, laplace=None, searched=None
     marked in ``searched`` comes from it.
     """
     mean, log_var = network.encode(x)
-    z = mean.unsqueeze(1) + (0.5 * log_var).exp().unsqueeze(1) * noise
+    z = reparameterize(mean, log_var, noise)
     # (z - mean) / std is exactly the noise, so q's density needs no division
     log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
     if laplace is not None and noise.shape[1] > 1 and may_be_true(searched):
@@ -308,9 +308,9 @@ def estimate_log_marginal(
                 posterior = torch.softmax(w, dim=1).unsqueeze(-1)
                 column_log_prob[start:stop] = (posterior * columns[: stop - start]).sum(1)
     return MarginalEstimate(
-        _to_numpy(log_px),
-        _to_numpy(ess),
-        _to_numpy(column_log_prob) if per_column else None,
+        to_numpy(log_px),
+        to_numpy(ess),
+        to_numpy(column_log_prob) if per_column else None,
         None if searched is None else searched.cpu().numpy(),
     )
 
@@ -330,7 +330,7 @@ def log_marginal_without_columns(network, X, columns, n_importance_samples, seed
     ----------
     network : VAENetwork
     X : torch.Tensor of shape (n_rows, n_features)
-    columns : torch.Tensor of int of shape (n_rows, n_left_out)
+    columns : array-like of int of shape (n_rows, n_left_out)
         For each row, the columns to leave out, one at a time.
     n_importance_samples, seed : see :func:`estimate_log_marginal`
 
@@ -338,6 +338,7 @@ def log_marginal_without_columns(network, X, columns, n_importance_samples, seed
     -------
     ndarray of shape (n_rows, n_left_out)
     """
+    columns = torch.as_tensor(np.asarray(columns, dtype=np.int64))
     n_rows, n_left_out = columns.shape
     if activation_floats is None:
         activation_floats = activation_floats_for(X.device)
@@ -352,17 +353,13 @@ def log_marginal_without_columns(network, X, columns, n_importance_samples, seed
             blanked = batch.scatter(1, batch_columns, float("nan"))
             mean, log_var = network.encode(blanked)
             noise = keyed_normal(batch_keys, n_importance_samples, network.latent_dim)
-            z = mean.unsqueeze(1) + (0.5 * log_var).exp().unsqueeze(1) * noise
+            z = reparameterize(mean, log_var, noise)
             log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
             per_column = network.likelihood.column_log_prob(network.decode(z), batch.unsqueeze(1))
             left_out_part = per_column.gather(-1, batch_columns.unsqueeze(1).expand(-1, per_column.shape[1], 1))
             w = per_column.sum(-1) - left_out_part.squeeze(-1) + network.log_prior(z) - log_q
             out[start:stop] = (torch.logsumexp(w, dim=1) - math.log(n_importance_samples))[: stop - start]
-    return _to_numpy(out).reshape(n_rows, n_left_out)
-
-
-def _to_numpy(tensor):
-    return tensor.double().cpu().numpy()
+    return to_numpy(out).reshape(n_rows, n_left_out)
 
 
 def check_finite_scores(log_px):

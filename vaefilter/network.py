@@ -6,15 +6,13 @@ column is fed in and scored is the business of its likelihood family.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from ._torch import LOG_2PI, reparameterize
 from .fused_mlp import mlp_forward
 from .likelihoods import FactorizedLikelihood
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 # exp(log_var) is squared inside the density of q: keep it where float32 is exact
 # enough that a runaway encoder cannot produce inf or a zero-width proposal.
@@ -77,15 +75,28 @@ class VAENetwork(nn.Module):
         keeps the draw under the caller's generator.
         """
         mean, log_var = self.encode(x)
-        z = mean + (0.5 * log_var).exp() * noise
+        z = reparameterize(mean, log_var, noise)
         reconstruction = self.likelihood.log_prob(self.decode(z), x)
         kl = 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1)
         return kl - reconstruction
 
+    def expected_rows(self, z):
+        """E[x | z] per column for latent points ``z`` of shape (n, latent_dim), original units."""
+        with torch.inference_mode():
+            return self.likelihood.mean(self.decode(z))
+
+    def generate(self, n_rows, seed):
+        """``n_rows`` rows x ~ p(x | z), z ~ N(0, I), reproducible for a seed."""
+        device = next(self.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        with torch.inference_mode():
+            z = torch.randn(int(n_rows), self.latent_dim, generator=generator, device=device)
+            return self.likelihood.sample(self.decode(z), generator=generator)
+
     @staticmethod
     def log_prior(z):
         """log N(z; 0, I), summed over the last axis."""
-        return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * _LOG_2PI)
+        return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * LOG_2PI)
 
     def config(self):
         """JSON-able description that, with a state dict, rebuilds the network."""

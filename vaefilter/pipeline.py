@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .csvio import AtomicOutputs, CsvReader, append_fields
-from .devices import resolve_device
+from ._torch import resolve_device
 from .persistence import load_model, model_bytes
 from .texttypes import infer_text_table, odd_cells, parse_text_table, quote_cell
 

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._torch import LOG_2PI
+
 # Longest Newton step, in latent units (the prior's standard deviation is 1):
 # far-out rows need long moves (arrhythmia's farthest mode lies 19 units from
 # the encoder's mean and is reached in 10 steps at 5, not at 2), while a
@@ -67,7 +69,6 @@ CURVATURE_FLOOR = 1e-2
 # from the posterior can give 8 equally poor draws.
 SEARCH_THRESHOLD = 2.0
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass
@@ -101,7 +102,7 @@ class LaplaceProposal:
         along_axes = (z - self.mode.unsqueeze(1)) @ self.axes
         quadratic = (along_axes.pow(2) * self.curvature.unsqueeze(1)).sum(-1)
         log_det = self.curvature.log().sum(-1, keepdim=True)
-        return -0.5 * (quadratic - log_det + z.shape[-1] * _LOG_2PI)
+        return -0.5 * (quadratic - log_det + z.shape[-1] * LOG_2PI)
 
 
 def encoder_as_laplace(mean, log_var):

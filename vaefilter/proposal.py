@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._torch import LOG_2PI, reparameterize
 from .marginal import log_weights
 
 # Draws per row in the refitting objective: the bound is tightened for
@@ -39,7 +40,6 @@ CHECK_EVERY = 25
 # held-out rows used for the check: enough for a stable mean, cheap to score
 MAX_CHECK_ROWS = 2048
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass
@@ -51,7 +51,7 @@ class ProposalHistory:
 
 
 def _log_normal(z, mean, log_var):
-    return -0.5 * ((z - mean).pow(2) / log_var.exp() + log_var + _LOG_2PI).sum(-1)
+    return -0.5 * ((z - mean).pow(2) / log_var.exp() + log_var + LOG_2PI).sum(-1)
 
 
 def _log_weights_fixed_proposal(network, x, noise):
@@ -61,7 +61,7 @@ def _log_weights_fixed_proposal(network, x, noise):
     carries DReG's gradient.
     """
     mean, log_var = network.encode(x)
-    z = mean.unsqueeze(1) + (0.5 * log_var).exp().unsqueeze(1) * noise
+    z = reparameterize(mean, log_var, noise)
     log_q = _log_normal(z, mean.detach().unsqueeze(1), log_var.detach().unsqueeze(1))
     log_joint = network.likelihood.log_prob(network.decode(z), x.unsqueeze(1)) + network.log_prior(z)
     return log_joint - log_q
