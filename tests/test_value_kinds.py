@@ -274,3 +274,26 @@ def test_info_and_report_show_the_value_kinds(amounts_detector, tmp_path, capsys
     assert "  items: count" in out and "  price: positive" in out and "  discount: nonnegative" in out
     html = build_report(detector, frame.iloc[:50])
     assert "<td>count" in html and "<td>nonnegative</td>" in html and "1 positive" in html
+
+
+@pytest.mark.parametrize("family", [
+    WholeNumberColumns([0, 1, 2], [1.0, 0.0, 2.0], [2.0, 1.0, 0.5], [False, False, True], [True, False, True], 1e-3,
+                       missing_modelled=[False, True, False]),
+    ZeroColumns([0, 1, 2]),
+])
+def test_cellwise_hessians_equal_the_batched_hessian_vector_products(family):
+    torch.manual_seed(0)
+    family = family.double()
+    n_params = family.n_params
+    params = torch.randn(5, n_params, dtype=torch.float64)
+    x = torch.tensor([[0.0, -2.0, 3.0], [4.0, float("nan"), 0.0], [1.0, 1.0, 17.0], [2.5, 0.0, 1.0],
+                      [0.0, 5.0, 250.0]], dtype=torch.float64)
+    directions = torch.randn(4, 5, n_params, dtype=torch.float64)
+    value, gradient, along = family.derivatives(params, x, directions)
+    with torch.enable_grad():
+        p = params.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(family.summed_log_prob(p, x).sum(), [p], create_graph=True)
+        (batched,) = torch.autograd.grad(g, [p], grad_outputs=directions, is_grads_batched=True)
+    torch.testing.assert_close(value, family.summed_log_prob(params, x))
+    torch.testing.assert_close(gradient, g.detach())
+    torch.testing.assert_close(along, batched)
