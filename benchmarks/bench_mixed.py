@@ -565,10 +565,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="1 seed and the three small tables")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, 1 with --quick)")
     parser.add_argument("--tables", nargs="+", choices=sorted(mixed_tables.TABLES), default=None)
+    parser.add_argument("--threads", type=int, choices=(1, 2), default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default benchmarks/out/bench_mixed.md)")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    # one thread: the networks are small, and two threads on the 2-core
+    # machine made PyOD's VAE 7x slower (and very load dependent)
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     n_seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     seeds = list(range(n_seeds))
