@@ -117,6 +117,22 @@ def _outside_support(kind, x):
     }.get(kind, np.zeros(x.shape, bool))
 
 
+def _peer_loglik(sp, X_in_raw, seed):
+    """Mean test log-density of GMM(BIC) and KDE(CV) in original units, on dequantised rows.
+
+    The whole-number columns get uniform noise in [-1/2, 1/2), the rows are
+    standardised with the split's scaler, and the log-density is taken back
+    to original units.
+    """
+    Z_tr = sp.standardise(sp.dequantise(sp.X_train_raw, 1000 + seed))
+    Z_te = sp.standardise(sp.dequantise(X_in_raw, 2000 + seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gmm = fit_gmm(Z_tr, seed).score_samples(Z_te).mean() - sp.log_scale_sum
+        kde = fit_kde(Z_tr, seed).score_samples(Z_te).mean() - sp.log_scale_sum
+    return gmm, kde
+
+
 def test_loglik(tasks, seeds):
     """Held-out test log-likelihood in original units; peers on dequantised data (module docstring, 2)."""
     rows, wins = [], 0
@@ -136,14 +152,9 @@ def test_loglik(tasks, seeds):
             n_outside.append(int(outside.sum()))
             n_test.append(len(X_in_raw))
             n_hurdle.append(sum(k == "nonnegative" for k in kinds))
-            # peers: dequantise the whole-number columns, standardise with the split's scaler,
-            # and take the log-density back to original units
-            Z_tr = sp.standardise(sp.dequantise(sp.X_train_raw, 1000 + seed))
-            Z_te = sp.standardise(sp.dequantise(X_in_raw, 2000 + seed))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res["GMM(BIC)"].append(fit_gmm(Z_tr, seed).score_samples(Z_te).mean() - sp.log_scale_sum)
-                res["KDE(CV)"].append(fit_kde(Z_tr, seed).score_samples(Z_te).mean() - sp.log_scale_sum)
+            gmm, kde = _peer_loglik(sp, X_in_raw, seed)
+            res["GMM(BIC)"].append(gmm)
+            res["KDE(CV)"].append(kde)
         d = len(sp.kept_columns)
         means = {m: np.mean(v) for m, v in res.items()}
         above = means["vaefilter"] > max(means["GMM(BIC)"], means["KDE(CV)"])
@@ -179,12 +190,9 @@ def hurdle_diagnostic(tasks, seeds):
             zero_cells.append(float((X_in_raw[:, hurdles] == 0).sum(1).mean()) if hurdles else 0.0)
             declared = det.set_params(column_kinds={j: "continuous" for j in hurdles}).fit(sp.X_train_raw)
             res["vaefilter (hurdle columns continuous)"].append(declared.score_samples(X_in_raw).mean())
-            Z_tr = sp.standardise(sp.dequantise(sp.X_train_raw, 1000 + seed))
-            Z_te = sp.standardise(sp.dequantise(X_in_raw, 2000 + seed))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res["GMM(BIC)"].append(fit_gmm(Z_tr, seed).score_samples(Z_te).mean() - sp.log_scale_sum)
-                res["KDE(CV)"].append(fit_kde(Z_tr, seed).score_samples(Z_te).mean() - sp.log_scale_sum)
+            gmm, kde = _peer_loglik(sp, X_in_raw, seed)
+            res["GMM(BIC)"].append(gmm)
+            res["KDE(CV)"].append(kde)
         rows.append([task.name, len(hurdles), f"{np.mean(zero_cells):.1f}"] + [pm(v) for v in res.values()])
         print(rows[-1], flush=True)
     header = ["task", "hurdle columns", "zero cells per test row", *res]
