@@ -600,7 +600,13 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         posterior p(z | x) (self-normalised importance weights) and compares it
         with that column's median on the calibration rows
         (``column_typical_``). The deficit, in nats, says how much less likely
-        the column's value is than usual given the rest of the row.
+        the column's value is than usual given the rest of the row. For rows
+        below the band, the ``CONDITIONED_CANDIDATES`` (4) columns of largest
+        deficit are measured given the rest of the row instead,
+        ``typical - log p(x_j | x_-j)``, on draws the column itself does not
+        pull (a wild value drags z, and with it every column the dragged z
+        mispredicts); the larger of the two estimates is kept. Values outside
+        a column's support (its value kind) are named first.
 
         Parameters
         ----------
