@@ -419,10 +419,16 @@ class PositiveColumns(GaussianColumns):
         modelled = [False] * len(columns) if zero_modelled is None else list(zero_modelled)
         self.register_buffer("zero_modelled", torch.as_tensor(modelled, dtype=torch.bool))
 
+    @staticmethod
+    def _positive_and_log(x_cols):
+        """(x > 0, log x there and 0 elsewhere): a finite log everywhere, for autograd's sake."""
+        positive = x_cols > 0
+        return positive, torch.where(positive, x_cols, torch.ones_like(x_cols)).log()
+
     def _log_values(self, x_cols):
         """log x where x > 0, NaN elsewhere (missing, zero or negative cells)."""
-        positive = x_cols > 0
-        return torch.where(positive, x_cols, torch.ones_like(x_cols)).log().masked_fill(~positive, float("nan"))
+        positive, log_x = self._positive_and_log(x_cols)
+        return log_x.masked_fill(~positive, float("nan"))
 
     def _non_positive_cost(self, x_cols):
         """What a zero or negative cell costs here: 0 for a modelled zero, else out of support."""
@@ -433,8 +439,7 @@ class PositiveColumns(GaussianColumns):
         return super().network_input(self._log_values(x_cols))
 
     def _log_prob(self, params, x_cols):
-        positive = x_cols > 0
-        log_x = torch.where(positive, x_cols, torch.ones_like(x_cols)).log()
+        positive, log_x = self._positive_and_log(x_cols)
         density = super()._log_prob(params, log_x) - log_x
         return torch.where(positive, density, self._non_positive_cost(x_cols))
 
