@@ -297,3 +297,25 @@ def test_cellwise_hessians_equal_the_batched_hessian_vector_products(family):
     torch.testing.assert_close(value, family.summed_log_prob(params, x))
     torch.testing.assert_close(gradient, g.detach())
     torch.testing.assert_close(along, batched)
+
+
+def test_fit_column_kinds_flag_overrides_and_is_checked(tmp_path, capsys):
+    from vaefilter.cli import main
+    from vaefilter.persistence import load_model
+
+    rng = np.random.default_rng(0)
+    train = tmp_path / "t.csv"
+    pd.DataFrame({"items": rng.poisson(3, 200), "price=eur": rng.lognormal(2, 0.5, 200).round(2)}).to_csv(train, index=False)
+    small = ["--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--importance-samples", "4",
+             "--proposal-steps", "0", "-q"]
+    model = tmp_path / "m.vf"
+    # the last '=' splits NAME=KIND, so a column named 'price=eur' can be declared
+    assert main(["fit", str(train), "-o", str(model), "--column-kinds", "items=continuous",
+                 "price=eur=continuous", *small]) == 0
+    kinds = {c.name: c.value_kind for c in load_model(model).schema_.columns}
+    assert kinds == {"items": "continuous", "price=eur": "continuous"}
+    # a kind the training values do not have is refused with the column named
+    assert main(["fit", str(train), "-o", str(model), "--column-kinds", "price=eur=count", *small]) == 2
+    assert "price=eur" in capsys.readouterr().err
+    assert main(["fit", str(train), "-o", str(model), "--column-kinds", "items=whole", *small]) == 2
+    assert "'items=whole': the kind must be one of continuous" in capsys.readouterr().err

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from .columns import CATEGORICAL
+from .columns import CATEGORICAL, VALUE_KINDS
 from .csvio import CsvFormatError, check_encoding
 from .estimator import VAEOutlierDetector
 from .persistence import ModelFileError, load_model, read_header
@@ -64,6 +64,16 @@ def _percentile(text):
     return value
 
 
+def _column_kind(text):
+    """'NAME=KIND' -> (NAME, KIND); the last '=' splits, so names may hold '='."""
+    name, sep, kind = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=KIND, got {text!r}")
+    if kind not in VALUE_KINDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: the kind must be one of {', '.join(VALUE_KINDS)}")
+    return name, kind
+
+
 def _encoding(text):
     try:
         check_encoding(text)
@@ -100,6 +110,9 @@ def _add_fit_parser(commands):
     cols.add_argument("--columns", nargs="+", metavar="NAME", help="model only these columns")
     cols.add_argument("--exclude", nargs="+", metavar="NAME", help="model every column but these")
     p.add_argument("--categorical", nargs="+", default=[], metavar="NAME", help="treat these columns as categorical")
+    p.add_argument("--column-kinds", nargs="+", type=_column_kind, default=[], metavar="NAME=KIND",
+                   help="declare numeric columns' value kinds instead of inferring them "
+                        f"(KIND one of {', '.join(VALUE_KINDS)}; checked against the training values)")
     p.add_argument("--validation", metavar="VALID.csv", help="valid rows to calibrate the band on (default: a held-out share)")
     percentiles = [None if v is None else float(v) for v in d["threshold_percentiles"]]
     p.add_argument("--percentiles", nargs=2, type=_percentile, default=percentiles, metavar=("LOWER", "UPPER"),
@@ -253,6 +266,7 @@ def _fit_params(args):
         learning_rate=args.learning_rate,
         validation_fraction=args.validation_fraction,
         threshold_percentiles=tuple(args.percentiles),
+        column_kinds=dict(args.column_kinds) or None,
         handle_missing=CLI_HANDLE_MISSING,
         device=args.device,
         random_state=args.seed,
