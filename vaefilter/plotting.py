@@ -53,20 +53,10 @@ def _figure_and_axes(ax, figsize):
 
 
 def _numeric_matrix(detector, X):
-    """Rows in the training space as a float matrix (categories as their codes)."""
+    """Rows in the training space as a float matrix: the schema's own coding (categories as their codes)."""
     if not isinstance(X, pd.DataFrame):
         return np.asarray(X, dtype=float)
-    columns = []
-    for spec, name in zip(detector.schema_.columns, X.columns):
-        series = X[name]
-        if spec.kind == "categorical":
-            lookup = {category: code for code, category in enumerate(spec.categories)}
-            columns.append(
-                series.map(lambda v: np.nan if pd.isna(v) else lookup.get(str(v), len(lookup))).astype(float)
-            )
-        else:
-            columns.append(pd.to_numeric(series.astype(object), errors="coerce").astype(float))
-    return np.column_stack([c.to_numpy() for c in columns])
+    return detector.schema_.encode(X)
 
 
 def _plain(text):
