@@ -114,6 +114,37 @@ def test_refit_history_survives_and_older_files_load(numeric_model, tmp_path):
     np.testing.assert_array_equal(loaded.score_samples(X), detector.score_samples(X))
 
 
+@pytest.mark.parametrize("which", ["numeric_model", "mixed_model"])
+def test_the_fitted_state_is_described_once_and_travels_whole(which, request, tmp_path):
+    from vaefilter.estimator import FITTED_STATE
+
+    detector, _ = request.getfixturevalue(which)
+    described = {a.name for a in FITTED_STATE}
+    fitted = {name for name in vars(detector) if name.endswith("_") and not name.startswith("_")}
+    # every attribute fit sets is in FITTED_STATE (or is the network or the schema, saved apart)
+    assert fitted - {"network_", "schema_"} <= described, "add new fitted attributes to FITTED_STATE"
+    path = tmp_path / "m.vf"
+    save_model(detector, path)
+    loaded = load_model(path)
+    for name in fitted - {"network_", "schema_"}:
+        np.testing.assert_equal(getattr(loaded, name), getattr(detector, name), err_msg=name)
+    # a pickle written before an attribute with a default existed gets that default
+    state = detector.__getstate__()
+    del state["proposal_curve_"]
+    older = VAEOutlierDetector.__new__(VAEOutlierDetector)
+    older.__setstate__(state)
+    assert list(older.proposal_curve_) == []
+
+
+def test_a_model_file_missing_a_required_fitted_attribute_is_refused(model_file, tmp_path):
+    header, payload = _parts(model_file.read_bytes())
+    del header["fitted"]["validation_scores_"]
+    bad = tmp_path / "bad.vf"
+    bad.write_bytes(_assemble(header, payload))
+    with pytest.raises(ModelFileError, match="fitted.validation_scores_ is missing"):
+        load_model(bad)
+
+
 # ----------------------------------------------------------- bad model files
 def _corruptions(good):
     header, payload = _parts(good)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -32,6 +34,51 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # row: each costs one more pass of K draws for that row, and the reason names
 # at most three columns.
 CONDITIONED_CANDIDATES = 4
+
+#: A fitted attribute that every fitted detector has (no default for older files).
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class FittedAttribute:
+    """One attribute of the fitted state beyond the network (``network_``) and the schema (``schema_``).
+
+    Attributes
+    ----------
+    name : str
+        The attribute, ending in ``_``.
+    form : {'band', 'seed', 'names', 'floats', 'plain', 'pairs'}
+        How a model file holds it: ``'band'`` a (lower, upper) pair of numbers
+        or None; ``'seed'`` a whole number; ``'names'`` column names, or absent;
+        ``'floats'`` a non-empty array of finite numbers; ``'plain'`` a JSON
+        value as it is; ``'pairs'`` a list of (step, value) pairs.
+    default : object
+        The value for model files and pickles written before the attribute
+        existed, or :data:`REQUIRED`.
+    """
+
+    name: str
+    form: str
+    default: object = REQUIRED
+
+
+#: The fitted state, described once: model files (persistence.py) write and
+#: read exactly these, and pickles written before an attribute existed get its
+#: default (``__setstate__``).
+FITTED_STATE = (
+    FittedAttribute("thresholds_", "band"),
+    FittedAttribute("importance_seed_", "seed"),
+    FittedAttribute("feature_names_in_", "names", default=None),
+    FittedAttribute("validation_scores_", "floats"),
+    FittedAttribute("column_typical_", "floats"),
+    FittedAttribute("loss_curve_", "plain"),
+    FittedAttribute("validation_loss_curve_", "plain"),
+    FittedAttribute("n_iter_", "plain"),
+    FittedAttribute("best_epoch_", "plain"),
+    FittedAttribute("n_features_in_", "plain"),
+    # files written before the proposal refit existed have no history
+    FittedAttribute("proposal_curve_", "pairs", default=()),
+)
 
 
 def _check_float32_range(X):
@@ -788,6 +835,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
     def __setstate__(self, state):
         checkpoint = state.pop("_network_checkpoint", None)
+        if "network_" in state or checkpoint is not None:
+            for attribute in FITTED_STATE:
+                if attribute.name not in state and attribute.default is not REQUIRED and attribute.default is not None:
+                    state[attribute.name] = copy.deepcopy(attribute.default)
         super().__setstate__(state)
         if checkpoint is not None:
             network = VAENetwork.from_config(checkpoint["config"])

@@ -31,6 +31,7 @@ import torch
 
 from .band import validate_percentiles
 from .columns import TableSchema
+from .estimator import FITTED_STATE, REQUIRED, VAEOutlierDetector
 from .network import VAENetwork
 
 MAGIC = b"VAEFILTER-MODEL2"
@@ -38,8 +39,6 @@ FORMAT_VERSION = 2
 _REQUIRED_KEYS = {"format_version": int, "versions": dict, "params": dict, "fitted": dict, "schema": dict,
                   "network": dict, "payload": dict}
 _MAX_HEADER_BYTES = 64 << 20
-_ARRAY_ATTRIBUTES = ("validation_scores_", "column_typical_")
-_PLAIN_ATTRIBUTES = ("loss_curve_", "validation_loss_curve_", "n_iter_", "best_epoch_", "n_features_in_")
 
 
 class ModelFileError(ValueError):
@@ -56,6 +55,43 @@ def _json_param(value):
     return value
 
 
+# How each form of fitted attribute (estimator.FittedAttribute.form) becomes JSON and back.
+_TO_JSON = {
+    "band": list,
+    "seed": int,
+    "names": lambda names: [str(n) for n in names],
+    "floats": lambda values: np.asarray(values, dtype=np.float64).tolist(),
+    "plain": _json_param,
+    "pairs": lambda pairs: [[int(step), float(value)] for step, value in pairs],
+}
+_FROM_JSON = {
+    "band": tuple,
+    "seed": int,
+    "names": lambda names: np.asarray(names, dtype=object),
+    "floats": lambda values: np.asarray(values, dtype=np.float64),
+    "plain": lambda value: value,
+    "pairs": lambda pairs: [(int(step), float(value)) for step, value in pairs],
+}
+
+
+def _fitted_to_json(detector):
+    """The fitted state of FITTED_STATE as JSON values; an absent optional attribute is null."""
+    return {
+        a.name: _TO_JSON[a.form](getattr(detector, a.name)) if hasattr(detector, a.name) else None
+        for a in FITTED_STATE
+    }
+
+
+def _set_fitted_from_json(detector, fitted):
+    """Set FITTED_STATE's attributes from a header; missing ones take their defaults (older files)."""
+    for a in FITTED_STATE:
+        value = fitted.get(a.name)
+        if value is None:
+            value = None if a.default is REQUIRED or a.default is None else _TO_JSON[a.form](a.default)
+        if value is not None:
+            setattr(detector, a.name, _FROM_JSON[a.form](value))
+
+
 def _header(detector, payload):
     from . import __version__
 
@@ -63,16 +99,7 @@ def _header(detector, payload):
         "format_version": FORMAT_VERSION,
         "versions": {"vaefilter": __version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__},
         "params": {name: _json_param(value) for name, value in detector.get_params().items()},
-        "fitted": {
-            "thresholds_": list(detector.thresholds_),
-            "importance_seed_": int(detector.importance_seed_),
-            "feature_names_in_": (
-                [str(n) for n in detector.feature_names_in_] if hasattr(detector, "feature_names_in_") else None
-            ),
-            **{name: np.asarray(getattr(detector, name)).tolist() for name in _ARRAY_ATTRIBUTES},
-            **{name: _json_param(getattr(detector, name)) for name in _PLAIN_ATTRIBUTES},
-            "proposal_curve_": [[int(step), float(bound)] for step, bound in detector.proposal_curve_],
-        },
+        "fitted": _fitted_to_json(detector),
         "schema": detector.schema_.to_dict(),
         "network": detector.network_.config(),
         "payload": {"length": len(payload)},
@@ -218,10 +245,15 @@ def _check_values(path, header):
     if not (isinstance(columns, list) and columns and all(isinstance(c, dict) for c in columns)):
         bad("schema.columns", "must be a non-empty list of column descriptions")
     n_columns = len(columns)
-    for name in _ARRAY_ATTRIBUTES:
-        values = fitted.get(name)
-        if not (isinstance(values, list) and values and all(_is_finite_number(v) for v in values)):
-            bad(f"fitted.{name}", "must be a non-empty list of finite numbers")
+    for attribute in FITTED_STATE:
+        if attribute.default is REQUIRED and attribute.name not in fitted:
+            bad(f"fitted.{attribute.name}", "is missing")
+        values = fitted.get(attribute.name)
+        if attribute.form == "floats" and not (
+            values is None and attribute.default is not REQUIRED
+            or isinstance(values, list) and values and all(_is_finite_number(v) for v in values)
+        ):
+            bad(f"fitted.{attribute.name}", "must be a non-empty list of finite numbers")
     if len(fitted["column_typical_"]) != n_columns:
         bad("fitted.column_typical_", f"must hold one number per column ({n_columns})")
     n_features = fitted.get("n_features_in_")
@@ -239,8 +271,6 @@ def _check_values(path, header):
 
 def load_model(path):
     """Read a detector written by :func:`save_model`, without unpickling code."""
-    from .estimator import VAEOutlierDetector
-
     header, payload = _read_parts(path)
     try:
         state_dict = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
@@ -250,17 +280,7 @@ def load_model(path):
         for name in ("hidden_layer_sizes", "threshold_percentiles"):
             params[name] = tuple(params[name])
         detector = VAEOutlierDetector(**params)
-        fitted = header["fitted"]
-        detector.thresholds_ = tuple(fitted["thresholds_"])
-        detector.importance_seed_ = fitted["importance_seed_"]
-        if fitted["feature_names_in_"] is not None:
-            detector.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
-        for name in _ARRAY_ATTRIBUTES:
-            setattr(detector, name, np.asarray(fitted[name], dtype=np.float64))
-        for name in _PLAIN_ATTRIBUTES:
-            setattr(detector, name, fitted[name])
-        # files written before the proposal refit existed have no history
-        detector.proposal_curve_ = [(int(step), float(bound)) for step, bound in fitted.get("proposal_curve_", [])]
+        _set_fitted_from_json(detector, header["fitted"])
         detector.schema_ = TableSchema.from_dict(header["schema"])
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
