@@ -40,6 +40,8 @@ _REQUIRED_KEYS = {"format_version": int, "versions": dict, "params": dict, "fitt
 _MAX_HEADER_BYTES = 64 << 20
 _ARRAY_ATTRIBUTES = ("validation_scores_", "column_typical_")
 _PLAIN_ATTRIBUTES = ("loss_curve_", "validation_loss_curve_", "n_iter_", "best_epoch_", "n_features_in_")
+#: row indices of ``contamination``; files written before it have none (empty)
+_ROW_ATTRIBUTES = ("training_set_aside_", "calibration_excluded_")
 
 
 class ModelFileError(ValueError):
@@ -72,6 +74,7 @@ def _header(detector, payload):
             **{name: np.asarray(getattr(detector, name)).tolist() for name in _ARRAY_ATTRIBUTES},
             **{name: _json_param(getattr(detector, name)) for name in _PLAIN_ATTRIBUTES},
             "proposal_curve_": [[int(step), float(bound)] for step, bound in detector.proposal_curve_],
+            **{name: [int(i) for i in getattr(detector, name, ())] for name in _ROW_ATTRIBUTES},
         },
         "schema": detector.schema_.to_dict(),
         "network": detector.network_.config(),
@@ -185,6 +188,13 @@ def _check_values(path, header):
     for name in ("learning_rate", "min_variance"):
         if name in params and not (_is_finite_number(params[name]) and params[name] > 0):
             bad(f"params.{name}={params[name]!r}", "must be a finite number > 0")
+    contamination = params.get("contamination")
+    if contamination is not None and not (_is_finite_number(contamination) and 0 <= contamination < 0.5):
+        bad(f"params.contamination={contamination!r}", "must be null or a number in [0, 0.5)")
+    for name in _ROW_ATTRIBUTES:
+        rows = fitted.get(name, [])
+        if not (isinstance(rows, list) and all(_is_int(i) and i >= 0 for i in rows)):
+            bad(f"fitted.{name}", "must be a list of row indices (whole numbers >= 0)")
     if "tol" in params and not (_is_finite_number(params["tol"]) and params["tol"] >= 0):
         bad(f"params.tol={params['tol']!r}", "must be a finite number >= 0")
     if "validation_fraction" in params and not (
@@ -261,6 +271,8 @@ def load_model(path):
             setattr(detector, name, fitted[name])
         # files written before the proposal refit existed have no history
         detector.proposal_curve_ = [(int(step), float(bound)) for step, bound in fitted.get("proposal_curve_", [])]
+        for name in _ROW_ATTRIBUTES:
+            setattr(detector, name, np.asarray(fitted.get(name, []), dtype=np.int64))
         detector.schema_ = TableSchema.from_dict(header["schema"])
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
