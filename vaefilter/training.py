@@ -77,7 +77,7 @@ class TrainingConfig:
     verbose: int = 0
     decay_learning_rate: bool = True
     trim_fraction: float = 0.0
-    trim_warmup: int = TRIM_WARMUP_EPOCHS
+    trim_warmup: int | None = None  # None: TRIM_WARMUP_EPOCHS, read when training starts
 
 
 def _noise_per_batch(n_rows, batch_size, latent_dim, generator, device):
@@ -143,6 +143,7 @@ def train(network, X_train, X_val, config: TrainingConfig, seed):
     generator = torch.Generator().manual_seed(int(seed))
     val_generator_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
     trimming = config.trim_fraction > 0
+    warmup = TRIM_WARMUP_EPOCHS if config.trim_warmup is None else config.trim_warmup
     # drawn only when trimming, so that without it the stream is the one it always was
     trim_generator_seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if trimming else None
     # the fused kernel updates every parameter in one launch on a GPU
@@ -155,7 +156,7 @@ def train(network, X_train, X_val, config: TrainingConfig, seed):
     bar = _progress(config)
     try:
         for epoch in range(1, config.max_epochs + 1):
-            if trimming and epoch > config.trim_warmup:
+            if trimming and epoch > warmup:
                 # the same draws every epoch, so the ranking moves only with the weights
                 network.eval()
                 losses = _row_losses(network, X_train, torch.Generator().manual_seed(trim_generator_seed),
