@@ -1,4 +1,4 @@
-"""contamination=: trimmed-likelihood training and a calibration set without its least likely rows.
+"""trim_fraction=: trimmed-likelihood training and a calibration set without its least likely rows.
 
 Data: 5 correlated columns (2 latent factors plus noise), 600 training rows
 of which 30 (5%) carry a gross fault (one cell moved by 6-10 standard
@@ -46,14 +46,14 @@ def fits(data):
     return {
         "clean": VAEOutlierDetector(**one_sided).fit(clean),
         "dirty": VAEOutlierDetector(**one_sided).fit(dirty),
-        "trimmed": VAEOutlierDetector(contamination=0.05, **one_sided).fit(dirty),
+        "trimmed": VAEOutlierDetector(trim_fraction=0.05, **one_sided).fit(dirty),
     }
 
 
 def test_none_and_zero_train_the_same_model(data):
     clean, dirty, _, test = data
     none = VAEOutlierDetector(**SMALL).fit(dirty)
-    zero = VAEOutlierDetector(contamination=0.0, **SMALL).fit(dirty)
+    zero = VAEOutlierDetector(trim_fraction=0.0, **SMALL).fit(dirty)
     assert none.loss_curve_ == zero.loss_curve_ and none.validation_loss_curve_ == zero.validation_loss_curve_
     assert none.thresholds_ == zero.thresholds_
     np.testing.assert_array_equal(none.score_samples(test), zero.score_samples(test))
@@ -93,7 +93,7 @@ def test_band_is_not_widened_by_the_planted_rows(fits):
 
 def test_trimming_is_deterministic(data, fits):
     _, dirty, _, _ = data
-    again = VAEOutlierDetector(contamination=0.05, **dict(SMALL, threshold_percentiles=(5, None))).fit(dirty)
+    again = VAEOutlierDetector(trim_fraction=0.05, **dict(SMALL, threshold_percentiles=(5, None))).fit(dirty)
     np.testing.assert_array_equal(again.training_set_aside_, fits["trimmed"].training_set_aside_)
     assert again.loss_curve_ == fits["trimmed"].loss_curve_
 
@@ -108,7 +108,7 @@ def test_warm_up_trains_on_every_row_then_the_epoch_loss_drops(fits):
 
 def test_calibrate_excludes_the_requested_share(fits, data):
     _, dirty, _, test = data
-    det = VAEOutlierDetector(contamination=0.1, **SMALL).fit(dirty)
+    det = VAEOutlierDetector(trim_fraction=0.1, **SMALL).fit(dirty)
     calibration = np.vstack([test[:190], dirty[:10]])
     scores = det.score_samples(calibration)
     det.calibrate(calibration)
@@ -136,34 +136,34 @@ def test_model_file_keeps_the_set_aside_rows(fits, data, tmp_path):
     path = tmp_path / "m.vf"
     save_model(det, path)
     loaded = load_model(path)
-    assert loaded.contamination == 0.05
+    assert loaded.trim_fraction == 0.05
     np.testing.assert_array_equal(loaded.training_set_aside_, det.training_set_aside_)
     np.testing.assert_array_equal(loaded.calibration_excluded_, det.calibration_excluded_)
     np.testing.assert_array_equal(loaded.score_samples(test), det.score_samples(test))
-    # a file written before contamination existed
+    # a file written before trim_fraction existed
     header, payload = unpack_model_file(path.read_bytes())
     header = json.loads(header)
-    del header["params"]["contamination"], header["fitted"]["training_set_aside_"], header["fitted"]["calibration_excluded_"]
+    del header["params"]["trim_fraction"], header["fitted"]["training_set_aside_"], header["fitted"]["calibration_excluded_"]
     older = tmp_path / "older.vf"
     older.write_bytes(pack_model_file(header, payload))
     old = load_model(older)
-    assert old.contamination is None and old.training_set_aside_.size == 0 and old.calibration_excluded_.size == 0
+    assert old.trim_fraction is None and old.training_set_aside_.size == 0 and old.calibration_excluded_.size == 0
 
 
-def test_shipped_old_model_file_loads_without_contamination():
+def test_shipped_old_model_file_loads_without_trim_fraction():
     from pathlib import Path
 
     old = load_model(Path(__file__).parent / "data" / "titanic_before_value_kinds.vf")
-    assert old.contamination is None and old.training_set_aside_.size == 0
+    assert old.trim_fraction is None and old.training_set_aside_.size == 0
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("params.contamination", 0.5, "params.contamination"),
-    ("params.contamination", "0.1", "params.contamination"),
+    ("params.trim_fraction", 0.5, "params.trim_fraction"),
+    ("params.trim_fraction", "0.1", "params.trim_fraction"),
     ("fitted.training_set_aside_", [-1], "fitted.training_set_aside_"),
     ("fitted.calibration_excluded_", [1.5], "fitted.calibration_excluded_"),
 ])
-def test_forged_contamination_fields_are_refused(fits, tmp_path, field, value, message):
+def test_forged_trim_fraction_fields_are_refused(fits, tmp_path, field, value, message):
     path = tmp_path / "m.vf"
     save_model(fits["trimmed"], path)
     header, payload = unpack_model_file(path.read_bytes())
@@ -181,19 +181,19 @@ def test_report_names_the_set_aside_rows(fits):
 
     det = fits["trimmed"]
     html = build_report(det)
-    assert "training rows set aside (contamination)" in html
+    assert "training rows set aside (trim_fraction)" in html
     assert ", ".join(str(i) for i in det.training_set_aside_[:5]) in html
-    assert "set aside (contamination)" not in build_report(fits["dirty"])
+    assert "set aside (trim_fraction)" not in build_report(fits["dirty"])
 
 
-def test_cli_fit_contamination_and_info(data, tmp_path, capsys):
+def test_cli_fit_trim_fraction_and_info(data, tmp_path, capsys):
     _, dirty, bad, _ = data
     train = tmp_path / "train.csv"
     pd.DataFrame(dirty, columns=list("abcde")).to_csv(train, index=False)
     model = tmp_path / "m.vf"
     args = ["fit", str(train), "-o", str(model), "--epochs", "40", "--hidden", "32", "--latent-dim", "2",
             "--importance-samples", "16", "--proposal-steps", "20", "-q"]
-    assert main(args + ["--contamination", "0.05"]) == 0
+    assert main(args + ["--trim-fraction", "0.05"]) == 0
     err = capsys.readouterr().err
     assert "24 training row(s) set aside" in err and "6 calibration row(s) excluded" in err
     # the set-aside rows are named by file and line (line 1 is the header)
@@ -201,18 +201,18 @@ def test_cli_fit_contamination_and_info(data, tmp_path, capsys):
     assert f"{train} line {first + 2}" in err
     assert main(["info", "-m", str(model)]) == 0
     out = capsys.readouterr().out
-    assert "contamination: 0.05: 24 training row(s) set aside" in out
-    assert main(args + ["--contamination", "0.5"]) == 2
-    assert "--contamination must be a number in [0, 0.5)" in capsys.readouterr().err
+    assert "trim_fraction: 0.05: 24 training row(s) set aside" in out
+    assert main(args + ["--trim-fraction", "0.5"]) == 2
+    assert "--trim-fraction must be a number in [0, 0.5)" in capsys.readouterr().err
     assert main(args) == 0
     assert "set aside" not in capsys.readouterr().err
     assert main(["info", "-m", str(model)]) == 0
-    assert "contamination:" not in capsys.readouterr().out
+    assert "trim_fraction:" not in capsys.readouterr().out
 
 
-def test_contamination_is_validated():
-    with pytest.raises(ValueError, match="contamination"):
-        VAEOutlierDetector(contamination=0.5).fit(np.zeros((10, 2)))
+def test_trim_fraction_is_validated():
+    with pytest.raises(ValueError, match="trim_fraction"):
+        VAEOutlierDetector(trim_fraction=0.5).fit(np.zeros((10, 2)))
 
 
 def test_early_stopping_watches_the_trimmed_validation_loss(fits):

@@ -46,14 +46,14 @@ def band_from_scores(scores, percentiles):
 
 
 def n_set_aside(n_rows, fraction):
-    """Rows that a ``contamination`` share sets aside of ``n_rows``: floor(fraction * n_rows), never all."""
+    """Rows that a ``trim_fraction`` share sets aside of ``n_rows``: floor(fraction * n_rows), never all."""
     return min(int(np.floor(fraction * n_rows)), max(n_rows - 1, 0))
 
 
 def exclude_lowest(scores, fraction):
     """Split calibration scores into the kept rows and the ``fraction`` with the lowest log p(x).
 
-    With training data that may hold a few bad rows (``contamination``), the
+    With training data that may hold a few bad rows (``trim_fraction``), the
     calibration rows may too, and the likeliest of them are those with the
     lowest scores: left in, they pull a lower edge down by as many
     percentiles as they are rows.

@@ -64,13 +64,13 @@ def _percentile(text):
     return value
 
 
-def _contamination(text):
+def _trim_fraction(text):
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not 0 <= value < 0.5:
-        raise argparse.ArgumentTypeError(f"--contamination must be a number in [0, 0.5), got {text!r}")
+        raise argparse.ArgumentTypeError(f"--trim-fraction must be a number in [0, 0.5), got {text!r}")
     return value
 
 
@@ -128,7 +128,7 @@ def _add_fit_parser(commands):
                    help="when scoring, at most this many Newton steps to the posterior mode of rows "
                         f"the encoder fits poorly, for a second proposal (default {d['posterior_search_steps']}; 0: none)")
     p.add_argument("--validation-fraction", type=float, default=d["validation_fraction"])
-    p.add_argument("--contamination", type=_contamination, default=d["contamination"], metavar="SHARE",
+    p.add_argument("--trim-fraction", type=_trim_fraction, default=d["trim_fraction"], metavar="SHARE",
                    help="share of the training rows that may be bad, in [0, 0.5): after a warm-up the model "
                         "trains on all but that share of least likely rows, and as many of the least likely "
                         "calibration rows are left out of the band (default: trust every row)")
@@ -266,7 +266,7 @@ def _fit_params(args):
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         validation_fraction=args.validation_fraction,
-        contamination=args.contamination,
+        trim_fraction=args.trim_fraction,
         threshold_percentiles=tuple(args.percentiles),
         handle_missing=CLI_HANDLE_MISSING,
         device=args.device,
@@ -288,20 +288,20 @@ def run_fit(args):
         f"band log p(x) in [{_fmt(lower)}, {_fmt(upper)}]; model written to {args.output}",
         file=sys.stderr,
     )
-    if detector.contamination:
+    if detector.trim_fraction:
         shown = ", ".join(f"{name} line {line}" for name, line in fitted.set_aside[:SHOWN_ROWS])
         more = f" and {len(fitted.set_aside) - SHOWN_ROWS} more" if len(fitted.set_aside) > SHOWN_ROWS else ""
-        print(f"contamination {detector.contamination:g}: {_set_aside_text(detector)}"
+        print(f"trim_fraction {detector.trim_fraction:g}: {_set_aside_text(detector)}"
               f"{'; set aside: ' + shown + more if shown else ''}", file=sys.stderr)
     return EXIT_OK
 
 
-#: rows that ``fit`` and ``info`` list by name when ``contamination`` set some aside
+#: rows that ``fit`` and ``info`` list by name when ``trim_fraction`` set some aside
 SHOWN_ROWS = 10
 
 
 def _set_aside_text(detector):
-    """How many training and calibration rows ``contamination`` left out (one line's worth)."""
+    """How many training and calibration rows ``trim_fraction`` left out (one line's worth)."""
     n_aside = len(getattr(detector, "training_set_aside_", ()))
     n_excluded = len(getattr(detector, "calibration_excluded_", ()))
     return (f"{n_aside} training row(s) set aside as the least likely, "
@@ -369,10 +369,10 @@ def run_info(args):
     curve, val_curve = detector.loss_curve_, detector.validation_loss_curve_
     print(f"training: {detector.n_iter_} epochs, best epoch {detector.best_epoch_}, final -ELBO "
           f"{curve[-1]:.3f} train / {val_curve[-1] if val_curve else float('nan'):.3f} validation (nats/row)")
-    if detector.contamination:
+    if detector.trim_fraction:
         aside = list(getattr(detector, "training_set_aside_", ()))
         excluded = list(getattr(detector, "calibration_excluded_", ()))
-        print(f"contamination: {detector.contamination:g}: {_set_aside_text(detector)}")
+        print(f"trim_fraction: {detector.trim_fraction:g}: {_set_aside_text(detector)}")
         for label, rows in (("set aside (training table rows, from 0)", aside),
                             ("excluded (calibration source rows, from 0: the training table or --validation)",
                              excluded)):

@@ -176,20 +176,22 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         (it costs ``OUT_OF_SUPPORT_LOG_PROB`` nats and is named by ``explain``).
         Nothing is imputed.
 
-    contamination : float in [0, 0.5) or None, default=None
+    trim_fraction : float in [0, 0.5) or None, default=None
         Share of the rows given to ``fit`` that may be bad although they are
         meant to be valid. None (or 0) trusts every row. Otherwise the VAE is
         fitted by trimmed likelihood: after a warm-up of
         ``vaefilter.training.TRIM_WARMUP_EPOCHS`` epochs on every row, each
         epoch scores every training row's -ELBO and trains on all but the
-        ``contamination`` share of highest loss; the validation loss that
+        ``trim_fraction`` share of highest loss; the validation loss that
         stops training is trimmed the same way. The calibration rows' lowest
-        ``contamination`` share of log p(x) is excluded before the band is
+        ``trim_fraction`` share of log p(x) is excluded before the band is
         computed (also by ``calibrate``). ``training_set_aside_`` and
         ``calibration_excluded_`` say which rows. It guards the model against
         a few gross faults; it cannot undo what the rows did to the schema
         (a typo among the training values is a category, a negative value
-        makes a positive column continuous).
+        makes a positive column continuous). Not scikit-learn's (or PyOD's)
+        ``contamination``, which sets the share of training rows ``predict``
+        rejects: here ``threshold_percentiles`` sets that.
 
     random_state : int, RandomState instance or None, default=None
         Fixes the validation split, the initial weights, the minibatch order,
@@ -211,13 +213,13 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         ``calibration_excluded_``).
 
     training_set_aside_ : ndarray of int
-        With ``contamination``: the training rows (indices into the X given
+        With ``trim_fraction``: the training rows (indices into the X given
         to ``fit``) that the final weights set aside, the
-        ``floor(contamination * n_train)`` of highest -ELBO; empty otherwise.
+        ``floor(trim_fraction * n_train)`` of highest -ELBO; empty otherwise.
 
     calibration_excluded_ : ndarray of int
-        With ``contamination``: the calibration rows whose log p(x) was
-        excluded from the band, the lowest ``floor(contamination * n)``
+        With ``trim_fraction``: the calibration rows whose log p(x) was
+        excluded from the band, the lowest ``floor(trim_fraction * n)``
         (indices into the X given to ``fit``, or to the last ``calibrate``);
         empty otherwise. ``validation_scores_`` holds the rows kept.
 
@@ -290,7 +292,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "column_kinds": [dict, None],
         "handle_missing": [StrOptions({"error", "model"})],
-        "contamination": [Interval(Real, 0, 0.5, closed="left"), None],
+        "trim_fraction": [Interval(Real, 0, 0.5, closed="left"), None],
         "random_state": ["random_state"],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
         "verbose": ["verbose"],
@@ -315,7 +317,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         categorical_features="from_dtype",
         column_kinds=None,
         handle_missing="error",
-        contamination=None,
+        trim_fraction=None,
         random_state=None,
         device="auto",
         verbose=0,
@@ -337,7 +339,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.categorical_features = categorical_features
         self.column_kinds = column_kinds
         self.handle_missing = handle_missing
-        self.contamination = contamination
+        self.trim_fraction = trim_fraction
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -390,7 +392,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             verbose=self.verbose,
-            trim_fraction=self.contamination or 0.0,
+            trim_fraction=self.trim_fraction or 0.0,
         )
         val_tensor = to_tensor(X[val_rows], device) if len(val_rows) else None
         train_tensor = to_tensor(X_train, device)
@@ -424,7 +426,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """
         estimate = self._log_marginal(X_model, per_column=True)
         check_finite_scores(estimate.log_px)
-        kept, excluded = exclude_lowest(estimate.log_px, self.contamination)
+        kept, excluded = exclude_lowest(estimate.log_px, self.trim_fraction)
         self.calibration_excluded_ = (np.arange(len(X_model)) if rows is None else np.asarray(rows))[excluded]
         self.validation_scores_ = estimate.log_px[kept]
         self.column_typical_ = np.median(estimate.column_log_prob[kept], axis=0)

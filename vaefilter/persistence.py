@@ -40,7 +40,7 @@ _REQUIRED_KEYS = {"format_version": int, "versions": dict, "params": dict, "fitt
 _MAX_HEADER_BYTES = 64 << 20
 _ARRAY_ATTRIBUTES = ("validation_scores_", "column_typical_")
 _PLAIN_ATTRIBUTES = ("loss_curve_", "validation_loss_curve_", "n_iter_", "best_epoch_", "n_features_in_")
-#: row indices of ``contamination``; files written before it have none (empty)
+#: row indices of ``trim_fraction``; files written before it have none (empty)
 _ROW_ATTRIBUTES = ("training_set_aside_", "calibration_excluded_")
 
 
@@ -188,9 +188,9 @@ def _check_values(path, header):
     for name in ("learning_rate", "min_variance"):
         if name in params and not (_is_finite_number(params[name]) and params[name] > 0):
             bad(f"params.{name}={params[name]!r}", "must be a finite number > 0")
-    contamination = params.get("contamination")
-    if contamination is not None and not (_is_finite_number(contamination) and 0 <= contamination < 0.5):
-        bad(f"params.contamination={contamination!r}", "must be null or a number in [0, 0.5)")
+    trim_fraction = params.get("trim_fraction")
+    if trim_fraction is not None and not (_is_finite_number(trim_fraction) and 0 <= trim_fraction < 0.5):
+        bad(f"params.trim_fraction={trim_fraction!r}", "must be null or a number in [0, 0.5)")
     for name in _ROW_ATTRIBUTES:
         rows = fitted.get(name, [])
         if not (isinstance(rows, list) and all(_is_int(i) and i >= 0 for i in rows)):

@@ -115,7 +115,7 @@ class FitSummary:
     n_rows: int
     output: str | None
     seconds: float = 0.0
-    #: (file, line) of each training row that ``contamination`` set aside
+    #: (file, line) of each training row that ``trim_fraction`` set aside
     set_aside: list = field(default_factory=list)
 
 
