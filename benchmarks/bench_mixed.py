@@ -202,8 +202,8 @@ def _plant(kind, cells, facts, rng):
     raise ValueError(kind)
 
 
-def plant_faults(train, test, categorical, numeric, rng):
-    """Test rows with one fault in a random half of them.
+def plant_faults(train, test, categorical, numeric, rng, n_faulty=None):
+    """Test rows with one fault in a random half of them (``n_faulty`` rows when given).
 
     Returns the faulty frame, the kind per row ('' for clean rows), the planted
     column(s) per row (a tuple, empty for clean rows) and the number of rows
@@ -215,7 +215,7 @@ def plant_faults(train, test, categorical, numeric, rng):
     columns.update({c: test[c].to_numpy(dtype=np.float64, na_value=np.nan).copy() for c in numeric})
     kind = np.array([""] * n, dtype=object)
     planted = [()] * n
-    faulty = rng.permutation(n)[: n // 2]
+    faulty = rng.permutation(n)[: n // 2 if n_faulty is None else n_faulty]
     fallbacks = 0
     for i, row in enumerate(faulty):
         cells = {c: columns[c][row] for c in columns}

@@ -29,7 +29,7 @@ def _expected_failures(estimator):
 
 
 @parametrize_with_checks(
-    [_small(threshold_percentiles=(10, None)), _small()],
+    [_small(threshold_percentiles=(10, None)), _small(), _small(threshold_percentiles=(10, None), trim_fraction=0.1)],
     expected_failed_checks=_expected_failures,
 )
 def test_sklearn_compatible_estimator(estimator, check):

@@ -45,6 +45,37 @@ def band_from_scores(scores, percentiles):
     return tuple(None if p is None else float(np.percentile(scores, p)) for p in percentiles)
 
 
+def n_set_aside(n_rows, fraction):
+    """Rows that a ``trim_fraction`` share sets aside of ``n_rows``: floor(fraction * n_rows), never all."""
+    return min(int(np.floor(fraction * n_rows)), max(n_rows - 1, 0))
+
+
+def exclude_lowest(scores, fraction):
+    """Split calibration scores into the kept rows and the ``fraction`` with the lowest log p(x).
+
+    With training data that may hold a few bad rows (``trim_fraction``), the
+    calibration rows may too, and the likeliest of them are those with the
+    lowest scores: left in, they pull a lower edge down by as many
+    percentiles as they are rows.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_samples,)
+        log p(x) of the calibration rows.
+    fraction : float or None
+        Share in [0, 0.5) to exclude; None or 0 excludes none.
+
+    Returns
+    -------
+    kept, excluded : ndarrays of int
+        Ascending positions in ``scores``; ties broken by position.
+    """
+    scores = np.asarray(scores, dtype=float)
+    n_drop = n_set_aside(scores.size, fraction or 0.0)
+    order = np.argsort(scores, kind="stable")
+    return np.sort(order[n_drop:]), np.sort(order[:n_drop])
+
+
 def percentile_standard_error(p, n):
     """Standard error, in probability, of the p-th percentile (p in [0, 100]) of n rows: sqrt(p(1-p)/n)."""
     q = p / 100.0

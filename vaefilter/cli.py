@@ -74,6 +74,16 @@ def _column_kind(text):
     return name, kind
 
 
+def _trim_fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"--trim-fraction must be a number in [0, 0.5), got {text!r}")
+    return value
+
+
 def _encoding(text):
     try:
         check_encoding(text)
@@ -131,6 +141,10 @@ def _add_fit_parser(commands):
                    help="when scoring, at most this many Newton steps to the posterior mode of rows "
                         f"the encoder fits poorly, for a second proposal (default {d['posterior_search_steps']}; 0: none)")
     p.add_argument("--validation-fraction", type=float, default=d["validation_fraction"])
+    p.add_argument("--trim-fraction", type=_trim_fraction, default=d["trim_fraction"], metavar="SHARE",
+                   help="share of the training rows that may be bad, in [0, 0.5): after a warm-up the model "
+                        "trains on all but that share of least likely rows, and as many of the least likely "
+                        "calibration rows are left out of the band (default: trust every row)")
     p.add_argument("--seed", type=int, default=CLI_SEED, help=f"random seed (default {CLI_SEED})")
     _add_csv_options(p)
     p.set_defaults(handler=run_fit)
@@ -265,6 +279,7 @@ def _fit_params(args):
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         validation_fraction=args.validation_fraction,
+        trim_fraction=args.trim_fraction,
         threshold_percentiles=tuple(args.percentiles),
         column_kinds=dict(args.column_kinds) or None,
         handle_missing=CLI_HANDLE_MISSING,
@@ -287,7 +302,24 @@ def run_fit(args):
         f"band log p(x) in [{_fmt(lower)}, {_fmt(upper)}]; model written to {args.output}",
         file=sys.stderr,
     )
+    if detector.trim_fraction:
+        shown = ", ".join(f"{name} line {line}" for name, line in fitted.set_aside[:SHOWN_ROWS])
+        more = f" and {len(fitted.set_aside) - SHOWN_ROWS} more" if len(fitted.set_aside) > SHOWN_ROWS else ""
+        print(f"trim_fraction {detector.trim_fraction:g}: {_set_aside_text(detector)}"
+              f"{'; set aside: ' + shown + more if shown else ''}", file=sys.stderr)
     return EXIT_OK
+
+
+#: rows that ``fit`` and ``info`` list by name when ``trim_fraction`` set some aside
+SHOWN_ROWS = 10
+
+
+def _set_aside_text(detector):
+    """How many training and calibration rows ``trim_fraction`` left out (one line's worth)."""
+    n_aside = len(getattr(detector, "training_set_aside_", ()))
+    n_excluded = len(getattr(detector, "calibration_excluded_", ()))
+    return (f"{n_aside} training row(s) set aside as the least likely, "
+            f"{n_excluded} calibration row(s) excluded from the band")
 
 
 def run_score(args):
@@ -351,6 +383,17 @@ def run_info(args):
     curve, val_curve = detector.loss_curve_, detector.validation_loss_curve_
     print(f"training: {detector.n_iter_} epochs, best epoch {detector.best_epoch_}, final -ELBO "
           f"{curve[-1]:.3f} train / {val_curve[-1] if val_curve else float('nan'):.3f} validation (nats/row)")
+    if detector.trim_fraction:
+        aside = list(getattr(detector, "training_set_aside_", ()))
+        excluded = list(getattr(detector, "calibration_excluded_", ()))
+        print(f"trim_fraction: {detector.trim_fraction:g}: {_set_aside_text(detector)}")
+        for label, rows in (("set aside (training table rows, from 0)", aside),
+                            ("excluded (calibration source rows, from 0: the training table or --validation)",
+                             excluded)):
+            if rows:
+                more = f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else ""
+                print(f"  {label}: "
+                      f"{', '.join(str(int(r)) for r in rows[:SHOWN_ROWS])}{more}")
     refit = detector.proposal_curve_
     if refit:
         print(f"proposal refit: {refit[-1][0]} steps, held-out 32-sample bound {refit[0][1]:.3f} -> "

@@ -19,7 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .band import band_from_scores, signed_distance, validate_percentiles
+from .band import band_from_scores, exclude_lowest, signed_distance, validate_percentiles
 from .columns import VALUE_KINDS, TableSchema
 from ._torch import device_of, resolve_device, seeded_torch, to_numpy, to_tensor
 from .explanations import explain_rows, render_reasons
@@ -47,10 +47,11 @@ class FittedAttribute:
     ----------
     name : str
         The attribute, ending in ``_``.
-    form : {'band', 'seed', 'names', 'floats', 'plain', 'pairs'}
+    form : {'band', 'seed', 'names', 'floats', 'rows', 'plain', 'pairs'}
         How a model file holds it: ``'band'`` a (lower, upper) pair of numbers
         or None; ``'seed'`` a whole number; ``'names'`` column names, or absent;
-        ``'floats'`` a non-empty array of finite numbers; ``'plain'`` a JSON
+        ``'floats'`` a non-empty array of finite numbers; ``'rows'`` an
+        array of row indices (int64); ``'plain'`` a JSON
         value as it is; ``'pairs'`` a list of (step, value) pairs.
     default : object
         The value for model files and pickles written before the attribute
@@ -78,6 +79,9 @@ FITTED_STATE = (
     FittedAttribute("n_features_in_", "plain"),
     # files written before the proposal refit existed have no history
     FittedAttribute("proposal_curve_", "pairs", default=()),
+    # trim_fraction's row indices; files written before it have none
+    FittedAttribute("training_set_aside_", "rows", default=()),
+    FittedAttribute("calibration_excluded_", "rows", default=()),
 )
 
 
@@ -223,6 +227,23 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         (it costs ``OUT_OF_SUPPORT_LOG_PROB`` nats and is named by ``explain``).
         Nothing is imputed.
 
+    trim_fraction : float in [0, 0.5) or None, default=None
+        Share of the rows given to ``fit`` that may be bad although they are
+        meant to be valid. None (or 0) trusts every row. Otherwise the VAE is
+        fitted by trimmed likelihood: after a warm-up of
+        ``vaefilter.training.TRIM_WARMUP_EPOCHS`` epochs on every row, each
+        epoch scores every training row's -ELBO and trains on all but the
+        ``trim_fraction`` share of highest loss; the validation loss that
+        stops training is trimmed the same way. The calibration rows' lowest
+        ``trim_fraction`` share of log p(x) is excluded before the band is
+        computed (also by ``calibrate``). ``training_set_aside_`` and
+        ``calibration_excluded_`` say which rows. It guards the model against
+        a few gross faults; it cannot undo what the rows did to the schema
+        (a typo among the training values is a category, a negative value
+        makes a positive column continuous). Not scikit-learn's (or PyOD's)
+        ``contamination``, which sets the share of training rows ``predict``
+        rejects: here ``threshold_percentiles`` sets that.
+
     random_state : int, RandomState instance or None, default=None
         Fixes the validation split, the initial weights, the minibatch order,
         the training noise and the importance samples.
@@ -239,7 +260,19 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         The band ``(lower, upper)`` of log p(x), nats per row.
 
     validation_scores_ : ndarray of shape (n_validation,)
-        log p(x) of the rows the band was calibrated on.
+        log p(x) of the rows the band was calibrated on (without those of
+        ``calibration_excluded_``).
+
+    training_set_aside_ : ndarray of int
+        With ``trim_fraction``: the training rows (indices into the X given
+        to ``fit``) that the final weights set aside, the
+        ``floor(trim_fraction * n_train)`` of highest -ELBO; empty otherwise.
+
+    calibration_excluded_ : ndarray of int
+        With ``trim_fraction``: the calibration rows whose log p(x) was
+        excluded from the band, the lowest ``floor(trim_fraction * n)``
+        (indices into the X given to ``fit``, or to the last ``calibrate``);
+        empty otherwise. ``validation_scores_`` holds the rows kept.
 
     loss_curve_ : list of float
         Training -ELBO (nats per row) after each epoch.
@@ -310,6 +343,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "column_kinds": [dict, None],
         "handle_missing": [StrOptions({"error", "model"})],
+        "trim_fraction": [Interval(Real, 0, 0.5, closed="left"), None],
         "random_state": ["random_state"],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
         "verbose": ["verbose"],
@@ -334,6 +368,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         categorical_features="from_dtype",
         column_kinds=None,
         handle_missing="error",
+        trim_fraction=None,
         random_state=None,
         device="auto",
         verbose=0,
@@ -355,6 +390,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.categorical_features = categorical_features
         self.column_kinds = column_kinds
         self.handle_missing = handle_missing
+        self.trim_fraction = trim_fraction
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -407,13 +443,16 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             verbose=self.verbose,
+            trim_fraction=self.trim_fraction or 0.0,
         )
         val_tensor = to_tensor(X[val_rows], device) if len(val_rows) else None
         train_tensor = to_tensor(X_train, device)
         history = train(network, train_tensor, val_tensor, config, train_seed)
+        self.training_set_aside_ = train_rows[history.set_aside]
         proposal = refit_proposal(
             network,
-            train_tensor,
+            train_tensor[np.setdiff1d(np.arange(len(train_rows)), history.set_aside)]
+            if len(history.set_aside) else train_tensor,
             train_tensor if val_tensor is None else val_tensor,
             self.proposal_steps,
             config.batch_size,
@@ -426,15 +465,23 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.n_iter_ = history.n_iter
         self.best_epoch_ = history.best_epoch
         self.proposal_curve_ = list(zip(proposal.steps, proposal.validation_bound))
-        self._calibrate_on(X[val_rows] if len(val_rows) else X_train, percentiles)
+        calibration_rows = val_rows if len(val_rows) else train_rows
+        self._calibrate_on(X[calibration_rows], percentiles, rows=calibration_rows)
         return self
 
-    def _calibrate_on(self, X_model, percentiles):
+    def _calibrate_on(self, X_model, percentiles, rows=None):
+        """The band, ``validation_scores_`` and ``column_typical_`` from calibration rows.
+
+        ``rows`` names them in the caller's X (for ``calibration_excluded_``);
+        default: their positions in ``X_model``.
+        """
         estimate = self._log_marginal(X_model, per_column=True)
         check_finite_scores(estimate.log_px)
-        self.validation_scores_ = estimate.log_px
-        self.column_typical_ = np.median(estimate.column_log_prob, axis=0)
-        self.thresholds_ = band_from_scores(estimate.log_px, percentiles)
+        kept, excluded = exclude_lowest(estimate.log_px, self.trim_fraction)
+        self.calibration_excluded_ = (np.arange(len(X_model)) if rows is None else np.asarray(rows))[excluded]
+        self.validation_scores_ = estimate.log_px[kept]
+        self.column_typical_ = np.median(estimate.column_log_prob[kept], axis=0)
+        self.thresholds_ = band_from_scores(self.validation_scores_, percentiles)
 
     # ----------------------------------------------------------- validation
     def _validate_for_fit(self, X):

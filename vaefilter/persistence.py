@@ -61,6 +61,7 @@ _TO_JSON = {
     "seed": int,
     "names": lambda names: [str(n) for n in names],
     "floats": lambda values: np.asarray(values, dtype=np.float64).tolist(),
+    "rows": lambda rows: [int(i) for i in rows],
     "plain": _json_param,
     "pairs": lambda pairs: [[int(step), float(value)] for step, value in pairs],
 }
@@ -69,6 +70,7 @@ _FROM_JSON = {
     "seed": int,
     "names": lambda names: np.asarray(names, dtype=object),
     "floats": lambda values: np.asarray(values, dtype=np.float64),
+    "rows": lambda rows: np.asarray(rows, dtype=np.int64),
     "plain": lambda value: value,
     "pairs": lambda pairs: [(int(step), float(value)) for step, value in pairs],
 }
@@ -212,6 +214,13 @@ def _check_values(path, header):
     for name in ("learning_rate", "min_variance"):
         if name in params and not (_is_finite_number(params[name]) and params[name] > 0):
             bad(f"params.{name}={params[name]!r}", "must be a finite number > 0")
+    trim_fraction = params.get("trim_fraction")
+    if trim_fraction is not None and not (_is_finite_number(trim_fraction) and 0 <= trim_fraction < 0.5):
+        bad(f"params.trim_fraction={trim_fraction!r}", "must be null or a number in [0, 0.5)")
+    for attribute in FITTED_STATE:
+        rows = fitted.get(attribute.name) or []
+        if attribute.form == "rows" and not (isinstance(rows, list) and all(_is_int(i) and i >= 0 for i in rows)):
+            bad(f"fitted.{attribute.name}", "must be a list of row indices (whole numbers >= 0)")
     if "tol" in params and not (_is_finite_number(params["tol"]) and params["tol"] >= 0):
         bad(f"params.tol={params['tol']!r}", "must be a finite number >= 0")
     if "validation_fraction" in params and not (

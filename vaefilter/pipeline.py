@@ -115,6 +115,8 @@ class FitSummary:
     n_rows: int
     output: str | None
     seconds: float = 0.0
+    #: (file, line) of each training row that ``trim_fraction`` set aside
+    set_aside: list = field(default_factory=list)
 
 
 # ------------------------------------------------------------------ paths
@@ -572,4 +574,4 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
         with AtomicWriter(output) as out:
             out.write(model_bytes(detector))
     return FitSummary(detector, len(table), None if output is None else os.fspath(output),
-                      time.perf_counter() - started)
+                      time.perf_counter() - started, [places[i] for i in detector.training_set_aside_])

@@ -242,6 +242,11 @@ def _model_section(detector):
         _card(f"{val[best - 1]:.3f}" if val and 1 <= best <= len(val) else "n/a", "best held-out -ELBO, nats/row"),
         _card(len(detector.validation_scores_), "calibration rows"),
     ]
+    if getattr(detector, "trim_fraction", None):
+        cards += [
+            _card(len(getattr(detector, "training_set_aside_", ())), "training rows set aside (trim_fraction)"),
+            _card(len(getattr(detector, "calibration_excluded_", ())), "calibration rows excluded (trim_fraction)"),
+        ]
     settings = pd.DataFrame(
         {
             "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples",
@@ -261,11 +266,36 @@ def _model_section(detector):
         "importance-sampled log-likelihood of the whole row under the VAE, in nats; higher is more typical.</p>",
         '<div class="side"><div><h3>Settings</h3>' + _table(settings, index=False) + "</div>",
         f"<div><h3>Columns ({_esc(kind_text)})</h3>" + _table(columns, index=False) + "</div></div>",
+        _trim_note(detector),
         "<h3>Training</h3>",
         _img(plotting.plot_training(detector), "training and held-out loss per epoch"),
         _img(plotting.plot_proposal_refit(detector), "held-out importance-sampling bound during the proposal refit"),
     ]
     return "\n".join(parts)
+
+
+#: row indices listed in the report's trim_fraction note, per kind
+SHOWN_SET_ASIDE = 50
+
+
+def _trim_note(detector):
+    """Which rows ``trim_fraction`` set aside, or '' without it."""
+    share = getattr(detector, "trim_fraction", None)
+    if not share:
+        return ""
+
+    def listed(rows):
+        rows = [int(r) for r in rows]
+        more = f" and {len(rows) - SHOWN_SET_ASIDE} more" if len(rows) > SHOWN_SET_ASIDE else ""
+        return (", ".join(map(str, rows[:SHOWN_SET_ASIDE])) + more) if rows else "none"
+
+    aside = getattr(detector, "training_set_aside_", ())
+    excluded = getattr(detector, "calibration_excluded_", ())
+    return (f'<p class="note">trim_fraction={share:g}: the model was fitted by trimmed likelihood, without the '
+            f"{len(aside)} training rows of least likelihood (rows of the training table, from 0: "
+            f"{_esc(listed(aside))}), and the {len(excluded)} calibration rows of lowest log p(x) were left out "
+            f"of the band (rows of the calibration rows' source, from 0: {_esc(listed(excluded))}). They are the "
+            "likeliest bad rows among those trusted as valid: worth a look.</p>")
 
 
 def _batch_section(detector, batch, random_state):
