@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .band import band_from_scores, signed_distance, validate_percentiles
 from .columns import VALUE_KINDS, TableSchema
+from .drift import DEFAULT_ALPHA, batch_drift, calibration_column_sample
 from ._torch import device_of, resolve_device, seeded_torch, to_numpy, to_tensor
 from .explanations import explain_rows, render_reasons
 from .likelihoods import build_likelihood
@@ -222,6 +223,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Median over the calibration rows of each column's expected
         log p(x_j | z) under the posterior: the yardstick of ``explain``.
 
+    calibration_column_log_prob_ : ndarray of shape (n_kept, n_features_in_)
+        Each column's expected log p(x_j | z) on at most 1000 calibration rows
+        (a fixed-seed subset), what ``drift_report`` compares a batch's columns
+        with. Absent from models saved before it existed.
+
     n_features_in_ : int
         Number of features seen during ``fit``.
 
@@ -387,6 +393,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         check_finite_scores(estimate.log_px)
         self.validation_scores_ = estimate.log_px
         self.column_typical_ = np.median(estimate.column_log_prob, axis=0)
+        self.calibration_column_log_prob_ = calibration_column_sample(estimate.column_log_prob)
         self.thresholds_ = band_from_scores(estimate.log_px, percentiles)
 
     # ----------------------------------------------------------- validation
@@ -649,6 +656,52 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         deficit_frame = pd.DataFrame(deficits, columns=names, index=frame.index)
         explanation = pd.concat([frame, deficit_frame], axis=1)
         return (explanation, records) if return_records else explanation
+
+    def drift_report(self, X, log_px=None, alpha=DEFAULT_ALPHA):
+        """Test whether a batch differs from the calibration rows, and name the columns that moved.
+
+        Three tests of the batch's log p(x) against ``validation_scores_``:
+        the share below the band's lower edge and the share above its upper
+        edge against their expectation under no drift (exact beta-binomial
+        tests: a clean row falls below the k-th of n calibration scores with
+        probability k / (n + 1)), and a two-sided Mann-Whitney rank test; and
+        one Mann-Whitney test per column of the rows' log p(x_j | z) against
+        ``calibration_column_log_prob_``. Holm's correction keeps the chance of
+        any false alarm at most ``alpha`` when the batch is exchangeable with
+        the calibration rows (see :mod:`vaefilter.drift`). That is broken by
+        calibration rows the model was trained or early-stopped on: calibrate
+        on rows ``fit`` never saw for a false-alarm rate that holds.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            The batch's rows, or a random sample of them when ``log_px`` is
+            given; their columns are tested.
+        log_px : array-like of shape (n_rows,), optional
+            log p(x) of all the batch's rows (``score_samples``), when ``X`` is
+            a sample of them; default: the scores of ``X``.
+        alpha : float, default=0.01
+            Level of the alarm: about one false alarm in 100 clean batches.
+
+        Returns
+        -------
+        report : vaefilter.drift.DriftReport
+            ``drift`` (bool), ``p_value``, the edge tests (``below``,
+            ``above``), ``rank_p_value``, ``median_shift_nats`` and
+            ``columns``: the columns that moved with their median shift in
+            nats, largest first.
+        """
+        estimate = self._log_marginal(self._validate_for_scoring(X), per_column=True)
+        check_finite_scores(estimate.log_px)
+        return batch_drift(
+            estimate.log_px if log_px is None else log_px,
+            self.validation_scores_,
+            self.thresholds_,
+            alpha=alpha,
+            column_log_prob=estimate.column_log_prob,
+            calibration_column_log_prob=getattr(self, "calibration_column_log_prob_", None),
+            names=list(self.schema_.names),
+        )
 
     def _condition_deficits(self, X_model, log_px, deficits, rows):
         """Deficits of the likeliest culprits of ``rows``, given the rest of each row (in place).

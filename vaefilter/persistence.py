@@ -39,6 +39,8 @@ _REQUIRED_KEYS = {"format_version": int, "versions": dict, "params": dict, "fitt
                   "network": dict, "payload": dict}
 _MAX_HEADER_BYTES = 64 << 20
 _ARRAY_ATTRIBUTES = ("validation_scores_", "column_typical_")
+#: a matrix not every model file has (written since the drift alarm; older files load without it)
+_OPTIONAL_MATRIX = "calibration_column_log_prob_"
 _PLAIN_ATTRIBUTES = ("loss_curve_", "validation_loss_curve_", "n_iter_", "best_epoch_", "n_features_in_")
 
 
@@ -72,6 +74,8 @@ def _header(detector, payload):
             **{name: np.asarray(getattr(detector, name)).tolist() for name in _ARRAY_ATTRIBUTES},
             **{name: _json_param(getattr(detector, name)) for name in _PLAIN_ATTRIBUTES},
             "proposal_curve_": [[int(step), float(bound)] for step, bound in detector.proposal_curve_],
+            **({_OPTIONAL_MATRIX: np.asarray(getattr(detector, _OPTIONAL_MATRIX)).tolist()}
+               if hasattr(detector, _OPTIONAL_MATRIX) else {}),
         },
         "schema": detector.schema_.to_dict(),
         "network": detector.network_.config(),
@@ -224,6 +228,13 @@ def _check_values(path, header):
             bad(f"fitted.{name}", "must be a non-empty list of finite numbers")
     if len(fitted["column_typical_"]) != n_columns:
         bad("fitted.column_typical_", f"must hold one number per column ({n_columns})")
+    matrix = fitted.get(_OPTIONAL_MATRIX)
+    if matrix is not None and not (
+        isinstance(matrix, list) and matrix
+        and all(isinstance(row, list) and len(row) == n_columns and all(_is_finite_number(v) for v in row)
+                for row in matrix)
+    ):
+        bad(f"fitted.{_OPTIONAL_MATRIX}", f"must be null or a non-empty list of rows of {n_columns} finite numbers")
     n_features = fitted.get("n_features_in_")
     if n_features != n_columns:
         bad(f"fitted.n_features_in_={n_features!r}", f"must equal the number of schema columns ({n_columns})")
@@ -259,6 +270,8 @@ def load_model(path):
             setattr(detector, name, np.asarray(fitted[name], dtype=np.float64))
         for name in _PLAIN_ATTRIBUTES:
             setattr(detector, name, fitted[name])
+        if fitted.get(_OPTIONAL_MATRIX) is not None:
+            setattr(detector, _OPTIONAL_MATRIX, np.asarray(fitted[_OPTIONAL_MATRIX], dtype=np.float64))
         # files written before the proposal refit existed have no history
         detector.proposal_curve_ = [(int(step), float(bound)) for step, bound in fitted.get("proposal_curve_", [])]
         detector.schema_ = TableSchema.from_dict(header["schema"])
