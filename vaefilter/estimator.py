@@ -660,11 +660,12 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     def drift_report(self, X, log_px=None, alpha=DEFAULT_ALPHA):
         """Test whether a batch differs from the calibration rows, and name the columns that moved.
 
-        Three tests of the batch's log p(x) against ``validation_scores_``:
-        the share below the band's lower edge and the share above its upper
-        edge against their expectation under no drift (exact beta-binomial
-        tests: a clean row falls below the k-th of n calibration scores with
-        probability k / (n + 1)), and a two-sided Mann-Whitney rank test; and
+        Four tests of the batch's log p(x) against ``validation_scores_``:
+        the share below the band's lower edge, above its upper edge and below
+        the calibration scores' 1st percentile against their expectation
+        under no drift (exact beta-binomial tests: a clean row falls below the
+        k-th of n calibration scores with probability k / (n + 1)), and a
+        two-sided Mann-Whitney rank test; and
         one Mann-Whitney test per column of the rows' log p(x_j | z) against
         ``calibration_column_log_prob_``. Holm's correction keeps the chance of
         any false alarm at most ``alpha`` when the batch is exchangeable with
@@ -687,7 +688,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         -------
         report : vaefilter.drift.DriftReport
             ``drift`` (bool), ``p_value``, the edge tests (``below``,
-            ``above``), ``rank_p_value``, ``median_shift_nats`` and
+            ``above``, ``tail``), ``rank_p_value``, ``median_shift_nats`` and
             ``columns``: the columns that moved with their median shift in
             nats, largest first.
         """

@@ -373,13 +373,15 @@ def _score_chunk(detector, chunk, source, na_values=()):
     return log_px, is_valid, [_cut(r) for r in reasons], typed, problems
 
 
-def chunk_results(detector, chunk, source, na_values=()):
+def chunk_results(detector, chunk, source, na_values=(), with_rows=False):
     """(log_px, is_valid, reasons) for every record of a :class:`~vaefilter.csvio.CsvChunk`, in record order.
 
     ``log_px`` is NaN for a record that could not be parsed or scored; its
-    reason then starts with ``'unparseable:'`` or ``'line N:'``.
+    reason then starts with ``'unparseable:'`` or ``'line N:'``. With
+    ``with_rows``, also the typed rows and {position: typing problem}.
     """
-    return _score_chunk(detector, chunk, source, na_values)[:3]
+    results = _score_chunk(detector, chunk, source, na_values)
+    return results if with_rows else results[:3]
 
 
 def _progress(show):
@@ -399,7 +401,8 @@ def _results(detector, reader, na_values, progress, summary, drift=None):
     try:
         for chunk in reader:
             started = time.perf_counter()
-            log_px, is_valid, reasons, typed, problems = _score_chunk(detector, chunk, reader.name, na_values)
+            log_px, is_valid, reasons, typed, problems = chunk_results(detector, chunk, reader.name, na_values,
+                                                                       with_rows=True)
             if drift is not None:
                 drift.add(log_px, typed, problems)
             summary.seconds_scoring += time.perf_counter() - started
@@ -550,7 +553,8 @@ def report_csv(model, output, input=None, *, delimiter=",", encoding="utf-8", ch
         with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader:
             summary.input = reader.name
             for chunk in reader:
-                log_px, is_valid, reasons, typed, problems = _score_chunk(detector, chunk, reader.name, na_values)
+                log_px, is_valid, reasons, typed, problems = chunk_results(detector, chunk, reader.name, na_values,
+                                                                       with_rows=True)
                 summary._count(log_px, is_valid, reasons)
                 scored = [k for k in typed.index if k not in problems and not np.isnan(log_px[k])]
                 frames.append(typed.loc[scored])

@@ -348,9 +348,10 @@ def _drift_section(detector, batch, scores, random_state):
     report = detector.drift_report(sample, log_px=scores)
     cards = [_card("yes" if report.drift else "no", f"drift at alpha={report.alpha:g} (p={report.p_value:.2g})",
                    "bad" if report.drift else "good")]
-    for test in (report.below, report.above):
+    for test in (report.below, report.above, report.tail):
         if test is not None:
-            cards.append(_card(f"{test.share:.1%}", f"{test.side} the band; expected {test.expected_share:.1%} "
+            where = "below the calibration's 1% tail" if test.side == "far below" else f"{test.side} the band"
+            cards.append(_card(f"{test.share:.1%}", f"{where}; expected {test.expected_share:.1%} "
                                                     f"(p={test.p_value:.2g})"))
     cards.append(_card(f"{report.median_shift_nats:+.2f}", f"median log p(x) shift, nats "
                                                            f"(rank test p={report.rank_p_value:.2g})"))
@@ -358,7 +359,7 @@ def _drift_section(detector, batch, scores, random_state):
         "<h2>Drift</h2>",
         '<div class="summary">' + "".join(cards) + "</div>",
         f'<p class="note">The batch\'s {report.n_rows} scored rows against the {report.n_calibration} calibration '
-        "rows: the shares beyond the band's edges against their expectation under no drift (beta-binomial "
+        "rows: the shares beyond the band's edges and below the calibration scores' 1st percentile against their expectation under no drift (beta-binomial "
         "tests), a Mann-Whitney test of log p(x), and one per column of log p(x_j | z); Holm-corrected, so a "
         "batch exchangeable with the calibration rows raises the alarm with probability at most alpha.</p>",
     ]
