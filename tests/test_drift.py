@@ -69,6 +69,18 @@ def test_power_on_shifted_and_contaminated_batches():
     assert not batch_drift(rng.normal(size=300), cal, band).drift
 
 
+def test_far_tail_finds_a_few_rows_the_band_edge_misses():
+    rng = np.random.default_rng(4)
+    cal = rng.normal(size=1000)
+    band = (np.percentile(cal, 25), np.percentile(cal, 75))
+    batch = np.concatenate([rng.normal(size=285), rng.normal(-20, 1, size=15)])  # 5% far below
+    report = batch_drift(batch, cal, band)
+    assert report.below.p_value > 0.01 and report.tail.p_value < 1e-4 and report.drift
+    assert report.tail.expected_share == pytest.approx(10 / 1001)
+    # a band whose lower edge is already at the 1st percentile has no separate tail test
+    assert batch_drift(batch, cal, (np.sort(cal)[2], None)).tail is None
+
+
 def test_holm_matches_statsmodels():
     multitest = pytest.importorskip("statsmodels.stats.multitest")
     p = np.array([0.01, 0.04, 0.03, 0.005, 0.5, 0.04])
