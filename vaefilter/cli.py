@@ -96,7 +96,7 @@ def _add_csv_options(parser):
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=DEFAULTS["device"],
                         help="where the model computes (default auto: a GPU when there is one), whatever "
                              "device the model was fitted on")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar (and no summary from filter)")
 
 
 def _csv_options(args):
