@@ -6,8 +6,9 @@ the model's settings are read from :class:`~vaefilter.VAEOutlierDetector`.
 
 Exit status: 0 on success, 1 when ``--fail-on-invalid`` is given and a row was
 rejected, 2 on usage or input errors (one line on stderr naming file, line
-and column). Rows that cannot be parsed never stop a run: they are rejected
-with a reason.
+and column), 3 when ``filter --fail-on-drift`` is given and a batch drifted
+(3 wins over 1). Rows that cannot be parsed never stop a run: they are
+rejected with a reason.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ import numpy as np
 
 from .columns import CATEGORICAL, VALUE_KINDS
 from .csvio import CsvFormatError, check_encoding
+from .drift import DEFAULT_ALPHA, render_drift
 from .estimator import VAEOutlierDetector
 from .persistence import ModelFileError, load_model, read_header
 from .pipeline import MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, filter_csv, fit_csv, report_csv, score_csv
 
-__all__ = ["EXIT_INVALID_ROWS", "EXIT_OK", "EXIT_USAGE", "MAX_REASON_CHARS", "REJECT_FIELDS", "SCORE_FIELDS",
-           "UsageError", "build_parser", "main"]
+__all__ = ["EXIT_DRIFT", "EXIT_INVALID_ROWS", "EXIT_OK", "EXIT_USAGE", "MAX_REASON_CHARS", "REJECT_FIELDS",
+           "SCORE_FIELDS", "UsageError", "build_parser", "main"]
 
-EXIT_OK, EXIT_INVALID_ROWS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INVALID_ROWS, EXIT_USAGE, EXIT_DRIFT = 0, 1, 2, 3
+EXIT_CODES = ("exit status: 0 success; 1 --fail-on-invalid and a row was rejected; 2 usage or input error; "
+              "3 --fail-on-drift and a batch drifted (3 wins over 1)")
 
 #: the estimator's defaults, the one source of the CLI's model settings
 DEFAULTS = VAEOutlierDetector().get_params()
@@ -84,6 +88,16 @@ def _trim_fraction(text):
     return value
 
 
+def _alpha(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--drift-alpha must be a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"--drift-alpha must lie in (0, 1), got {text!r}")
+    return value
+
+
 def _encoding(text):
     try:
         check_encoding(text)
@@ -102,7 +116,7 @@ def _add_csv_options(parser):
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=DEFAULTS["device"],
                         help="where the model computes (default auto: a GPU when there is one), whatever "
                              "device the model was fitted on")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar (and no summary from filter)")
 
 
 def _csv_options(args):
@@ -160,7 +174,9 @@ def _add_stream_parsers(commands):
     s.set_defaults(handler=run_score)
 
     f = commands.add_parser("filter", help="split rows into valid and rejected",
-                            description="Valid rows go out byte for byte; rejected rows gain log_px, the band and a reason.")
+                            description="Valid rows go out byte for byte; rejected rows gain log_px, the band and a "
+                                        "reason. Each input is tested for drift against the calibration rows.",
+                            epilog=EXIT_CODES)
     f.add_argument("input", nargs="+",
                    help="CSV file ('-' for stdin); several files, a glob ('in/*.csv') or *.parquet run one task "
                         "per file through Dask (the dask extra)")
@@ -170,6 +186,14 @@ def _add_stream_parsers(commands):
                         "('*' becomes each input's name); for Parquet a dataset directory")
     f.add_argument("--invalid", required=True, help="CSV for rejected rows ('-' for stdout); a pattern or directory as --valid")
     f.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is rejected")
+    f.add_argument("--fail-on-drift", action="store_true",
+                   help="exit 3 when the batch (each input file is one) differs from the calibration rows")
+    f.add_argument("--drift-alpha", type=_alpha, default=DEFAULT_ALPHA, metavar="ALPHA",
+                   help=f"level of the drift alarm, family-wise over its tests (default {DEFAULT_ALPHA:g}: "
+                        "about one false alarm in 100 clean batches)")
+    f.add_argument("--summary-json", metavar="FILE",
+                   help="write the run's summary (counts, band, timings, drift test) as JSON ('-' for stdout); "
+                        "with several files, one entry per file")
     f.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler to run the files on, e.g. tcp://scheduler:8786 (default for several files: "
                         "a local cluster of one worker process per core)")
@@ -178,7 +202,8 @@ def _add_stream_parsers(commands):
 
 
 def build_parser():
-    parser = _Parser(prog="vaefilter", description="A variational autoencoder as a learned data-validation gate.")
+    parser = _Parser(prog="vaefilter", description="A variational autoencoder as a learned data-validation gate.",
+                     epilog=EXIT_CODES)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_fit_parser(commands)
     _add_stream_parsers(commands)
@@ -258,7 +283,9 @@ def _sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _exit_status(args, n_rejected):
+def _exit_status(args, n_rejected, drifted=False):
+    if getattr(args, "fail_on_drift", False) and drifted:
+        return EXIT_DRIFT
     return EXIT_INVALID_ROWS if args.fail_on_invalid and n_rejected else EXIT_OK
 
 
@@ -330,8 +357,13 @@ def run_score(args):
 def run_filter(args):
     """``vaefilter filter`` on one input (``args.input`` a single path or '-')."""
     summary = filter_csv(args.model, args.input, args.valid, args.invalid, progress=not args.quiet,
-                         **_csv_options(args))
-    return _exit_status(args, summary.n_rejected)
+                         drift_alpha=args.drift_alpha, summary_json=args.summary_json, **_csv_options(args))
+    if not args.quiet:
+        unscored = f" ({summary.n_unscored} could not be scored)" if summary.n_unscored else ""
+        print(f"{summary.input}: {summary.n_rows} rows, {summary.n_valid} valid, {summary.n_rejected} rejected"
+              f"{unscored}; {summary.seconds:.1f} s", file=sys.stderr)
+        print(render_drift(summary.drift), file=sys.stderr)
+    return _exit_status(args, summary.n_rejected, summary.drift.drift)
 
 
 def _is_single_plain_file(args):
@@ -353,15 +385,21 @@ def run_filter_dispatch(args):
         from .dask import filter_files
 
         results = filter_files(args.model, args.input, args.valid, args.invalid, scheduler=args.scheduler,
-                               **_csv_options(args))
+                               drift_alpha=args.drift_alpha, summary_json=args.summary_json, **_csv_options(args))
     except ImportError as exc:
         raise ValueError(str(exc)) from None
     n_valid = sum(r["n_valid"] for r in results)
     n_invalid = sum(r["n_invalid"] for r in results)
+    drifted = [r for r in results if (r.get("drift") or {}).get("drift")]
     if not args.quiet:
         n_files = sum(len(r["input"]) if isinstance(r["input"], list) else 1 for r in results)
-        print(f"{n_files} file(s): {n_valid} valid and {n_invalid} rejected rows", file=sys.stderr)
-    return _exit_status(args, n_invalid)
+        print(f"{n_files} file(s): {n_valid} valid and {n_invalid} rejected rows; drift in {len(drifted)} "
+              f"of {len(results)} batch(es) at alpha={args.drift_alpha:g}", file=sys.stderr)
+        for r in drifted:
+            moved = ", ".join(f"{c['column']} {c['shift_nats']:+.2f} nats" for c in r["drift"]["columns"][:5])
+            print(f"  {r['input']}: drift p={r['drift']['p_value']:.2g}" + (f"; columns: {moved}" if moved else ""),
+                  file=sys.stderr)
+    return _exit_status(args, n_invalid, bool(drifted))
 
 
 def run_info(args):

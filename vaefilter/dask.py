@@ -57,7 +57,8 @@ import pandas as pd
 
 from ._optional import import_optional
 from .csvio import atomic_directories, remove_temporaries
-from .pipeline import REJECT_FIELDS, SCORE_FIELDS, file_id, filter_csv, score_table
+from .drift import DEFAULT_ALPHA, batch_drift
+from .pipeline import REJECT_FIELDS, SCORE_FIELDS, check_paths, file_id, filter_csv, score_table, write_summary_json
 
 __all__ = [
     "FilterFilesError",
@@ -271,22 +272,28 @@ def _plan(files, valid_pattern, invalid_pattern, model_path=None):
 
 
 def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter=",", encoding="utf-8",
-                chunk_rows=65536, torch_threads=None, na_values=(), device="auto"):
+                chunk_rows=65536, torch_threads=None, na_values=(), device="auto", drift_alpha=DEFAULT_ALPHA):
     """``vaefilter filter`` on one CSV file (:func:`vaefilter.pipeline.filter_csv`); returns a summary.
 
     The summary is a dict with ``input``, ``valid``, ``invalid``, ``n_valid``
-    and ``n_invalid`` (records in each output). Errors raise, as in the CLI.
+    and ``n_invalid`` (records in each output), ``drift`` (the file's drift
+    test as a dict, the file being one batch; None with ``drift_alpha=None``)
+    and ``summary`` (the whole :class:`~vaefilter.pipeline.RunSummary` as a
+    dict). Errors raise, as in the CLI.
     """
     _limit_torch_threads(torch_threads)
     # the single-file path: byte-exact, atomic outputs
     summary = filter_csv(model_path, input_path, valid_path, invalid_path, delimiter=delimiter, encoding=encoding,
-                         chunk_rows=int(chunk_rows), na_values=tuple(na_values), device=device)
+                         chunk_rows=int(chunk_rows), na_values=tuple(na_values), device=device,
+                         drift_alpha=drift_alpha)
     return {
         "input": os.fspath(input_path),
         "valid": os.fspath(valid_path),
         "invalid": os.fspath(invalid_path),
         "n_valid": summary.n_valid,
         "n_invalid": summary.n_rejected,
+        "drift": None if summary.drift is None else summary.drift.to_dict(),
+        "summary": summary.to_dict(),
     }
 
 
@@ -355,8 +362,12 @@ def _run_tasks(runner, fn, calls, kwargs, retries):
 
 def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=None, *, n_workers=None,
                  delimiter=",", encoding="utf-8", chunk_rows=65536, torch_threads=None, retries=0,
-                 file_task=None, na_values=(), device="auto"):
+                 file_task=None, na_values=(), device="auto", drift_alpha=DEFAULT_ALPHA, summary_json=None):
     """Filter many CSV files in parallel, one task per file (or Parquet inputs, see below).
+
+    Each CSV file is one batch for the drift test (its own, in its task); the
+    Parquet inputs are one batch together, tested on log p(x) alone (no
+    per-column sample).
 
     Parameters
     ----------
@@ -373,7 +384,13 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     n_workers : int, optional
         Workers of the local cluster started when ``scheduler`` is None.
     delimiter, encoding, chunk_rows, na_values, device :
-        As the CLI's options (``na_values`` and ``device`` reach ``file_task`` only when set).
+        As the CLI's options (``na_values``, ``device`` and ``drift_alpha`` reach ``file_task`` only when
+        not the default).
+    drift_alpha : float or None, default 0.01
+        Level of each batch's drift alarm; None skips the test.
+    summary_json : str, optional
+        Write ``{"files": summaries}`` there as JSON once every file is filtered
+        (not when one failed); it may not name the model, an input or an output.
     torch_threads : int, optional
         Torch intra-op threads per task; defaults to cores // n_workers on a
         local cluster and to the worker's setting elsewhere.
@@ -389,7 +406,7 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     -------
     summaries : list of dict
         Per input file, in input order: ``input``, ``valid``, ``invalid``,
-        ``n_valid``, ``n_invalid``.
+        ``n_valid``, ``n_invalid``, ``drift`` (and ``summary``, see :func:`filter_file`).
 
     Raises
     ------
@@ -401,12 +418,24 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     if not files:
         raise ValueError("no input files")
     if all(f.endswith(".parquet") for f in files):
-        return [filter_parquet(model_path, files, valid_pattern, invalid_pattern, scheduler, n_workers=n_workers)]
+        if summary_json is not None:
+            check_paths(inputs={"--model": model_path, **{f"input {f}": f for f in files}},
+                        outputs={"--valid": valid_pattern, "--invalid": invalid_pattern,
+                                 "--summary-json": summary_json})
+        results = [filter_parquet(model_path, files, valid_pattern, invalid_pattern, scheduler, n_workers=n_workers,
+                                  drift_alpha=drift_alpha)]
+        if summary_json is not None:
+            write_summary_json({"files": results}, summary_json)
+        return results
     if any(f.endswith(".parquet") for f in files):
         raise ValueError("inputs mix Parquet and CSV files; filter them in separate runs")
     if "-" in files:
         raise ValueError("stdin ('-') cannot be one of many inputs")
     jobs = _plan(files, valid_pattern, invalid_pattern, model_path)
+    if summary_json is not None:
+        check_paths(inputs={"--model": model_path, **{f"input {f}": f for f in files}},
+                    outputs={**{f"output {out}": out for job in jobs for out in job[1:]},
+                             "--summary-json": summary_json})
     fn = file_task or filter_file
     try:
         with _runner(scheduler, len(jobs), n_workers) as runner:
@@ -416,6 +445,8 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
                 kwargs["na_values"] = tuple(na_values)
             if device != "auto":
                 kwargs["device"] = device
+            if drift_alpha != DEFAULT_ALPHA:
+                kwargs["drift_alpha"] = drift_alpha
             outcomes = _run_tasks(runner, fn, [(model_path, *job) for job in jobs], kwargs, retries)
     except BaseException:
         # interrupted (Ctrl-C, SIGTERM): workers killed mid-file cannot remove their temporary files
@@ -426,6 +457,8 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     failures = {job[0]: value for job, (status, value) in zip(jobs, outcomes) if status == "error"}
     if failures:
         raise FilterFilesError(failures, results)
+    if summary_json is not None:
+        write_summary_json({"files": results}, summary_json)
     return results
 
 
@@ -448,7 +481,7 @@ def _annotate_partition(partition, detector, names, band, torch_threads=None):
 
 
 def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None, *, n_workers=None,
-                   torch_threads=None):
+                   torch_threads=None, drift_alpha=DEFAULT_ALPHA):
     """Split Parquet files into a valid and a rejected Parquet dataset (directories).
 
     Every input row ends up in exactly one output. Valid rows keep their
@@ -460,7 +493,9 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
     Returns
     -------
     summary : dict
-        ``input`` (the file list), ``valid``, ``invalid``, ``n_valid``, ``n_invalid``.
+        ``input`` (the file list), ``valid``, ``invalid``, ``n_valid``, ``n_invalid``, ``drift``: the
+        datasets' rows as one batch, tested on log p(x) only (columns not tested; None with
+        ``drift_alpha=None``).
     """
     dd = _dd()
     import dask
@@ -498,9 +533,15 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
         with atomic_directories([valid_path, invalid_path]) as (tmp_valid, tmp_invalid):
             writes = [valid.to_parquet(tmp_valid, compute=False), invalid.to_parquet(tmp_invalid, compute=False)]
             scheduler_kw = {} if runner.client is not None else {"scheduler": "sync"}
-            _, _, n_valid, n_rows = dask.compute(*writes, keep.sum(), keep.size, **scheduler_kw)
+            # log p(x) of every row (8 bytes a row) in the same compute: scored once
+            _, _, n_valid, n_rows, log_px = dask.compute(*writes, keep.sum(), keep.size, annotated["log_px"],
+                                                         **scheduler_kw)
+    drift = None
+    if drift_alpha is not None:
+        drift = batch_drift(np.asarray(log_px, dtype=float), detector.validation_scores_, detector.thresholds_,
+                            alpha=drift_alpha).to_dict()
     return {"input": files, "valid": os.fspath(valid_path), "invalid": os.fspath(invalid_path),
-            "n_valid": int(n_valid), "n_invalid": int(n_rows - n_valid)}
+            "n_valid": int(n_valid), "n_invalid": int(n_rows - n_valid), "drift": drift}
 
 
 def _ship_delayed(detector):

@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .band import band_from_scores, exclude_lowest, signed_distance, validate_percentiles
 from .columns import VALUE_KINDS, TableSchema
+from .drift import DEFAULT_ALPHA, batch_drift, calibration_column_sample
 from ._torch import device_of, resolve_device, seeded_torch, to_numpy, to_tensor
 from .explanations import explain_rows, render_reasons
 from .likelihoods import build_likelihood
@@ -47,11 +48,12 @@ class FittedAttribute:
     ----------
     name : str
         The attribute, ending in ``_``.
-    form : {'band', 'seed', 'names', 'floats', 'rows', 'plain', 'pairs'}
+    form : {'band', 'seed', 'names', 'floats', 'rows', 'matrix', 'plain', 'pairs'}
         How a model file holds it: ``'band'`` a (lower, upper) pair of numbers
         or None; ``'seed'`` a whole number; ``'names'`` column names, or absent;
         ``'floats'`` a non-empty array of finite numbers; ``'rows'`` an
-        array of row indices (int64); ``'plain'`` a JSON
+        array of row indices (int64); ``'matrix'`` a 2-D float array, or
+        absent; ``'plain'`` a JSON
         value as it is; ``'pairs'`` a list of (step, value) pairs.
     default : object
         The value for model files and pickles written before the attribute
@@ -82,6 +84,8 @@ FITTED_STATE = (
     # trim_fraction's row indices; files written before it have none
     FittedAttribute("training_set_aside_", "rows", default=()),
     FittedAttribute("calibration_excluded_", "rows", default=()),
+    # the drift alarm's per-column calibration sample; files written before it lack it
+    FittedAttribute("calibration_column_log_prob_", "matrix", default=None),
 )
 
 
@@ -302,6 +306,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Median over the calibration rows of each column's expected
         log p(x_j | z) under the posterior: the yardstick of ``explain``.
 
+    calibration_column_log_prob_ : ndarray of shape (n_kept, n_features_in_)
+        Each column's expected log p(x_j | z) on at most 1000 calibration rows
+        (a fixed-seed subset), what ``drift_report`` compares a batch's columns
+        with. Absent from models saved before it existed.
+
     n_features_in_ : int
         Number of features seen during ``fit``.
 
@@ -482,6 +491,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.validation_scores_ = estimate.log_px[kept]
         self.column_typical_ = np.median(estimate.column_log_prob[kept], axis=0)
         self.thresholds_ = band_from_scores(self.validation_scores_, percentiles)
+        self.calibration_column_log_prob_ = calibration_column_sample(estimate.column_log_prob[kept])
 
     # ----------------------------------------------------------- validation
     def _validate_for_fit(self, X):
@@ -743,6 +753,53 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         deficit_frame = pd.DataFrame(deficits, columns=names, index=frame.index)
         explanation = pd.concat([frame, deficit_frame], axis=1)
         return (explanation, records) if return_records else explanation
+
+    def drift_report(self, X, log_px=None, alpha=DEFAULT_ALPHA):
+        """Test whether a batch differs from the calibration rows, and name the columns that moved.
+
+        Four tests of the batch's log p(x) against ``validation_scores_``:
+        the share below the band's lower edge, above its upper edge and below
+        the calibration scores' 1st percentile against their expectation
+        under no drift (exact beta-binomial tests: a clean row falls below the
+        k-th of n calibration scores with probability k / (n + 1)), and a
+        two-sided Mann-Whitney rank test; and
+        one Mann-Whitney test per column of the rows' log p(x_j | z) against
+        ``calibration_column_log_prob_``. Holm's correction keeps the chance of
+        any false alarm at most ``alpha`` when the batch is exchangeable with
+        the calibration rows (see :mod:`vaefilter.drift`). That is broken by
+        calibration rows the model was trained or early-stopped on: calibrate
+        on rows ``fit`` never saw for a false-alarm rate that holds.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            The batch's rows, or a random sample of them when ``log_px`` is
+            given; their columns are tested.
+        log_px : array-like of shape (n_rows,), optional
+            log p(x) of all the batch's rows (``score_samples``), when ``X`` is
+            a sample of them; default: the scores of ``X``.
+        alpha : float, default=0.01
+            Level of the alarm: about one false alarm in 100 clean batches.
+
+        Returns
+        -------
+        report : vaefilter.drift.DriftReport
+            ``drift`` (bool), ``p_value``, the edge tests (``below``,
+            ``above``, ``tail``), ``rank_p_value``, ``median_shift_nats`` and
+            ``columns``: the columns that moved with their median shift in
+            nats, largest first.
+        """
+        estimate = self._log_marginal(self._validate_for_scoring(X), per_column=True)
+        check_finite_scores(estimate.log_px)
+        return batch_drift(
+            estimate.log_px if log_px is None else log_px,
+            self.validation_scores_,
+            self.thresholds_,
+            alpha=alpha,
+            column_log_prob=estimate.column_log_prob,
+            calibration_column_log_prob=getattr(self, "calibration_column_log_prob_", None),
+            names=list(self.schema_.names),
+        )
 
     def _condition_deficits(self, X_model, log_px, deficits, rows):
         """Deficits of the likeliest culprits of ``rows``, given the rest of each row (in place).

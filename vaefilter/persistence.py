@@ -62,6 +62,7 @@ _TO_JSON = {
     "names": lambda names: [str(n) for n in names],
     "floats": lambda values: np.asarray(values, dtype=np.float64).tolist(),
     "rows": lambda rows: [int(i) for i in rows],
+    "matrix": lambda rows: np.asarray(rows, dtype=np.float64).tolist(),
     "plain": _json_param,
     "pairs": lambda pairs: [[int(step), float(value)] for step, value in pairs],
 }
@@ -71,6 +72,7 @@ _FROM_JSON = {
     "names": lambda names: np.asarray(names, dtype=object),
     "floats": lambda values: np.asarray(values, dtype=np.float64),
     "rows": lambda rows: np.asarray(rows, dtype=np.int64),
+    "matrix": lambda rows: np.asarray(rows, dtype=np.float64),
     "plain": lambda value: value,
     "pairs": lambda pairs: [(int(step), float(value)) for step, value in pairs],
 }
@@ -265,6 +267,13 @@ def _check_values(path, header):
             bad(f"fitted.{attribute.name}", "must be a non-empty list of finite numbers")
     if len(fitted["column_typical_"]) != n_columns:
         bad("fitted.column_typical_", f"must hold one number per column ({n_columns})")
+    matrix = fitted.get("calibration_column_log_prob_")
+    if matrix is not None and not (
+        isinstance(matrix, list) and matrix
+        and all(isinstance(row, list) and len(row) == n_columns and all(_is_finite_number(v) for v in row)
+                for row in matrix)
+    ):
+        bad("fitted.calibration_column_log_prob_", f"must be null or a non-empty list of rows of {n_columns} finite numbers")
     n_features = fitted.get("n_features_in_")
     if n_features != n_columns:
         bad(f"fitted.n_features_in_={n_features!r}", f"must equal the number of schema columns ({n_columns})")

@@ -20,17 +20,19 @@ column, a model file that cannot be read, a device this machine lacks) raise.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .csvio import AtomicOutputs, CsvReader, append_fields
 from ._torch import resolve_device
+from .drift import DEFAULT_ALPHA, batch_drift
 from .persistence import load_model, model_bytes
 from .texttypes import infer_text_table, odd_cells, parse_text_table, quote_cell
 
@@ -49,6 +51,7 @@ __all__ = [
     "report_csv",
     "score_csv",
     "score_table",
+    "write_summary_json",
 ]
 
 #: the fields ``score`` appends to every record
@@ -60,6 +63,11 @@ MAX_REASON_CHARS = 1000
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NOT_FINITE = "log p(x) is not finite"
+#: Batch rows whose columns the drift test compares (a fixed sample, whatever
+#: the batch's size): scoring them per column again costs what scoring 2000
+#: rows costs (bench_drift measures it), and against 1000 calibration rows a
+#: quarter-standard-deviation median shift of a column is found at 0.01/64.
+DRIFT_SAMPLE_ROWS = 2000
 
 
 @dataclass
@@ -85,6 +93,13 @@ class RunSummary:
         Wall time of the run.
     seconds_scoring : float
         Of which parsing the cells and computing the scores.
+    band : list of (float or None) or None
+        The model's band ``[lower, upper]`` of log p(x), nats.
+    drift : vaefilter.drift.DriftReport or None
+        ``filter``'s test of the batch (the input) against the calibration
+        rows; None when not tested.
+    seconds_drift : float
+        Of ``seconds``, the drift test (the per-column scoring of its sample).
     """
 
     input: str
@@ -96,6 +111,13 @@ class RunSummary:
     first_unscored: str | None = None
     seconds: float = 0.0
     seconds_scoring: float = 0.0
+    band: list | None = None
+    drift: object = None
+    seconds_drift: float = 0.0
+
+    def to_dict(self):
+        """The summary as plain JSON-able values (the drift report nested)."""
+        return asdict(self)
 
     def _count(self, log_px, is_valid, reasons):
         self.n_rows += len(is_valid)
@@ -228,12 +250,55 @@ def _unscorable_cells(detector, typed):
 def _explain(detector, frame):
     """explain() without scikit-learn's feature-name warning for models fitted on unnamed or
     integer-named columns (the CSV header gives the columns names)."""
+    return _on_typed(detector.explain, detector, frame)
+
+
+def _on_typed(method, detector, frame, **kwargs):
+    """A detector method on typed CSV rows, as a matrix for models fitted on one."""
     if not hasattr(detector, "feature_names_in_") and detector.schema_.is_numeric_only:
-        frame = frame.to_numpy(dtype=np.float64)
-        return detector.explain(frame)
+        return method(frame.to_numpy(dtype=np.float64), **kwargs)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="X has feature names", category=UserWarning)
-        return detector.explain(frame)
+        return method(frame, **kwargs)
+
+
+def _row_priorities(ordinals):
+    """A fixed pseudo-random uint64 per record number (splitmix64's finaliser): the drift
+    sample is the records of smallest priority, the same whatever the chunking."""
+    z = ordinals.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class _DriftBatch:
+    """What the drift test needs of a batch, gathered chunk by chunk: every scored row's log p(x)
+    (8 bytes a row) and a bounded sample of typed rows (at most ``max_rows``) for the columns."""
+
+    def __init__(self, max_rows=None):
+        self.max_rows = DRIFT_SAMPLE_ROWS if max_rows is None else max_rows
+        self.scores, self.n_records = [], 0
+        self.keys, self.rows = np.empty(0, dtype=np.uint64), None
+
+    def add(self, log_px, typed, problems):
+        ordinals = self.n_records + np.arange(len(log_px))
+        self.n_records += len(log_px)
+        self.scores.append(log_px[~np.isnan(log_px)])
+        scored = [k for k in typed.index if k not in problems and not np.isnan(log_px[k])]
+        if not scored:
+            return
+        keys = np.concatenate([self.keys, _row_priorities(ordinals[scored])])
+        rows = typed.loc[scored] if self.rows is None else pd.concat([self.rows, typed.loc[scored]])
+        keep = np.argsort(keys, kind="stable")[: self.max_rows]
+        self.keys, self.rows = keys[keep], rows.iloc[keep]
+
+    def report(self, detector, alpha):
+        scores = np.concatenate(self.scores) if self.scores else np.empty(0)
+        if self.rows is None:
+            return batch_drift(scores, detector.validation_scores_, detector.thresholds_, alpha=alpha)
+        return _on_typed(detector.drift_report, detector, self.rows.reset_index(drop=True), log_px=scores,
+                         alpha=alpha)
 
 
 def _explain_splitting(detector, typed, reasons, parts=8):
@@ -310,13 +375,15 @@ def _score_chunk(detector, chunk, source, na_values=()):
     return log_px, is_valid, [_cut(r) for r in reasons], typed, problems
 
 
-def chunk_results(detector, chunk, source, na_values=()):
+def chunk_results(detector, chunk, source, na_values=(), with_rows=False):
     """(log_px, is_valid, reasons) for every record of a :class:`~vaefilter.csvio.CsvChunk`, in record order.
 
     ``log_px`` is NaN for a record that could not be parsed or scored; its
-    reason then starts with ``'unparseable:'`` or ``'line N:'``.
+    reason then starts with ``'unparseable:'`` or ``'line N:'``. With
+    ``with_rows``, also the typed rows and {position: typing problem}.
     """
-    return _score_chunk(detector, chunk, source, na_values)[:3]
+    results = _score_chunk(detector, chunk, source, na_values)
+    return results if with_rows else results[:3]
 
 
 def _progress(show):
@@ -329,13 +396,17 @@ def _progress(show):
     return tqdm(unit=" rows", unit_scale=True, file=sys.stderr, desc="vaefilter")
 
 
-def _results(detector, reader, na_values, progress, summary):
-    """(chunk, log_px, is_valid, reasons) per chunk, counted into ``summary``, with a progress bar in rows."""
+def _results(detector, reader, na_values, progress, summary, drift=None):
+    """(chunk, log_px, is_valid, reasons) per chunk, counted into ``summary`` (and ``drift``, a
+    :class:`_DriftBatch`), with a progress bar in rows."""
     bar = _progress(progress)
     try:
         for chunk in reader:
             started = time.perf_counter()
-            log_px, is_valid, reasons = chunk_results(detector, chunk, reader.name, na_values)
+            log_px, is_valid, reasons, typed, problems = chunk_results(detector, chunk, reader.name, na_values,
+                                                                       with_rows=True)
+            if drift is not None:
+                drift.add(log_px, typed, problems)
             summary.seconds_scoring += time.perf_counter() - started
             summary._count(log_px, is_valid, reasons)
             yield chunk, log_px, is_valid, reasons
@@ -399,20 +470,36 @@ def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_ro
 
 
 def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
-               device="auto", progress=False):
+               device="auto", progress=False, drift_alpha=DEFAULT_ALPHA, summary_json=None):
     """Split the records of ``input``: valid ones byte for byte into ``valid``, rejected ones into ``invalid``.
 
     Rejected records gain ``log_px``, ``band_lower``, ``band_upper`` and
     ``reason``. Every record lands in exactly one output; both outputs (paths,
     ``'-'`` for stdout, or binary streams) are written to hidden temporary
     files and renamed into place together, so they appear complete or not at
-    all. Parameters as :func:`score_csv`.
+    all. The input is one batch for the drift test
+    (:meth:`~vaefilter.VAEOutlierDetector.drift_report`): every scored row's
+    log p(x) and, for the columns, a fixed sample of at most
+    :data:`DRIFT_SAMPLE_ROWS` rows (chosen by record number, whatever the
+    chunking) scored per column after the pass. Other parameters as
+    :func:`score_csv`.
+
+    Parameters
+    ----------
+    drift_alpha : float or None, default 0.01
+        Level of the drift alarm; None skips the test.
+    summary_json : str or os.PathLike, optional
+        Write :meth:`RunSummary.to_dict` there as JSON (atomically; ``'-'``:
+        stdout) after the outputs; it may not name the model, the input or
+        an output.
 
     Returns
     -------
     RunSummary
     """
-    started, detector = _prepare(model, input, device, {"--valid": valid, "--invalid": invalid})
+    started, detector = _prepare(model, input, device, {"--valid": valid, "--invalid": invalid,
+                                                        "--summary-json": summary_json})
+    drift = None if drift_alpha is None else _DriftBatch()
     band = ["" if t is None else f"{t:.6f}" for t in detector.thresholds_]
     csv = dict(encoding=encoding, delimiter=delimiter)
     with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, \
@@ -421,14 +508,29 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
         csv["terminator"] = reader.line_terminator
         valid_out.write(reader.header)
         invalid_out.write(append_fields(reader.header, _appended_names(reader.columns, REJECT_FIELDS), **csv))
-        for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary):
+        summary.band = list(detector.thresholds_)
+        for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary, drift):
             valid_out.write(b"".join(record for record, v in zip(chunk.records, is_valid) if v))
             invalid_out.write(b"".join(
                 append_fields(record, [_number(s), *band, reason], **csv)
                 for record, s, v, reason in zip(chunk.records, log_px, is_valid, reasons) if not v
             ))
+    if drift is not None:
+        drift_started = time.perf_counter()
+        summary.drift = drift.report(detector, drift_alpha)
+        summary.seconds_drift = time.perf_counter() - drift_started
     summary.seconds = time.perf_counter() - started
+    if summary_json is not None:
+        write_summary_json(summary.to_dict(), summary_json)
     return summary
+
+
+def write_summary_json(data, path):
+    """Write a summary (plain values) as JSON to ``path`` atomically (``'-'``: stdout)."""
+    from .csvio import AtomicWriter
+
+    with AtomicWriter(path) as out:
+        out.write((json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
 
 
 def report_csv(model, output, input=None, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
@@ -453,7 +555,8 @@ def report_csv(model, output, input=None, *, delimiter=",", encoding="utf-8", ch
         with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader:
             summary.input = reader.name
             for chunk in reader:
-                log_px, is_valid, reasons, typed, problems = _score_chunk(detector, chunk, reader.name, na_values)
+                log_px, is_valid, reasons, typed, problems = chunk_results(detector, chunk, reader.name, na_values,
+                                                                       with_rows=True)
                 summary._count(log_px, is_valid, reasons)
                 scored = [k for k in typed.index if k not in problems and not np.isnan(log_px[k])]
                 frames.append(typed.loc[scored])

@@ -30,6 +30,8 @@ REPORT_DPI = 80
 MAX_TABLE_COLUMNS = 12
 N_EXAMPLE_ROWS = 5
 N_REASON_GROUPS = 10
+# batch rows whose columns the drift section compares (as the filter's sample)
+N_DRIFT_COLUMN_ROWS = 2000
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222;
@@ -326,6 +328,8 @@ def _batch_section(detector, batch, random_state):
             "histogram of log p(x): calibration rows, the band and the batch",
         ),
     ]
+    if n_rows:
+        parts += _drift_section(detector, batch, scores, random_state)
     if n_rejected:
         groups, named_anywhere = reason_groups(explanation, names, records)
         parts += [
@@ -362,6 +366,42 @@ def _batch_section(detector, batch, random_state):
     real = frame.loc[valid] if valid.any() else frame
     parts += _generated_section(detector, real, random_state, "accepted rows of the batch")
     return "\n".join(parts)
+
+
+def _drift_section(detector, batch, scores, random_state):
+    """The batch against the calibration rows: the drift test's verdict, edges and moved columns."""
+    n_rows = len(scores)
+    rows = np.arange(n_rows)
+    if n_rows > N_DRIFT_COLUMN_ROWS:
+        rows = np.sort(np.random.RandomState(random_state).choice(n_rows, N_DRIFT_COLUMN_ROWS, replace=False))
+    sample = batch.iloc[rows] if isinstance(batch, pd.DataFrame) else np.asarray(batch)[rows]
+    report = detector.drift_report(sample, log_px=scores)
+    cards = [_card("yes" if report.drift else "no", f"drift at alpha={report.alpha:g} (p={report.p_value:.2g})",
+                   "bad" if report.drift else "good")]
+    for test in (report.below, report.above, report.tail):
+        if test is not None:
+            where = "below the calibration's 1% tail" if test.side == "far below" else f"{test.side} the band"
+            cards.append(_card(f"{test.share:.1%}", f"{where}; expected {test.expected_share:.1%} "
+                                                    f"(p={test.p_value:.2g})"))
+    cards.append(_card(f"{report.median_shift_nats:+.2f}", f"median log p(x) shift, nats "
+                                                           f"(rank test p={report.rank_p_value:.2g})"))
+    parts = [
+        "<h2>Drift</h2>",
+        '<div class="summary">' + "".join(cards) + "</div>",
+        f'<p class="note">The batch\'s {report.n_rows} scored rows against the {report.n_calibration} calibration '
+        "rows: the shares beyond the band's edges and below the calibration scores' 1st percentile against their expectation under no drift (beta-binomial "
+        "tests), a Mann-Whitney test of log p(x), and one per column of log p(x_j | z); Holm-corrected, so a "
+        "batch exchangeable with the calibration rows raises the alarm with probability at most alpha.</p>",
+    ]
+    if report.columns:
+        moved = pd.DataFrame([{"column": c.column, "median shift, nats": c.shift_nats, "adjusted p": c.p_value}
+                              for c in report.columns])
+        parts += [f"<h3>Columns that moved ({report.n_column_rows} rows compared)</h3>", _table(moved, index=False)]
+    elif report.note:
+        parts.append(f'<p class="note">{_esc(report.note)}</p>')
+    else:
+        parts.append('<p class="note">No column moved significantly.</p>')
+    return parts
 
 
 def _column_note(n_shown, n_total):
