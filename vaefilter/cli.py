@@ -25,6 +25,7 @@ from .columns import CATEGORICAL
 from .csvio import CsvFormatError, check_encoding
 from .estimator import VAEOutlierDetector
 from .persistence import ModelFileError, load_model, read_header
+from .band import describe_band
 from .pipeline import MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, filter_csv, fit_csv, report_csv, score_csv
 
 __all__ = ["EXIT_INVALID_ROWS", "EXIT_OK", "EXIT_USAGE", "MAX_REASON_CHARS", "REJECT_FIELDS", "SCORE_FIELDS",
@@ -61,6 +62,16 @@ def _percentile(text):
         raise argparse.ArgumentTypeError(f"a percentile must be a number in [0, 100] or 'none', got {text!r}") from None
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"a percentile must lie in [0, 100], got {text!r}")
+    return value
+
+
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
     return value
 
 
@@ -105,6 +116,10 @@ def _add_fit_parser(commands):
     p.add_argument("--percentiles", nargs=2, type=_percentile, default=percentiles, metavar=("LOWER", "UPPER"),
                    help="band percentiles of validation log p(x); 'none' drops a side "
                         f"(default {' '.join('none' if v is None else f'{v:g}' for v in percentiles)})")
+    p.add_argument("--false-rejection", type=_probability, metavar="ALPHA",
+                   help="set the band to reject at most this share of valid rows, exactly (a rank threshold on "
+                        "the calibration rows: conformal p-value <= ALPHA), on the sides --percentiles keeps; "
+                        "e.g. --percentiles 1 none --false-rejection 0.01")
     p.add_argument("--latent-dim", type=int, default=d["latent_dim"])
     p.add_argument("--hidden", type=int, nargs="*", default=list(d["hidden_layer_sizes"]), metavar="WIDTH",
                    help="hidden layer widths")
@@ -117,7 +132,11 @@ def _add_fit_parser(commands):
     p.add_argument("--posterior-search-steps", type=int, default=d["posterior_search_steps"],
                    help="when scoring, at most this many Newton steps to the posterior mode of rows "
                         f"the encoder fits poorly, for a second proposal (default {d['posterior_search_steps']}; 0: none)")
-    p.add_argument("--validation-fraction", type=float, default=d["validation_fraction"])
+    p.add_argument("--validation-fraction", type=float, default=d["validation_fraction"],
+                   help=f"share of rows held out for early stopping (default {d['validation_fraction']:g})")
+    p.add_argument("--calibration-fraction", type=float, default=d["calibration_fraction"],
+                   help="share of rows held out for the band alone, never seen by the fit "
+                        f"(default {d['calibration_fraction']:g}; 0: the band on the early-stopping rows)")
     p.add_argument("--seed", type=int, default=CLI_SEED, help=f"random seed (default {CLI_SEED})")
     _add_csv_options(p)
     p.set_defaults(handler=run_fit)
@@ -143,6 +162,10 @@ def _add_stream_parsers(commands):
                         "('*' becomes each input's name); for Parquet a dataset directory")
     f.add_argument("--invalid", required=True, help="CSV for rejected rows ('-' for stdout); a pattern or directory as --valid")
     f.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is rejected")
+    f.add_argument("--fdr", type=_probability, metavar="Q",
+                   help="reject by Benjamini-Hochberg over each input file's conformal p-values instead of by the "
+                        "band, so that valid rows make at most a share Q of the rejected ones on average; reads "
+                        "each input twice (stdin is spooled to a temporary file); not for Parquet inputs")
     f.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler to run the files on, e.g. tcp://scheduler:8786 (default for several files: "
                         "a local cluster of one worker process per core)")
@@ -252,6 +275,7 @@ def _fit_params(args):
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         validation_fraction=args.validation_fraction,
+        calibration_fraction=args.calibration_fraction,
         threshold_percentiles=tuple(args.percentiles),
         handle_missing=CLI_HANDLE_MISSING,
         device=args.device,
@@ -264,7 +288,8 @@ def run_fit(args):
     options = _csv_options(args)
     del options["device"]
     fitted = fit_csv(args.train, args.output, params=_fit_params(args), columns=args.columns, exclude=args.exclude,
-                     categorical=args.categorical, validation=args.validation, **options)
+                     categorical=args.categorical, validation=args.validation,
+                     false_rejection=args.false_rejection, **options)
     detector = fitted.detector
     lower, upper = detector.thresholds_
     kinds = ", ".join(f"{c.name}:{c.description}" for c in detector.schema_.columns)
@@ -284,7 +309,7 @@ def run_score(args):
 def run_filter(args):
     """``vaefilter filter`` on one input (``args.input`` a single path or '-')."""
     summary = filter_csv(args.model, args.input, args.valid, args.invalid, progress=not args.quiet,
-                         **_csv_options(args))
+                         fdr=args.fdr, **_csv_options(args))
     return _exit_status(args, summary.n_rejected)
 
 
@@ -307,7 +332,7 @@ def run_filter_dispatch(args):
         from .dask import filter_files
 
         results = filter_files(args.model, args.input, args.valid, args.invalid, scheduler=args.scheduler,
-                               **_csv_options(args))
+                               fdr=args.fdr, **_csv_options(args))
     except ImportError as exc:
         raise ValueError(str(exc)) from None
     n_valid = sum(r["n_valid"] for r in results)
@@ -329,8 +354,10 @@ def run_info(args):
         extra = f" categories={column.categories}" if column.kind == CATEGORICAL else ""
         missing = " (missing values modelled)" if column.has_missing else ""
         print(f"  {column.name}: {column.description}{extra}{missing}")
-    print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats "
-          f"(percentiles {list(detector.threshold_percentiles)} of {len(detector.validation_scores_)} validation rows)")
+    print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats")
+    for line in describe_band(detector.validation_scores_, detector.thresholds_, detector.threshold_percentiles,
+                              getattr(detector, "false_rejection_", None)):
+        print(f"  {line}")
     print(f"model: latent_dim={detector.latent_dim} hidden={list(detector.hidden_layer_sizes)} "
           f"K={detector.n_importance_samples} likelihood={detector.likelihood} "
           f"posterior_search_steps={detector.posterior_search_steps}")

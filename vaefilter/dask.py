@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from ._optional import import_optional
+from .band import band_pvalues
 from .csvio import atomic_directories, remove_temporaries
 from .pipeline import REJECT_FIELDS, SCORE_FIELDS, file_id, filter_csv, score_table
 
@@ -271,7 +272,7 @@ def _plan(files, valid_pattern, invalid_pattern, model_path=None):
 
 
 def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter=",", encoding="utf-8",
-                chunk_rows=65536, torch_threads=None, na_values=(), device="auto"):
+                chunk_rows=65536, torch_threads=None, na_values=(), device="auto", fdr=None):
     """``vaefilter filter`` on one CSV file (:func:`vaefilter.pipeline.filter_csv`); returns a summary.
 
     The summary is a dict with ``input``, ``valid``, ``invalid``, ``n_valid``
@@ -280,7 +281,7 @@ def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter="
     _limit_torch_threads(torch_threads)
     # the single-file path: byte-exact, atomic outputs
     summary = filter_csv(model_path, input_path, valid_path, invalid_path, delimiter=delimiter, encoding=encoding,
-                         chunk_rows=int(chunk_rows), na_values=tuple(na_values), device=device)
+                         chunk_rows=int(chunk_rows), na_values=tuple(na_values), device=device, fdr=fdr)
     return {
         "input": os.fspath(input_path),
         "valid": os.fspath(valid_path),
@@ -355,7 +356,7 @@ def _run_tasks(runner, fn, calls, kwargs, retries):
 
 def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=None, *, n_workers=None,
                  delimiter=",", encoding="utf-8", chunk_rows=65536, torch_threads=None, retries=0,
-                 file_task=None, na_values=(), device="auto"):
+                 file_task=None, na_values=(), device="auto", fdr=None):
     """Filter many CSV files in parallel, one task per file (or Parquet inputs, see below).
 
     Parameters
@@ -372,8 +373,9 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
         Where the tasks run; see the module docstring.
     n_workers : int, optional
         Workers of the local cluster started when ``scheduler`` is None.
-    delimiter, encoding, chunk_rows, na_values, device :
-        As the CLI's options (``na_values`` and ``device`` reach ``file_task`` only when set).
+    delimiter, encoding, chunk_rows, na_values, device, fdr :
+        As the CLI's options (``na_values``, ``device`` and ``fdr`` reach ``file_task`` only when set).
+        ``fdr``: Benjamini-Hochberg per file (each file's p-values on their own); Parquet inputs refuse it.
     torch_threads : int, optional
         Torch intra-op threads per task; defaults to cores // n_workers on a
         local cluster and to the worker's setting elsewhere.
@@ -401,6 +403,9 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     if not files:
         raise ValueError("no input files")
     if all(f.endswith(".parquet") for f in files):
+        if fdr is not None:
+            raise ValueError("--fdr is for CSV inputs (Benjamini-Hochberg per file, two passes); Parquet inputs "
+                             "are filtered by the model's band only")
         return [filter_parquet(model_path, files, valid_pattern, invalid_pattern, scheduler, n_workers=n_workers)]
     if any(f.endswith(".parquet") for f in files):
         raise ValueError("inputs mix Parquet and CSV files; filter them in separate runs")
@@ -416,6 +421,8 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
                 kwargs["na_values"] = tuple(na_values)
             if device != "auto":
                 kwargs["device"] = device
+            if fdr is not None:
+                kwargs["fdr"] = fdr
             outcomes = _run_tasks(runner, fn, [(model_path, *job) for job in jobs], kwargs, retries)
     except BaseException:
         # interrupted (Ctrl-C, SIGTERM): workers killed mid-file cannot remove their temporary files
@@ -443,6 +450,7 @@ def _annotate_partition(partition, detector, names, band, torch_threads=None):
     out["log_px"] = scores["log_px"].to_numpy()
     out["band_lower"], out["band_upper"] = band
     out["reason"] = scores["reason"].astype(str)
+    out["p_value"] = band_pvalues(scores["log_px"].to_numpy(), detector.validation_scores_, detector.thresholds_)
     out["_vaefilter_is_valid"] = scores["is_valid"].to_numpy()
     return out
 
@@ -486,7 +494,7 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
         shipped = _ship(detector, runner.client) if runner.client is not None else _ship_delayed(detector)
         meta = ddf._meta.copy()
         for name, dtype in [("log_px", "float64"), ("band_lower", "float64"), ("band_upper", "float64"),
-                            ("reason", str), ("_vaefilter_is_valid", "bool")]:
+                            ("reason", str), ("p_value", "float64"), ("_vaefilter_is_valid", "bool")]:
             meta[name] = pd.Series(dtype=dtype)
         annotated = ddf.map_partitions(_annotate_partition, shipped, names, band, threads, meta=meta,
                                        enforce_metadata=False)

@@ -72,6 +72,7 @@ def _header(detector, payload):
             **{name: np.asarray(getattr(detector, name)).tolist() for name in _ARRAY_ATTRIBUTES},
             **{name: _json_param(getattr(detector, name)) for name in _PLAIN_ATTRIBUTES},
             "proposal_curve_": [[int(step), float(bound)] for step, bound in detector.proposal_curve_],
+            "false_rejection_": getattr(detector, "false_rejection_", None),
         },
         "schema": detector.schema_.to_dict(),
         "network": detector.network_.config(),
@@ -187,10 +188,12 @@ def _check_values(path, header):
             bad(f"params.{name}={params[name]!r}", "must be a finite number > 0")
     if "tol" in params and not (_is_finite_number(params["tol"]) and params["tol"] >= 0):
         bad(f"params.tol={params['tol']!r}", "must be a finite number >= 0")
-    if "validation_fraction" in params and not (
-        _is_finite_number(params["validation_fraction"]) and 0 <= params["validation_fraction"] < 1
-    ):
-        bad(f"params.validation_fraction={params['validation_fraction']!r}", "must lie in [0, 1)")
+    for name in ("validation_fraction", "calibration_fraction"):
+        if name in params and not (_is_finite_number(params[name]) and 0 <= params[name] < 1):
+            bad(f"params.{name}={params[name]!r}", "must lie in [0, 1)")
+    false_rejection = fitted.get("false_rejection_")
+    if false_rejection is not None and not (_is_finite_number(false_rejection) and 0 < false_rejection < 1):
+        bad(f"fitted.false_rejection_={false_rejection!r}", "must be null or a number in (0, 1)")
     hidden = params.get("hidden_layer_sizes")
     if not (isinstance(hidden, list) and all(_is_int(h) and 1 <= h <= _MAX_HIDDEN_WIDTH for h in hidden)):
         bad(f"params.hidden_layer_sizes={hidden!r}", f"must be a list of whole numbers in [1, {_MAX_HIDDEN_WIDTH}]")
@@ -249,6 +252,8 @@ def load_model(path):
         params = dict(header["params"])
         for name in ("hidden_layer_sizes", "threshold_percentiles"):
             params[name] = tuple(params[name])
+        # files written before calibration_fraction existed set the band on the early-stopping rows
+        params.setdefault("calibration_fraction", 0.0)
         detector = VAEOutlierDetector(**params)
         fitted = header["fitted"]
         detector.thresholds_ = tuple(fitted["thresholds_"])
@@ -261,6 +266,8 @@ def load_model(path):
             setattr(detector, name, fitted[name])
         # files written before the proposal refit existed have no history
         detector.proposal_curve_ = [(int(step), float(bound)) for step, bound in fitted.get("proposal_curve_", [])]
+        # files written before calibrate(false_rejection=...) existed set the band by percentiles
+        detector.false_rejection_ = fitted.get("false_rejection_")
         detector.schema_ = TableSchema.from_dict(header["schema"])
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from . import plotting
+from .band import describe_band
 from .explanations import ABOVE_BAND, JOINTLY_UNLIKELY, Explanation, parse_reason
 
 __all__ = ["build_report", "reason_groups", "reason_key", "write_report"]
@@ -242,6 +243,8 @@ def _model_section(detector):
         _card(f"{val[best - 1]:.3f}" if val and 1 <= best <= len(val) else "n/a", "best held-out -ELBO, nats/row"),
         _card(len(detector.validation_scores_), "calibration rows"),
     ]
+    band_notes = describe_band(detector.validation_scores_, detector.thresholds_, percentiles,
+                               getattr(detector, "false_rejection_", None))
     settings = pd.DataFrame(
         {
             "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples",
@@ -259,6 +262,8 @@ def _model_section(detector):
         '<div class="summary">' + "".join(cards) + "</div>",
         '<p class="note">A row is valid when its log p(x) lies inside the band. log p(x) is the '
         "importance-sampled log-likelihood of the whole row under the VAE, in nats; higher is more typical.</p>",
+        '<p class="note">Band: ' + _esc("; ".join(band_notes)) + ". A rejected row's p-value is its rank "
+        "among the calibration rows' log p(x): the share of valid rows at least as unusual.</p>",
         '<div class="side"><div><h3>Settings</h3>' + _table(settings, index=False) + "</div>",
         f"<div><h3>Columns ({_esc(kind_text)})</h3>" + _table(columns, index=False) + "</div></div>",
         "<h3>Training</h3>",
