@@ -48,8 +48,9 @@ COLUMNS = ["pclass", "survived", "sex", "age", "sibsp", "parch", "fare", "embark
 _NUM = rb"(-?[0-9.]*|nan|-?inf)"
 _REASON = rb'("(?:[^"]|"")*"|[^,"\r\n]*)'
 _TERM = rb"(\r\n|\n|\r)"
-REJECT_SUFFIX = re.compile(rb"," + _NUM + rb"," + _NUM + rb"," + _NUM + rb"," + _REASON + _TERM)
-SCORE_SUFFIX = re.compile(rb"," + _NUM + rb",(true|false)," + _REASON + _TERM)
+_P = rb"([0-9.e+-]*)"  # the conformal p-value (empty for an unscored row)
+REJECT_SUFFIX = re.compile(rb"," + _NUM + rb"," + _NUM + rb"," + _NUM + rb"," + _REASON + rb"," + _P + _TERM)
+SCORE_SUFFIX = re.compile(rb"," + _NUM + rb",(true|false)," + _REASON + rb"," + _P + _TERM)
 
 
 # ------------------------------------------------------------------ helpers
@@ -81,9 +82,9 @@ def split_filter_outputs(data, valid, invalid):
     """
     header, records = read_records(data)
     assert valid.startswith(header)
-    assert invalid.startswith(_strip(header) + b",log_px,band_lower,band_upper,reason")
+    assert invalid.startswith(_strip(header) + b",log_px,band_lower,band_upper,reason,p_value")
     v = len(header)
-    i = invalid.index(b"reason", len(_strip(header))) + len(b"reason")
+    i = invalid.index(b"reason,p_value", len(_strip(header))) + len(b"reason,p_value")
     i += len(re.match(_TERM, invalid[i:]).group(0))
     outcome = []
     for record in records:
@@ -105,8 +106,8 @@ def split_filter_outputs(data, valid, invalid):
 def parse_score_output(data, scored):
     """Per input record: (log_px or nan, is_valid, reason) from ``score`` output."""
     header, records = read_records(data)
-    assert scored.startswith(_strip(header) + b",log_px,is_valid,reason")
-    i = scored.index(b"reason", len(_strip(header))) + len(b"reason")
+    assert scored.startswith(_strip(header) + b",log_px,is_valid,reason,p_value")
+    i = scored.index(b"reason,p_value", len(_strip(header))) + len(b"reason,p_value")
     i += len(re.match(_TERM, scored[i:]).group(0))
     rows = []
     for record in records:

@@ -75,7 +75,7 @@ def check_calibration_size(n, percentiles):
     warnings.warn(
         f"the band is calibrated on only {n} row(s): {errors} (standard error sqrt(p(1-p)/n)); "
         f"use at least {max(MIN_CALIBRATION_ROWS, needed)} calibration rows for +-5 points "
-        f"(more training rows, a larger validation_fraction, or calibrate() on more valid rows)",
+        f"(more training rows, a larger calibration_fraction, or calibrate() on more valid rows)",
         UserWarning,
         stacklevel=3,
     )
