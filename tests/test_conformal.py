@@ -335,3 +335,31 @@ def test_filter_fdr_on_a_clean_batch_rejects_nothing_and_refuses_a_bad_level(fra
     assert bh.n_rejected == 0 and (tmp_path / "v2.csv").read_bytes() == src.read_bytes()
     with pytest.raises(ValueError, match="fdr"):
         filter_csv_fdr(frame_detector, src, tmp_path / "v3.csv", tmp_path / "i3.csv", 0.0)
+
+
+# --------------------------------------------------------------------- CLI
+def test_cli_fit_false_rejection_info_and_filter_fdr(tmp_path, capsys):
+    from vaefilter.cli import main
+
+    train = tmp_path / "train.csv"
+    train.write_bytes(_csv_bytes(_generator(500, 20)))
+    model = tmp_path / "m.vf"
+    assert main(["fit", str(train), "-o", str(model), "--epochs", "5", "--hidden", "8", "--latent-dim", "2",
+                 "--importance-samples", "8", "--proposal-steps", "5", "--percentiles", "1", "none",
+                 "--false-rejection", "0.05", "-q"]) == 0
+    det = load_model(model)
+    assert det.false_rejection_ == 0.05 and len(det.validation_scores_) == 100
+    assert det.thresholds_[0] == np.sort(det.validation_scores_)[int(0.05 * 101) - 1]
+    capsys.readouterr()
+    assert main(["info", "-m", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "set for a false-rejection rate of 0.05 (conformal rank threshold) of 100 calibration rows" in out
+    assert "the lower edge rejects" in out and "of valid rows (95%" in out
+    batch = tmp_path / "batch.csv"
+    batch.write_bytes(_csv_bytes(_planted(100, 40, 21)))
+    assert main(["filter", str(batch), "-m", str(model), "--valid", str(tmp_path / "v.csv"),
+                 "--invalid", str(tmp_path / "i.csv"), "--fdr", "0.1", "-q"]) == 0
+    header = _rows((tmp_path / "i.csv").read_bytes())[0]
+    assert header[-2:] == ["p_value", "bh_cut"]
+    assert main(["filter", str(batch), "-m", str(model), "--valid", str(tmp_path / "v2.csv"),
+                 "--invalid", str(tmp_path / "i2.csv"), "--fdr", "1.5", "-q"]) == 2
