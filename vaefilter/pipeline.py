@@ -687,7 +687,8 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
     categorical : list of str
         Columns to treat as categorical whatever their cells look like.
     validation : str, os.PathLike or binary stream, optional
-        Valid rows to calibrate the band on (default: the held-out share of ``train``).
+        Valid rows to calibrate the band on (default: the ``calibration_fraction`` share of
+        ``train``, held out from the fit); with it, no training rows are held out for the band.
     na_values, delimiter, encoding, chunk_rows :
         As the CLI's options.
     false_rejection : float in (0, 1), optional
@@ -721,6 +722,9 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
     table = infer_text_table(text, categorical=set(categorical), na_values=na_values)
     typed_categorical = {n for n in table.columns if isinstance(table[n].dtype, pd.CategoricalDtype)}
     params["categorical_features"] = sorted(typed_categorical) or None
+    if validation is not None:
+        # the band comes from the --validation rows: no training rows need holding out for it
+        params["calibration_fraction"] = 0.0
     detector = VAEOutlierDetector(**params).fit(table)
     if validation is not None:
         valid_frame, valid_places = _read_whole(validation, chunk_rows, encoding, delimiter)
