@@ -24,8 +24,8 @@ Three entry points, all behind the optional ``dask`` extra
 * Parquet: ``filter_files`` over ``*.parquet`` inputs reads them with
   ``dd.read_parquet``, scores them partition by partition and writes two
   Parquet datasets (directories): the valid rows with their original columns,
-  the rejected rows with ``log_px``, ``band_lower``, ``band_upper`` and
-  ``reason`` appended. Byte-exactness has no meaning there; row-exactness
+  the rejected rows with ``log_px``, ``band_lower``, ``band_upper``,
+  ``reason`` and ``p_value`` appended (``--fdr`` is for CSV inputs only). Byte-exactness has no meaning there; row-exactness
   holds: every input row is in exactly one output.
 
 Where work runs (``scheduler``):
@@ -461,7 +461,7 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
 
     Every input row ends up in exactly one output. Valid rows keep their
     columns and index; rejected rows gain ``log_px``, ``band_lower``,
-    ``band_upper`` (float, NaN for an open side) and ``reason``. Both datasets
+    ``band_upper`` (float, NaN for an open side), ``reason`` and ``p_value``. Both datasets
     are written to hidden temporary directories and renamed into place once
     complete; scoring is computed once for both.
 
