@@ -485,7 +485,7 @@ def test_info_prints_columns_kinds_and_band(setup, capsys):
     assert "sex: categorical categories=['female', 'male'] (missing" not in out
     lower, upper = read_header(setup.model)["fitted"]["thresholds_"]
     assert f"band: log p(x) in [{lower:.3f}, {upper:.3f}] nats" in out
-    assert "percentiles [25.0, 75.0]" in out
+    assert "percentiles (25, 75) of " in out and "the upper edge rejects" in out
     assert "proposal refit: 200 steps, held-out 32-sample bound" in out
     code, out, _ = run_main(["info", "-m", str(setup.model_1)], capsys)
     lower, upper = read_header(setup.model_1)["fitted"]["thresholds_"]
@@ -561,6 +561,10 @@ def test_interrupted_run_leaves_no_output(setup, tmp_path, monkeypatch, capsys, 
 
 
 # ------------------------------------------------------------ (h) fit options
+def header_params(model):
+    return read_header(model)["params"]
+
+
 def test_fit_with_validation_columns_and_categorical(setup, tmp_path, capsys):
     valid = tmp_path / "valid.csv"
     valid.write_bytes(setup.header + b"".join(setup.clean_lines[:150]))
@@ -571,7 +575,8 @@ def test_fit_with_validation_columns_and_categorical(setup, tmp_path, capsys):
     code, out, _ = run_main(["info", "-m", str(model)], capsys)
     assert "pclass: categorical categories=['1', '2', '3']" in out
     assert "survived" not in out and "sex: categorical" in out
-    assert "of 150 validation rows" in out
+    assert "of 150 calibration rows" in out
+    assert header_params(model)["calibration_fraction"] == 0.0  # --validation: none held out for the band
     header = read_header(model)
     assert len(header["fitted"]["validation_scores_"]) == 150
     assert header["params"]["proposal_steps"] == 25 and header["fitted"]["proposal_curve_"][-1][0] == 25

@@ -354,10 +354,11 @@ def run_info(args):
         extra = f" categories={column.categories}" if column.kind == CATEGORICAL else ""
         missing = " (missing values modelled)" if column.has_missing else ""
         print(f"  {column.name}: {column.description}{extra}{missing}")
-    print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats")
-    for line in describe_band(detector.validation_scores_, detector.thresholds_, detector.threshold_percentiles,
-                              getattr(detector, "false_rejection_", None)):
-        print(f"  {line}")
+    how, *edges = describe_band(detector.validation_scores_, detector.thresholds_, detector.threshold_percentiles,
+                                getattr(detector, "false_rejection_", None))
+    print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats ({how})")
+    for line in edges:
+        print(f"band uncertainty: {line}")
     print(f"model: latent_dim={detector.latent_dim} hidden={list(detector.hidden_layer_sizes)} "
           f"K={detector.n_importance_samples} likelihood={detector.likelihood} "
           f"posterior_search_steps={detector.posterior_search_steps}")
