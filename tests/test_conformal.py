@@ -363,3 +363,30 @@ def test_cli_fit_false_rejection_info_and_filter_fdr(tmp_path, capsys):
     assert header[-2:] == ["p_value", "bh_cut"]
     assert main(["filter", str(batch), "-m", str(model), "--valid", str(tmp_path / "v2.csv"),
                  "--invalid", str(tmp_path / "i2.csv"), "--fdr", "1.5", "-q"]) == 2
+
+
+def test_many_files_run_bh_per_file_and_parquet_refuses_fdr(frame_detector, tmp_path):
+    pytest.importorskip("dask")
+    from vaefilter.dask import filter_files
+
+    model = tmp_path / "m.vf"
+    save_model(frame_detector, model)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "clean.csv").write_bytes(_csv_bytes(_generator(100, 30)))
+    (tmp_path / "in" / "dirty.csv").write_bytes(_csv_bytes(_planted(100, 40, 31)))
+    results = filter_files(str(model), str(tmp_path / "in" / "*.csv"), str(tmp_path / "out" / "valid-*.csv"),
+                           str(tmp_path / "out" / "invalid-*.csv"), scheduler="synchronous", fdr=0.1)
+    by_name = {r["input"].rsplit("/", 1)[-1]: r for r in results}
+    assert by_name["clean.csv"]["n_invalid"] == 0  # its own BH: the dirty file's outliers do not lower its cut
+    assert by_name["dirty.csv"]["n_invalid"] >= 35
+    assert _rows((tmp_path / "out" / "invalid-dirty.csv").read_bytes())[0][-1] == "bh_cut"
+    with pytest.raises(ValueError, match="--fdr is for CSV inputs"):
+        filter_files(str(model), [str(tmp_path / "x.parquet")], str(tmp_path / "v"), str(tmp_path / "i"), fdr=0.1)
+
+
+def test_report_shows_the_band_uncertainty(small_detector):
+    from vaefilter.report import build_report
+
+    page = build_report(small_detector)
+    assert "percentiles (5, none) of 200 calibration rows" in page
+    assert "the lower edge rejects" in page and "of valid rows (95%" in page
