@@ -114,7 +114,7 @@ def _add_fit_parser(commands):
     p.add_argument("--validation", metavar="VALID.csv", help="valid rows to calibrate the band on (default: a held-out share)")
     percentiles = [None if v is None else float(v) for v in d["threshold_percentiles"]]
     p.add_argument("--percentiles", nargs=2, type=_percentile, default=percentiles, metavar=("LOWER", "UPPER"),
-                   help="band percentiles of validation log p(x); 'none' drops a side "
+                   help="band percentiles of the calibration rows' log p(x); 'none' drops a side "
                         f"(default {' '.join('none' if v is None else f'{v:g}' for v in percentiles)})")
     p.add_argument("--false-rejection", type=_probability, metavar="ALPHA",
                    help="set the band to reject at most this share of valid rows, exactly (a rank threshold on "
