@@ -48,8 +48,9 @@ COLUMNS = ["pclass", "survived", "sex", "age", "sibsp", "parch", "fare", "embark
 _NUM = rb"(-?[0-9.]*|nan|-?inf)"
 _REASON = rb'("(?:[^"]|"")*"|[^,"\r\n]*)'
 _TERM = rb"(\r\n|\n|\r)"
-REJECT_SUFFIX = re.compile(rb"," + _NUM + rb"," + _NUM + rb"," + _NUM + rb"," + _REASON + _TERM)
-SCORE_SUFFIX = re.compile(rb"," + _NUM + rb",(true|false)," + _REASON + _TERM)
+_P = rb"([0-9.e+-]*)"  # the conformal p-value (empty for an unscored row)
+REJECT_SUFFIX = re.compile(rb"," + _NUM + rb"," + _NUM + rb"," + _NUM + rb"," + _REASON + rb"," + _P + _TERM)
+SCORE_SUFFIX = re.compile(rb"," + _NUM + rb",(true|false)," + _REASON + rb"," + _P + _TERM)
 
 
 # ------------------------------------------------------------------ helpers
@@ -81,9 +82,9 @@ def split_filter_outputs(data, valid, invalid):
     """
     header, records = read_records(data)
     assert valid.startswith(header)
-    assert invalid.startswith(_strip(header) + b",log_px,band_lower,band_upper,reason")
+    assert invalid.startswith(_strip(header) + b",log_px,band_lower,band_upper,reason,p_value")
     v = len(header)
-    i = invalid.index(b"reason", len(_strip(header))) + len(b"reason")
+    i = invalid.index(b"reason,p_value", len(_strip(header))) + len(b"reason,p_value")
     i += len(re.match(_TERM, invalid[i:]).group(0))
     outcome = []
     for record in records:
@@ -105,8 +106,8 @@ def split_filter_outputs(data, valid, invalid):
 def parse_score_output(data, scored):
     """Per input record: (log_px or nan, is_valid, reason) from ``score`` output."""
     header, records = read_records(data)
-    assert scored.startswith(_strip(header) + b",log_px,is_valid,reason")
-    i = scored.index(b"reason", len(_strip(header))) + len(b"reason")
+    assert scored.startswith(_strip(header) + b",log_px,is_valid,reason,p_value")
+    i = scored.index(b"reason,p_value", len(_strip(header))) + len(b"reason,p_value")
     i += len(re.match(_TERM, scored[i:]).group(0))
     rows = []
     for record in records:
@@ -484,7 +485,7 @@ def test_info_prints_columns_kinds_and_band(setup, capsys):
     assert "sex: categorical categories=['female', 'male'] (missing" not in out
     lower, upper = read_header(setup.model)["fitted"]["thresholds_"]
     assert f"band: log p(x) in [{lower:.3f}, {upper:.3f}] nats" in out
-    assert "percentiles [25.0, 75.0]" in out
+    assert "percentiles (25, 75) of " in out and "the upper edge rejects" in out
     assert "proposal refit: 200 steps, held-out 32-sample bound" in out
     code, out, _ = run_main(["info", "-m", str(setup.model_1)], capsys)
     lower, upper = read_header(setup.model_1)["fitted"]["thresholds_"]
@@ -560,6 +561,10 @@ def test_interrupted_run_leaves_no_output(setup, tmp_path, monkeypatch, capsys, 
 
 
 # ------------------------------------------------------------ (h) fit options
+def header_params(model):
+    return read_header(model)["params"]
+
+
 def test_fit_with_validation_columns_and_categorical(setup, tmp_path, capsys):
     valid = tmp_path / "valid.csv"
     valid.write_bytes(setup.header + b"".join(setup.clean_lines[:150]))
@@ -570,7 +575,8 @@ def test_fit_with_validation_columns_and_categorical(setup, tmp_path, capsys):
     code, out, _ = run_main(["info", "-m", str(model)], capsys)
     assert "pclass: categorical categories=['1', '2', '3']" in out
     assert "survived" not in out and "sex: categorical" in out
-    assert "of 150 validation rows" in out
+    assert "of 150 calibration rows" in out
+    assert header_params(model)["calibration_fraction"] == 0.0  # --validation: none held out for the band
     header = read_header(model)
     assert len(header["fitted"]["validation_scores_"]) == 150
     assert header["params"]["proposal_steps"] == 25 and header["fitted"]["proposal_curve_"][-1][0] == 25

@@ -334,7 +334,8 @@ def test_parquet_rows_end_up_in_exactly_one_output(model_path, detector, client,
     assert sorted(valid.index) == list(expected_valid)
     pd.testing.assert_frame_equal(valid.sort_index()[["x0", "x1"]], whole.loc[expected_valid, ["x0", "x1"]],
                                   check_names=False)
-    assert list(invalid.columns) == ["x0", "x1", "colour", "log_px", "band_lower", "band_upper", "reason"]
+    assert list(invalid.columns) == ["x0", "x1", "colour", "log_px", "band_lower", "band_upper", "reason",
+                                     "p_value"]
     assert {0, 100, 200} <= set(invalid.index)
     assert not [p for p in os.listdir(workdir) if p.endswith(".tmp")]
 

@@ -64,12 +64,12 @@ def test_none_and_zero_train_the_same_model(data):
 def test_set_aside_rows_are_the_planted_ones(fits, data):
     _, _, bad, _ = data
     det = fits["trimmed"]
-    n_train = N_ROWS - int(np.ceil(0.2 * N_ROWS))
+    n_train = N_ROWS - int(np.ceil(0.1 * N_ROWS)) - int(np.ceil(0.2 * N_ROWS))  # early-stopping and calibration rows out
     aside = det.training_set_aside_
-    assert len(aside) == n_set_aside(n_train, 0.05) == 24
+    assert len(aside) == n_set_aside(n_train, 0.05) == 21
     assert np.all(np.diff(aside) > 0) and aside.max() < N_ROWS
     planted_in_training = np.setdiff1d(bad, det.calibration_excluded_)
-    # 24 set aside; about 24 of the 30 planted rows are training rows
+    # 21 set aside; about 21 of the 30 planted rows are training rows
     assert np.isin(aside, bad).mean() >= 0.8
     excluded = det.calibration_excluded_
     assert len(excluded) == n_set_aside(int(np.ceil(0.2 * N_ROWS)), 0.05) == 6
@@ -195,13 +195,13 @@ def test_cli_fit_trim_fraction_and_info(data, tmp_path, capsys):
             "--importance-samples", "16", "--proposal-steps", "20", "-q"]
     assert main(args + ["--trim-fraction", "0.05"]) == 0
     err = capsys.readouterr().err
-    assert "24 training row(s) set aside" in err and "6 calibration row(s) excluded" in err
+    assert "21 training row(s) set aside" in err and "6 calibration row(s) excluded" in err
     # the set-aside rows are named by file and line (line 1 is the header)
     first = load_model(model).training_set_aside_[0]
     assert f"{train} line {first + 2}" in err
     assert main(["info", "-m", str(model)]) == 0
     out = capsys.readouterr().out
-    assert "trim_fraction: 0.05: 24 training row(s) set aside" in out
+    assert "trim_fraction: 0.05: 21 training row(s) set aside" in out
     assert main(args + ["--trim-fraction", "0.5"]) == 2
     assert "--trim-fraction must be a number in [0, 0.5)" in capsys.readouterr().err
     assert main(args) == 0

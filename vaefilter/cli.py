@@ -27,6 +27,7 @@ from .csvio import CsvFormatError, check_encoding
 from .drift import DEFAULT_ALPHA, render_drift
 from .estimator import VAEOutlierDetector
 from .persistence import ModelFileError, load_model, read_header
+from .band import describe_band
 from .pipeline import MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, filter_csv, fit_csv, report_csv, score_csv
 
 __all__ = ["EXIT_DRIFT", "EXIT_INVALID_ROWS", "EXIT_OK", "EXIT_USAGE", "MAX_REASON_CHARS", "REJECT_FIELDS",
@@ -88,13 +89,13 @@ def _trim_fraction(text):
     return value
 
 
-def _alpha(text):
+def _probability(text):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--drift-alpha must be a number in (0, 1), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
     if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"--drift-alpha must lie in (0, 1), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
     return value
 
 
@@ -140,8 +141,12 @@ def _add_fit_parser(commands):
     p.add_argument("--validation", metavar="VALID.csv", help="valid rows to calibrate the band on (default: a held-out share)")
     percentiles = [None if v is None else float(v) for v in d["threshold_percentiles"]]
     p.add_argument("--percentiles", nargs=2, type=_percentile, default=percentiles, metavar=("LOWER", "UPPER"),
-                   help="band percentiles of validation log p(x); 'none' drops a side "
+                   help="band percentiles of the calibration rows' log p(x); 'none' drops a side "
                         f"(default {' '.join('none' if v is None else f'{v:g}' for v in percentiles)})")
+    p.add_argument("--false-rejection", type=_probability, metavar="ALPHA",
+                   help="set the band to reject at most this share of valid rows, exactly (a rank threshold on "
+                        "the calibration rows: conformal p-value <= ALPHA), on the sides --percentiles keeps; "
+                        "e.g. --percentiles 1 none --false-rejection 0.01")
     p.add_argument("--latent-dim", type=int, default=d["latent_dim"])
     p.add_argument("--hidden", type=int, nargs="*", default=list(d["hidden_layer_sizes"]), metavar="WIDTH",
                    help="hidden layer widths")
@@ -154,7 +159,11 @@ def _add_fit_parser(commands):
     p.add_argument("--posterior-search-steps", type=int, default=d["posterior_search_steps"],
                    help="when scoring, at most this many Newton steps to the posterior mode of rows "
                         f"the encoder fits poorly, for a second proposal (default {d['posterior_search_steps']}; 0: none)")
-    p.add_argument("--validation-fraction", type=float, default=d["validation_fraction"])
+    p.add_argument("--validation-fraction", type=float, default=d["validation_fraction"],
+                   help=f"share of rows held out for early stopping (default {d['validation_fraction']:g})")
+    p.add_argument("--calibration-fraction", type=float, default=d["calibration_fraction"],
+                   help="share of rows held out for the band alone, never seen by the fit "
+                        f"(default {d['calibration_fraction']:g}; 0: the band on the early-stopping rows)")
     p.add_argument("--trim-fraction", type=_trim_fraction, default=d["trim_fraction"], metavar="SHARE",
                    help="share of the training rows that may be bad, in [0, 0.5): after a warm-up the model "
                         "trains on all but that share of least likely rows, and as many of the least likely "
@@ -188,12 +197,16 @@ def _add_stream_parsers(commands):
     f.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is rejected")
     f.add_argument("--fail-on-drift", action="store_true",
                    help="exit 3 when the batch (each input file is one) differs from the calibration rows")
-    f.add_argument("--drift-alpha", type=_alpha, default=DEFAULT_ALPHA, metavar="ALPHA",
+    f.add_argument("--drift-alpha", type=_probability, default=DEFAULT_ALPHA, metavar="ALPHA",
                    help=f"level of the drift alarm, family-wise over its tests (default {DEFAULT_ALPHA:g}: "
                         "about one false alarm in 100 clean batches)")
     f.add_argument("--summary-json", metavar="FILE",
                    help="write the run's summary (counts, band, timings, drift test) as JSON ('-' for stdout); "
                         "with several files, one entry per file")
+    f.add_argument("--fdr", type=_probability, metavar="Q",
+                   help="reject by Benjamini-Hochberg over each input file's conformal p-values instead of by the "
+                        "band, so that valid rows make at most a share Q of the rejected ones on average; reads "
+                        "each input twice (stdin is spooled to a temporary file); not for Parquet inputs")
     f.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler to run the files on, e.g. tcp://scheduler:8786 (default for several files: "
                         "a local cluster of one worker process per core)")
@@ -307,6 +320,7 @@ def _fit_params(args):
         learning_rate=args.learning_rate,
         validation_fraction=args.validation_fraction,
         trim_fraction=args.trim_fraction,
+        calibration_fraction=args.calibration_fraction,
         threshold_percentiles=tuple(args.percentiles),
         column_kinds=dict(args.column_kinds) or None,
         handle_missing=CLI_HANDLE_MISSING,
@@ -320,7 +334,8 @@ def run_fit(args):
     options = _csv_options(args)
     del options["device"]
     fitted = fit_csv(args.train, args.output, params=_fit_params(args), columns=args.columns, exclude=args.exclude,
-                     categorical=args.categorical, validation=args.validation, **options)
+                     categorical=args.categorical, validation=args.validation,
+                     false_rejection=args.false_rejection, **options)
     detector = fitted.detector
     lower, upper = detector.thresholds_
     kinds = ", ".join(f"{c.name}:{c.description}" for c in detector.schema_.columns)
@@ -357,7 +372,8 @@ def run_score(args):
 def run_filter(args):
     """``vaefilter filter`` on one input (``args.input`` a single path or '-')."""
     summary = filter_csv(args.model, args.input, args.valid, args.invalid, progress=not args.quiet,
-                         drift_alpha=args.drift_alpha, summary_json=args.summary_json, **_csv_options(args))
+                         drift_alpha=args.drift_alpha, summary_json=args.summary_json,
+                         fdr=args.fdr, **_csv_options(args))
     if not args.quiet:
         unscored = f" ({summary.n_unscored} could not be scored)" if summary.n_unscored else ""
         print(f"{summary.input}: {summary.n_rows} rows, {summary.n_valid} valid, {summary.n_rejected} rejected"
@@ -385,7 +401,8 @@ def run_filter_dispatch(args):
         from .dask import filter_files
 
         results = filter_files(args.model, args.input, args.valid, args.invalid, scheduler=args.scheduler,
-                               drift_alpha=args.drift_alpha, summary_json=args.summary_json, **_csv_options(args))
+                               drift_alpha=args.drift_alpha, summary_json=args.summary_json,
+                               fdr=args.fdr, **_csv_options(args))
     except ImportError as exc:
         raise ValueError(str(exc)) from None
     n_valid = sum(r["n_valid"] for r in results)
@@ -413,8 +430,11 @@ def run_info(args):
         extra = f" categories={column.categories}" if column.kind == CATEGORICAL else ""
         missing = " (missing values modelled)" if column.has_missing else ""
         print(f"  {column.name}: {column.description}{extra}{missing}")
-    print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats "
-          f"(percentiles {list(detector.threshold_percentiles)} of {len(detector.validation_scores_)} validation rows)")
+    how, *edges = describe_band(detector.validation_scores_, detector.thresholds_, detector.threshold_percentiles,
+                                getattr(detector, "false_rejection_", None))
+    print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats ({how})")
+    for line in edges:
+        print(f"band uncertainty: {line}")
     print(f"model: latent_dim={detector.latent_dim} hidden={list(detector.hidden_layer_sizes)} "
           f"K={detector.n_importance_samples} likelihood={detector.likelihood} "
           f"posterior_search_steps={detector.posterior_search_steps}")
@@ -457,7 +477,8 @@ def run_demo(args):
     n_part = len(known) // 5
     test, calibration, train = known[order[:n_part]], known[order[n_part : 2 * n_part]], known[order[2 * n_part :]]
     print(f"digits: training on {len(train)} images of classes 0-4 (8x8 pixels) ...", flush=True)
-    detector = VAEOutlierDetector(random_state=args.seed).fit(train)
+    # the demo calibrates on its own held-out rows below, so fit holds none out for the band
+    detector = VAEOutlierDetector(calibration_fraction=0.0, random_state=args.seed).fit(train)
     print(f"trained for {detector.n_iter_} epochs; held-out mean log p(x) = {detector.score(test):.1f} nats")
     for percentiles in [(25, 75), (1, None)]:
         detector.calibrate(calibration, threshold_percentiles=percentiles)

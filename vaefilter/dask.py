@@ -24,8 +24,8 @@ Three entry points, all behind the optional ``dask`` extra
 * Parquet: ``filter_files`` over ``*.parquet`` inputs reads them with
   ``dd.read_parquet``, scores them partition by partition and writes two
   Parquet datasets (directories): the valid rows with their original columns,
-  the rejected rows with ``log_px``, ``band_lower``, ``band_upper`` and
-  ``reason`` appended. Byte-exactness has no meaning there; row-exactness
+  the rejected rows with ``log_px``, ``band_lower``, ``band_upper``,
+  ``reason`` and ``p_value`` appended (``--fdr`` is for CSV inputs only). Byte-exactness has no meaning there; row-exactness
   holds: every input row is in exactly one output.
 
 Where work runs (``scheduler``):
@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from ._optional import import_optional
+from .band import band_pvalues
 from .csvio import atomic_directories, remove_temporaries
 from .drift import DEFAULT_ALPHA, batch_drift
 from .pipeline import REJECT_FIELDS, SCORE_FIELDS, check_paths, file_id, filter_csv, score_table, write_summary_json
@@ -272,7 +273,7 @@ def _plan(files, valid_pattern, invalid_pattern, model_path=None):
 
 
 def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter=",", encoding="utf-8",
-                chunk_rows=65536, torch_threads=None, na_values=(), device="auto", drift_alpha=DEFAULT_ALPHA):
+                chunk_rows=65536, torch_threads=None, na_values=(), device="auto", drift_alpha=DEFAULT_ALPHA, fdr=None):
     """``vaefilter filter`` on one CSV file (:func:`vaefilter.pipeline.filter_csv`); returns a summary.
 
     The summary is a dict with ``input``, ``valid``, ``invalid``, ``n_valid``
@@ -285,7 +286,7 @@ def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter="
     # the single-file path: byte-exact, atomic outputs
     summary = filter_csv(model_path, input_path, valid_path, invalid_path, delimiter=delimiter, encoding=encoding,
                          chunk_rows=int(chunk_rows), na_values=tuple(na_values), device=device,
-                         drift_alpha=drift_alpha)
+                         drift_alpha=drift_alpha, fdr=fdr)
     return {
         "input": os.fspath(input_path),
         "valid": os.fspath(valid_path),
@@ -362,7 +363,8 @@ def _run_tasks(runner, fn, calls, kwargs, retries):
 
 def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=None, *, n_workers=None,
                  delimiter=",", encoding="utf-8", chunk_rows=65536, torch_threads=None, retries=0,
-                 file_task=None, na_values=(), device="auto", drift_alpha=DEFAULT_ALPHA, summary_json=None):
+                 file_task=None, na_values=(), device="auto", drift_alpha=DEFAULT_ALPHA, summary_json=None,
+                 fdr=None):
     """Filter many CSV files in parallel, one task per file (or Parquet inputs, see below).
 
     Each CSV file is one batch for the drift test (its own, in its task); the
@@ -383,9 +385,10 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
         Where the tasks run; see the module docstring.
     n_workers : int, optional
         Workers of the local cluster started when ``scheduler`` is None.
-    delimiter, encoding, chunk_rows, na_values, device :
+    delimiter, encoding, chunk_rows, na_values, device, fdr :
         As the CLI's options (``na_values``, ``device`` and ``drift_alpha`` reach ``file_task`` only when
-        not the default).
+        not the default). ``fdr``: Benjamini-Hochberg per file (each file's p-values on their own); Parquet
+        inputs refuse it.
     drift_alpha : float or None, default 0.01
         Level of each batch's drift alarm; None skips the test.
     summary_json : str, optional
@@ -418,6 +421,9 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     if not files:
         raise ValueError("no input files")
     if all(f.endswith(".parquet") for f in files):
+        if fdr is not None:
+            raise ValueError("--fdr is for CSV inputs (Benjamini-Hochberg per file, two passes); Parquet inputs "
+                             "are filtered by the model's band only")
         if summary_json is not None:
             check_paths(inputs={"--model": model_path, **{f"input {f}": f for f in files}},
                         outputs={"--valid": valid_pattern, "--invalid": invalid_pattern,
@@ -447,6 +453,8 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
                 kwargs["device"] = device
             if drift_alpha != DEFAULT_ALPHA:
                 kwargs["drift_alpha"] = drift_alpha
+            if fdr is not None:
+                kwargs["fdr"] = fdr
             outcomes = _run_tasks(runner, fn, [(model_path, *job) for job in jobs], kwargs, retries)
     except BaseException:
         # interrupted (Ctrl-C, SIGTERM): workers killed mid-file cannot remove their temporary files
@@ -476,6 +484,7 @@ def _annotate_partition(partition, detector, names, band, torch_threads=None):
     out["log_px"] = scores["log_px"].to_numpy()
     out["band_lower"], out["band_upper"] = band
     out["reason"] = scores["reason"].astype(str)
+    out["p_value"] = band_pvalues(scores["log_px"].to_numpy(), detector.validation_scores_, detector.thresholds_)
     out["_vaefilter_is_valid"] = scores["is_valid"].to_numpy()
     return out
 
@@ -486,7 +495,7 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
 
     Every input row ends up in exactly one output. Valid rows keep their
     columns and index; rejected rows gain ``log_px``, ``band_lower``,
-    ``band_upper`` (float, NaN for an open side) and ``reason``. Both datasets
+    ``band_upper`` (float, NaN for an open side), ``reason`` and ``p_value``. Both datasets
     are written to hidden temporary directories and renamed into place once
     complete; scoring is computed once for both.
 
@@ -521,7 +530,7 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
         shipped = _ship(detector, runner.client) if runner.client is not None else _ship_delayed(detector)
         meta = ddf._meta.copy()
         for name, dtype in [("log_px", "float64"), ("band_lower", "float64"), ("band_upper", "float64"),
-                            ("reason", str), ("_vaefilter_is_valid", "bool")]:
+                            ("reason", str), ("p_value", "float64"), ("_vaefilter_is_valid", "bool")]:
             meta[name] = pd.Series(dtype=dtype)
         annotated = ddf.map_partitions(_annotate_partition, shipped, names, band, threads, meta=meta,
                                        enforce_metadata=False)

@@ -94,6 +94,8 @@ def _set_fitted_from_json(detector, fitted):
             value = None if a.default is REQUIRED or a.default is None else _TO_JSON[a.form](a.default)
         if value is not None:
             setattr(detector, a.name, _FROM_JSON[a.form](value))
+        elif a.form == "plain" and a.default is None:
+            setattr(detector, a.name, None)  # null is a value here, not an absent attribute
 
 
 def _header(detector, payload):
@@ -225,10 +227,12 @@ def _check_values(path, header):
             bad(f"fitted.{attribute.name}", "must be a list of row indices (whole numbers >= 0)")
     if "tol" in params and not (_is_finite_number(params["tol"]) and params["tol"] >= 0):
         bad(f"params.tol={params['tol']!r}", "must be a finite number >= 0")
-    if "validation_fraction" in params and not (
-        _is_finite_number(params["validation_fraction"]) and 0 <= params["validation_fraction"] < 1
-    ):
-        bad(f"params.validation_fraction={params['validation_fraction']!r}", "must lie in [0, 1)")
+    for name in ("validation_fraction", "calibration_fraction"):
+        if name in params and not (_is_finite_number(params[name]) and 0 <= params[name] < 1):
+            bad(f"params.{name}={params[name]!r}", "must lie in [0, 1)")
+    false_rejection = fitted.get("false_rejection_")
+    if false_rejection is not None and not (_is_finite_number(false_rejection) and 0 < false_rejection < 1):
+        bad(f"fitted.false_rejection_={false_rejection!r}", "must be null or a number in (0, 1)")
     hidden = params.get("hidden_layer_sizes")
     if not (isinstance(hidden, list) and all(_is_int(h) and 1 <= h <= _MAX_HIDDEN_WIDTH for h in hidden)):
         bad(f"params.hidden_layer_sizes={hidden!r}", f"must be a list of whole numbers in [1, {_MAX_HIDDEN_WIDTH}]")
@@ -297,6 +301,8 @@ def load_model(path):
         params = dict(header["params"])
         for name in ("hidden_layer_sizes", "threshold_percentiles"):
             params[name] = tuple(params[name])
+        # files written before calibration_fraction existed set the band on the early-stopping rows
+        params.setdefault("calibration_fraction", 0.0)
         detector = VAEOutlierDetector(**params)
         _set_fitted_from_json(detector, header["fitted"])
         detector.schema_ = TableSchema.from_dict(header["schema"])

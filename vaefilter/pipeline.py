@@ -8,8 +8,9 @@ file. Every function takes paths or binary streams and plain options (never an
 * :func:`fit_csv`: trusted CSV files -> a fitted detector (and a model file).
 * :func:`score_csv`: every record with ``log_px``, ``is_valid`` and ``reason`` appended.
 * :func:`filter_csv`: valid records byte for byte into one output, rejected
-  records with ``log_px``, the band and a reason into the other; both outputs
-  appear together or not at all.
+  records with ``log_px``, the band, a reason and the conformal p-value into
+  the other; both outputs appear together or not at all. With ``fdr``, rows
+  are rejected by Benjamini-Hochberg over the file's p-values (two passes).
 * :func:`report_csv`: the HTML report of a model and, optionally, a scored batch.
 
 Rows that cannot be parsed or scored never stop a run: they are rejected with
@@ -22,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -30,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from .band import band_pvalues, benjamini_hochberg, conformal_band
 from .csvio import AtomicOutputs, CsvReader, append_fields
 from ._torch import resolve_device
 from .drift import DEFAULT_ALPHA, batch_drift
@@ -40,12 +44,14 @@ __all__ = [
     "MAX_REASON_CHARS",
     "REJECT_FIELDS",
     "SCORE_FIELDS",
+    "FDR_FIELDS",
     "FitSummary",
     "RunSummary",
     "check_paths",
     "chunk_results",
     "file_id",
     "filter_csv",
+    "filter_csv_fdr",
     "fit_csv",
     "load_detector",
     "report_csv",
@@ -55,9 +61,11 @@ __all__ = [
 ]
 
 #: the fields ``score`` appends to every record
-SCORE_FIELDS = ["log_px", "is_valid", "reason"]
+SCORE_FIELDS = ["log_px", "is_valid", "reason", "p_value"]
 #: the fields ``filter`` appends to every rejected record
-REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason"]
+REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason", "p_value"]
+#: the field ``filter --fdr`` appends after those: the file's Benjamini-Hochberg cut
+FDR_FIELDS = ["bh_cut"]
 #: the longest reason written to an output; longer ones are cut
 MAX_REASON_CHARS = 1000
 
@@ -219,8 +227,8 @@ def _prepare(model, input, device, outputs):
     return started, load_detector(model, device)
 
 
-def _open_input(source, detector, chunk_rows, encoding, delimiter):
-    reader = CsvReader(source, chunk_rows=chunk_rows, encoding=encoding, delimiter=delimiter)
+def _open_input(source, detector, chunk_rows, encoding, delimiter, name=None):
+    reader = CsvReader(source, chunk_rows=chunk_rows, encoding=encoding, delimiter=delimiter, name=name)
     missing = [n for n in detector.schema_.names if n not in reader.columns]
     if missing:
         reader.close()
@@ -338,8 +346,8 @@ def score_table(detector, typed):
     reasons = {typed.index[k]: r for k, r in unscorable.items()}
     rest = typed.drop(index=list(reasons)) if reasons else typed
     parts = _explain_splitting(detector, rest, reasons) if len(rest) else []
-    failed = pd.DataFrame({"log_px": np.nan, "is_valid": False, "reason": list(reasons.values())},
-                          index=list(reasons.keys()))
+    failed = pd.DataFrame({"log_px": np.nan, "is_valid": False, "reason": list(reasons.values()),
+                           "p_value": np.nan}, index=list(reasons.keys()))
     frames = [f for f in [*parts, failed] if len(f)]
     if not frames:
         return pd.DataFrame(columns=SCORE_FIELDS)
@@ -421,6 +429,16 @@ def _number(value):
     return "" if np.isnan(value) else f"{value:.6f}"
 
 
+def _pvalues(detector, log_px):
+    """Conformal p-values of scores (NaN for unscored rows) against the detector's calibration rows."""
+    return band_pvalues(log_px, detector.validation_scores_, detector.thresholds_)
+
+
+def _pvalue_text(value):
+    # p-values are multiples of 1/(n+1): 6 significant digits tell them apart up to n ~ 1e5
+    return "" if np.isnan(value) else f"{value:.6g}"
+
+
 def _appended_names(columns, names):
     """The names of the appended fields, prefixed with 'vaefilter_' where the input has them already."""
     taken = set(columns)
@@ -435,7 +453,11 @@ def _appended_names(columns, names):
 
 def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
               device="auto", progress=False):
-    """Write every record of ``input`` with ``log_px``, ``is_valid`` and ``reason`` appended.
+    """Write every record of ``input`` with ``log_px``, ``is_valid``, ``reason`` and ``p_value`` appended.
+
+    ``p_value`` is the row's conformal p-value against the model's calibration
+    rows (:meth:`~vaefilter.VAEOutlierDetector.pvalues`), empty for a row that
+    could not be scored.
 
     Parameters
     ----------
@@ -462,15 +484,15 @@ def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_ro
         out.write(append_fields(reader.header, _appended_names(reader.columns, SCORE_FIELDS), **csv))
         for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary):
             out.write(b"".join(
-                append_fields(record, [_number(s), "true" if v else "false", r], **csv)
-                for record, s, v, r in zip(chunk.records, log_px, is_valid, reasons)
+                append_fields(record, [_number(s), "true" if v else "false", r, _pvalue_text(p)], **csv)
+                for record, s, v, r, p in zip(chunk.records, log_px, is_valid, reasons, _pvalues(detector, log_px))
             ))
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
-               device="auto", progress=False, drift_alpha=DEFAULT_ALPHA, summary_json=None):
+               device="auto", progress=False, drift_alpha=DEFAULT_ALPHA, summary_json=None, fdr=None):
     """Split the records of ``input``: valid ones byte for byte into ``valid``, rejected ones into ``invalid``.
 
     Rejected records gain ``log_px``, ``band_lower``, ``band_upper`` and
@@ -481,8 +503,8 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
     (:meth:`~vaefilter.VAEOutlierDetector.drift_report`): every scored row's
     log p(x) and, for the columns, a fixed sample of at most
     :data:`DRIFT_SAMPLE_ROWS` rows (chosen by record number, whatever the
-    chunking) scored per column after the pass. Other parameters as
-    :func:`score_csv`.
+    chunking) scored per column after the pass. Rejected records also gain
+    ``p_value``. Other parameters as :func:`score_csv`.
 
     Parameters
     ----------
@@ -492,11 +514,19 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
         Write :meth:`RunSummary.to_dict` there as JSON (atomically; ``'-'``:
         stdout) after the outputs; it may not name the model, the input or
         an output.
+    fdr : float in (0, 1), optional
+        Reject by Benjamini-Hochberg at false discovery rate ``fdr`` over this
+        input's conformal p-values instead of by the model's band: see
+        :func:`filter_csv_fdr`.
 
     Returns
     -------
     RunSummary
     """
+    if fdr is not None:
+        return filter_csv_fdr(model, input, valid, invalid, fdr, delimiter=delimiter, encoding=encoding,
+                              chunk_rows=chunk_rows, na_values=na_values, device=device, progress=progress,
+                              drift_alpha=drift_alpha, summary_json=summary_json)
     started, detector = _prepare(model, input, device, {"--valid": valid, "--invalid": invalid,
                                                         "--summary-json": summary_json})
     drift = None if drift_alpha is None else _DriftBatch()
@@ -512,9 +542,15 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
         for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary, drift):
             valid_out.write(b"".join(record for record, v in zip(chunk.records, is_valid) if v))
             invalid_out.write(b"".join(
-                append_fields(record, [_number(s), *band, reason], **csv)
-                for record, s, v, reason in zip(chunk.records, log_px, is_valid, reasons) if not v
+                append_fields(record, [_number(s), *band, reason, _pvalue_text(p)], **csv)
+                for record, s, v, reason, p in zip(chunk.records, log_px, is_valid, reasons,
+                                                   _pvalues(detector, log_px)) if not v
             ))
+    return _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
+
+
+def _finish_filter(summary, detector, drift, drift_alpha, started, summary_json):
+    """The batch's drift test, the run's time and the summary JSON: the end of every filter run."""
     if drift is not None:
         drift_started = time.perf_counter()
         summary.drift = drift.report(detector, drift_alpha)
@@ -531,6 +567,136 @@ def write_summary_json(data, path):
 
     with AtomicWriter(path) as out:
         out.write((json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+
+
+@contextlib.contextmanager
+def _rereadable(input):
+    """A path ``input`` can be read from twice: the path itself, or stdin / a stream spooled to a temporary file."""
+    if _is_path(input) and os.fspath(input) != "-":
+        yield input
+        return
+    source = sys.stdin.buffer if _is_path(input) else input
+    with tempfile.NamedTemporaryFile(prefix=".vaefilter-spool-", suffix=".csv") as spool:
+        shutil.copyfileobj(source, spool, 1 << 20)
+        spool.flush()
+        yield spool.name
+
+
+def filter_csv_fdr(model, input, valid, invalid, fdr, *, delimiter=",", encoding="utf-8", chunk_rows=65536,
+                   na_values=(), device="auto", progress=False, drift_alpha=DEFAULT_ALPHA, summary_json=None):
+    """:func:`filter_csv` rejecting by Benjamini-Hochberg over the input's conformal p-values.
+
+    Rejecting the rows with ``p_value <= bh_cut`` (the BH cut at level
+    ``fdr`` of this input's p-values) keeps the expected share of valid rows
+    among the rejected ones at most ``fdr``, when valid rows are exchangeable
+    with the model's calibration rows (Bates et al., Ann. Statist. 2023; see
+    :func:`vaefilter.band.benjamini_hochberg`). BH needs every p-value before
+    the first row is routed, so the input is read twice: a first pass scores
+    every record and keeps its log p(x) (8 bytes a row); a second pass routes
+    them (stdin and streams are spooled to a temporary file first). Only the
+    rejected rows are scored again, for their reasons.
+
+    Rows that cannot be parsed or scored are rejected, as always, and take no
+    part in BH. Rejected records gain ``log_px``, ``band_lower`` and
+    ``band_upper`` (the band equivalent to the cut: rows outside it are those
+    with ``p_value <= bh_cut``), ``reason``, ``p_value`` and ``bh_cut``. With
+    no row rejected by BH the cut is 0.
+
+    Returns
+    -------
+    RunSummary
+    """
+    started, detector = _prepare(model, input, device, {"--valid": valid, "--invalid": invalid,
+                                                        "--summary-json": summary_json})
+    if not (isinstance(fdr, (int, float)) and 0 < fdr < 1):
+        raise ValueError(f"--fdr must be a number in (0, 1), got {fdr!r}")
+    drift = None if drift_alpha is None else _DriftBatch()
+    csv = dict(encoding=encoding, delimiter=delimiter)
+    with _rereadable(input) as path:
+        # pass 1: every record's score; reasons kept only for the unscored rows (rejected whatever BH says)
+        spooled = path is not input
+        name = ("<stdin>" if _is_path(input) else _name(input)) if spooled else None
+        first = RunSummary(name or _name(input))
+        scores, unscored = [], {}
+        with _open_input(path, detector, chunk_rows, encoding, delimiter, name) as reader:
+            first.input = reader.name
+            offset = 0
+            for chunk, log_px, _, reasons in _results(detector, reader, na_values, progress, first, drift):
+                scores.append(log_px)
+                unscored.update({offset + k: reasons[k] for k in np.flatnonzero(np.isnan(log_px))})
+                offset += len(log_px)
+        log_px_all = np.concatenate(scores) if scores else np.zeros(0)
+        p_all = _pvalues(detector, log_px_all)
+        cut = benjamini_hochberg(p_all, fdr)
+        rejected_all = np.isnan(p_all) | (p_all <= cut)
+        # the band whose outside is {p <= cut}: explains the rejected rows in the usual terms
+        bh_detector = detector
+        if cut > 0:
+            sides = tuple(t is not None for t in detector.thresholds_)
+            bh_detector = _with_band(detector, conformal_band(detector.validation_scores_, cut, sides))
+        band = ["" if t is None else f"{t:.6f}" for t in bh_detector.thresholds_]
+        cut_text = f"{cut:.6g}"
+        # pass 2: route every record by its stored decision
+        with _open_input(path, detector, chunk_rows, encoding, delimiter, name) as reader, \
+                _outputs([valid, invalid]) as (valid_out, invalid_out):
+            summary = RunSummary(first.input, {"valid": _name(valid), "invalid": _name(invalid)})
+            csv["terminator"] = reader.line_terminator
+            valid_out.write(reader.header)
+            invalid_out.write(append_fields(reader.header,
+                                            _appended_names(reader.columns, REJECT_FIELDS + FDR_FIELDS), **csv))
+            offset = 0
+            for chunk in reader:
+                n = len(chunk.records)
+                rows = slice(offset, offset + n)
+                rejected, log_px, p = rejected_all[rows], log_px_all[rows], p_all[rows]
+                reasons = _fdr_reasons(bh_detector, chunk, reader.name, na_values, rejected, log_px, p, cut,
+                                       fdr, {k - offset: r for k, r in unscored.items() if offset <= k < offset + n})
+                summary._count(log_px, ~rejected, reasons)
+                valid_out.write(b"".join(record for record, r in zip(chunk.records, rejected) if not r))
+                invalid_out.write(b"".join(
+                    append_fields(record, [_number(s), *band, reason, _pvalue_text(q), cut_text], **csv)
+                    for record, r, s, reason, q in zip(chunk.records, rejected, log_px, reasons, p) if r
+                ))
+                offset += n
+            if offset != len(log_px_all):
+                raise RuntimeError(f"{reader.name}: the input changed between the two passes "
+                                   f"({len(log_px_all)} then {offset} records)")
+    summary.seconds_scoring = first.seconds_scoring
+    summary.band = list(bh_detector.thresholds_)
+    return _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
+
+
+def _with_band(detector, thresholds):
+    """A shallow copy of ``detector`` with another band (the network is shared, not copied)."""
+    import copy
+
+    other = copy.copy(detector)
+    other.thresholds_ = thresholds
+    return other
+
+
+def _fdr_reasons(bh_detector, chunk, source, na_values, rejected, log_px, p, cut, fdr, unscored):
+    """Reasons of a chunk's records under ``filter --fdr``: '' for kept rows, the first pass's reason for
+    unscored ones, and for rows BH rejects the p-value, the cut and the columns (explain, against the
+    band equivalent to the cut)."""
+    reasons = [""] * len(chunk.records)
+    for k, reason in unscored.items():
+        reasons[k] = reason
+    scored_rejected = np.flatnonzero(rejected & ~np.isnan(log_px))
+    if not len(scored_rejected):
+        return reasons
+    detail = {}
+    keep = set(scored_rejected.tolist())
+    typed, problems = parse_text_table(chunk.frame, bh_detector.schema_, source=source, na_values=na_values)
+    wanted = [k for k in typed.index if k in keep and k not in problems]
+    if wanted:
+        explained = score_table(bh_detector, typed.loc[wanted])
+        detail = dict(zip(explained.index, explained["reason"]))
+    for k in scored_rejected:
+        head = f"p-value {p[k]:.3g} <= Benjamini-Hochberg cut {cut:.3g} at fdr {fdr:g}"
+        more = detail.get(k, "")
+        reasons[k] = _cut(f"{head}: {more}" if more else head)
+    return reasons
 
 
 def report_csv(model, output, input=None, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
@@ -616,7 +782,7 @@ def _refuse_odd_cells(text, places, categorical, na_values):
 
 
 def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, categorical=(), validation=None,
-            na_values=(), delimiter=",", encoding="utf-8", chunk_rows=65536):
+            na_values=(), delimiter=",", encoding="utf-8", chunk_rows=65536, false_rejection=None):
     """Fit a detector on trusted CSV files (cells typed from their text) and write its model file.
 
     Parameters
@@ -633,9 +799,14 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
     categorical : list of str
         Columns to treat as categorical whatever their cells look like.
     validation : str, os.PathLike or binary stream, optional
-        Valid rows to calibrate the band on (default: the held-out share of ``train``).
+        Valid rows to calibrate the band on (default: the ``calibration_fraction`` share of
+        ``train``, held out from the fit); with it, no training rows are held out for the band.
     na_values, delimiter, encoding, chunk_rows :
         As the CLI's options.
+    false_rejection : float in (0, 1), optional
+        Set the band for this false-rejection rate
+        (:meth:`~vaefilter.VAEOutlierDetector.calibrate`), on the sides of the
+        band's percentiles.
 
     Returns
     -------
@@ -663,6 +834,9 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
     table = infer_text_table(text, categorical=set(categorical), na_values=na_values)
     typed_categorical = {n for n in table.columns if isinstance(table[n].dtype, pd.CategoricalDtype)}
     params["categorical_features"] = sorted(typed_categorical) or None
+    if validation is not None:
+        # the band comes from the --validation rows: no training rows need holding out for it
+        params["calibration_fraction"] = 0.0
     detector = VAEOutlierDetector(**params).fit(table)
     if validation is not None:
         valid_frame, valid_places = _read_whole(validation, chunk_rows, encoding, delimiter)
@@ -673,6 +847,8 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
             row = min(problems)
             raise ValueError(f"{_name(validation)}: line {valid_places[row][1]}: {problems[row]}")
         detector.calibrate(valid)
+    if false_rejection is not None:
+        detector.calibrate(false_rejection=false_rejection)
     if output is not None:
         with AtomicWriter(output) as out:
             out.write(model_bytes(detector))

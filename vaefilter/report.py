@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from . import plotting
+from .band import describe_band
 from .explanations import ABOVE_BAND, JOINTLY_UNLIKELY, Explanation, parse_reason
 
 __all__ = ["build_report", "reason_groups", "reason_key", "write_report"]
@@ -249,6 +250,8 @@ def _model_section(detector):
             _card(len(getattr(detector, "training_set_aside_", ())), "training rows set aside (trim_fraction)"),
             _card(len(getattr(detector, "calibration_excluded_", ())), "calibration rows excluded (trim_fraction)"),
         ]
+    band_notes = describe_band(detector.validation_scores_, detector.thresholds_, percentiles,
+                               getattr(detector, "false_rejection_", None))
     settings = pd.DataFrame(
         {
             "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples",
@@ -266,6 +269,8 @@ def _model_section(detector):
         '<div class="summary">' + "".join(cards) + "</div>",
         '<p class="note">A row is valid when its log p(x) lies inside the band. log p(x) is the '
         "importance-sampled log-likelihood of the whole row under the VAE, in nats; higher is more typical.</p>",
+        '<p class="note">Band: ' + _esc("; ".join(band_notes)) + ". A rejected row's p-value is its rank "
+        "among the calibration rows' log p(x): the share of valid rows at least as unusual.</p>",
         '<div class="side"><div><h3>Settings</h3>' + _table(settings, index=False) + "</div>",
         f"<div><h3>Columns ({_esc(kind_text)})</h3>" + _table(columns, index=False) + "</div></div>",
         _trim_note(detector),
