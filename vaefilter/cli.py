@@ -129,6 +129,9 @@ def _add_stream_parsers(commands):
     s.add_argument("-m", "--model", required=True)
     s.add_argument("-o", "--output", required=True, help="scored CSV ('-' for stdout)")
     s.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is invalid")
+    s.add_argument("--sequential", action="store_true",
+                   help="stop rows whose decision is clear early, as filter does (their log_px is then the "
+                        "estimate at fewer than K draws); default: K draws for every row")
     _add_csv_options(s)
     s.set_defaults(handler=run_score)
 
@@ -143,6 +146,9 @@ def _add_stream_parsers(commands):
                         "('*' becomes each input's name); for Parquet a dataset directory")
     f.add_argument("--invalid", required=True, help="CSV for rejected rows ('-' for stdout); a pattern or directory as --valid")
     f.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is rejected")
+    f.add_argument("--full-k", action="store_true",
+                   help="K importance draws for every row; by default a row stops once its decision is clear "
+                        "(the rejected rows' n_draws field says how many draws its log_px used)")
     f.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler to run the files on, e.g. tcp://scheduler:8786 (default for several files: "
                         "a local cluster of one worker process per core)")
@@ -277,14 +283,15 @@ def run_fit(args):
 
 
 def run_score(args):
-    summary = score_csv(args.model, args.input, args.output, progress=not args.quiet, **_csv_options(args))
+    summary = score_csv(args.model, args.input, args.output, progress=not args.quiet, sequential=args.sequential,
+                        **_csv_options(args))
     return _exit_status(args, summary.n_rejected)
 
 
 def run_filter(args):
     """``vaefilter filter`` on one input (``args.input`` a single path or '-')."""
     summary = filter_csv(args.model, args.input, args.valid, args.invalid, progress=not args.quiet,
-                         **_csv_options(args))
+                         full_k=args.full_k, **_csv_options(args))
     return _exit_status(args, summary.n_rejected)
 
 

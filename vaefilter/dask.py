@@ -59,6 +59,10 @@ from ._optional import import_optional
 from .csvio import atomic_directories, remove_temporaries
 from .pipeline import REJECT_FIELDS, SCORE_FIELDS, file_id, filter_csv, score_table
 
+# The Parquet path scores every row at full K (score_table's default), so its
+# rejected rows carry no n_draws field.
+_PARQUET_REJECT_FIELDS = [f for f in REJECT_FIELDS if f != "n_draws"]
+
 __all__ = [
     "FilterFilesError",
     "explain_dataframe",
@@ -475,7 +479,7 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
     files = expand_inputs(inputs)
     detector = load_model(model_path)
     ddf = dd.read_parquet(files)
-    clash = [c for c in REJECT_FIELDS if c in ddf.columns]
+    clash = [c for c in _PARQUET_REJECT_FIELDS if c in ddf.columns]
     if clash:
         raise ValueError(f"the input already has column(s) {clash}, which the rejected rows would gain")
     names = _model_columns(detector, ddf.columns)
@@ -492,7 +496,7 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
                                        enforce_metadata=False)
         keep = annotated["_vaefilter_is_valid"]
         valid = annotated[keep][columns]
-        invalid = annotated[~keep][columns + REJECT_FIELDS]
+        invalid = annotated[~keep][columns + _PARQUET_REJECT_FIELDS]
         for path in (valid_path, invalid_path):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with atomic_directories([valid_path, invalid_path]) as (tmp_valid, tmp_invalid):

@@ -72,11 +72,35 @@ def _header(detector, payload):
             **{name: np.asarray(getattr(detector, name)).tolist() for name in _ARRAY_ATTRIBUTES},
             **{name: _json_param(getattr(detector, name)) for name in _PLAIN_ATTRIBUTES},
             "proposal_curve_": [[int(step), float(bound)] for step, bound in detector.proposal_curve_],
+            "decision_margins_": _margins_to_json(getattr(detector, "decision_margins_", None)),
         },
         "schema": detector.schema_.to_dict(),
         "network": detector.network_.config(),
         "payload": {"length": len(payload)},
     }
+
+
+def _margins_to_json(margins):
+    """Sequential decisions' margins as JSON: an infinite margin (a round that stops no row) as null."""
+    if margins is None:
+        return None
+    return {k: [None if math.isinf(v) else v for v in v_] if isinstance(v_, list) else
+            (None if isinstance(v_, float) and math.isinf(v_) else v_)
+            for k, v_ in margins.to_dict().items()}
+
+
+def _margins_from_json(path, values):
+    """The :class:`~vaefilter.sequential.DecisionMargins` of a header entry (null: K draws for every row)."""
+    from .sequential import DecisionMargins
+
+    if values is None:
+        return None
+    try:
+        plain = {k: [math.inf if v is None else v for v in v_] if isinstance(v_, list) else
+                 (math.inf if v_ is None else v_) for k, v_ in values.items()}
+        return DecisionMargins.from_dict(plain)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: corrupt model header (fitted.decision_margins_: {exc})") from None
 
 
 def pack_model_file(header, payload):
@@ -182,6 +206,8 @@ def _check_values(path, header):
     for name, choices in _CHOICES.items():
         if name in params and params[name] not in choices:
             bad(f"params.{name}={params[name]!r}", f"must be one of {sorted(choices)}")
+    if "sequential_decisions" in params and not isinstance(params["sequential_decisions"], bool):
+        bad(f"params.sequential_decisions={params['sequential_decisions']!r}", "must be true or false")
     for name in ("learning_rate", "min_variance"):
         if name in params and not (_is_finite_number(params[name]) and params[name] > 0):
             bad(f"params.{name}={params[name]!r}", "must be a finite number > 0")
@@ -262,6 +288,10 @@ def load_model(path):
         # files written before the proposal refit existed have no history
         detector.proposal_curve_ = [(int(step), float(bound)) for step, bound in fitted.get("proposal_curve_", [])]
         detector.schema_ = TableSchema.from_dict(header["schema"])
+        # files written before sequential decisions have none: K draws for every row
+        detector.decision_margins_ = _margins_from_json(path, fitted.get("decision_margins_"))
+    except ModelFileError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path}: model file content cannot be loaded ({type(exc).__name__}: {first_line})") from None

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -53,8 +55,10 @@ __all__ = [
 
 #: the fields ``score`` appends to every record
 SCORE_FIELDS = ["log_px", "is_valid", "reason"]
-#: the fields ``filter`` appends to every rejected record
-REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason"]
+#: the fields ``filter`` appends to every rejected record; ``n_draws`` is the
+#: number of importance draws behind ``log_px`` (fewer than K where the row's
+#: decision was clear early, see :mod:`vaefilter.sequential`)
+REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason", "n_draws"]
 #: the longest reason written to an output; longer ones are cut
 MAX_REASON_CHARS = 1000
 
@@ -223,22 +227,25 @@ def _unscorable_cells(detector, typed):
     return reasons
 
 
-def _explain(detector, frame):
+def _explain(detector, frame, sequential=False):
     """explain() without scikit-learn's feature-name warning for models fitted on unnamed or
     integer-named columns (the CSV header gives the columns names)."""
     if not hasattr(detector, "feature_names_in_") and detector.schema_.is_numeric_only:
         frame = frame.to_numpy(dtype=np.float64)
-        return detector.explain(frame)
+        return detector.explain(frame, sequential=sequential)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="X has feature names", category=UserWarning)
-        return detector.explain(frame)
+        return detector.explain(frame, sequential=sequential)
 
 
-def _explain_splitting(detector, typed, reasons, parts=8):
+def _explain_splitting(detector, typed, reasons, parts=8, sequential=False):
     """explain() of a table; where log p(x) overflows, the failing parts are split (``parts``
     ways) until the rows that overflow are found, each getting a reason; other errors raise."""
     try:
-        return [_explain(detector, typed)[SCORE_FIELDS]]
+        explained = _explain(detector, typed, sequential)
+        if "n_draws" not in explained.columns or not sequential:
+            explained = explained.assign(n_draws=detector.n_importance_samples)
+        return [explained[[*SCORE_FIELDS, "n_draws"]]]
     except ValueError as exc:
         if not str(exc).startswith(_NOT_FINITE):
             raise
@@ -253,12 +260,16 @@ def _explain_splitting(detector, typed, reasons, parts=8):
     out = []
     for piece in np.array_split(np.arange(len(typed)), min(parts, len(typed))):
         if len(piece):
-            out.extend(_explain_splitting(detector, typed.iloc[piece], reasons, parts))
+            out.extend(_explain_splitting(detector, typed.iloc[piece], reasons, parts, sequential))
     return out
 
 
-def score_table(detector, typed):
-    """log_px, is_valid, reason of typed rows (a DataFrame of unique labels), in one vectorised pass.
+def score_table(detector, typed, sequential=False):
+    """log_px, is_valid, reason, n_draws of typed rows (a DataFrame of unique labels), in one vectorised pass.
+
+    With ``sequential``, rows are decided as ``predict`` decides them (see
+    ``VAEOutlierDetector.sequential_decisions``); ``n_draws`` is then the
+    number of importance draws behind each row's ``log_px``.
 
     Rows the model cannot score (a value beyond float32, a missing cell a model
     fitted with handle_missing='error' refuses, a log p(x) that overflows) are
@@ -266,16 +277,16 @@ def score_table(detector, typed):
     not a row, and raises.
     """
     if typed.empty:
-        return pd.DataFrame(columns=SCORE_FIELDS)
+        return pd.DataFrame(columns=[*SCORE_FIELDS, "n_draws"])
     unscorable = _unscorable_cells(detector, typed.reset_index(drop=True))
     reasons = {typed.index[k]: r for k, r in unscorable.items()}
     rest = typed.drop(index=list(reasons)) if reasons else typed
-    parts = _explain_splitting(detector, rest, reasons) if len(rest) else []
-    failed = pd.DataFrame({"log_px": np.nan, "is_valid": False, "reason": list(reasons.values())},
+    parts = _explain_splitting(detector, rest, reasons, sequential=sequential) if len(rest) else []
+    failed = pd.DataFrame({"log_px": np.nan, "is_valid": False, "reason": list(reasons.values()), "n_draws": 0},
                           index=list(reasons.keys()))
     frames = [f for f in [*parts, failed] if len(f)]
     if not frames:
-        return pd.DataFrame(columns=SCORE_FIELDS)
+        return pd.DataFrame(columns=[*SCORE_FIELDS, "n_draws"])
     return pd.concat(frames).reindex(typed.index)
 
 
@@ -286,10 +297,11 @@ def _cut(reason):
     return reason[:MAX_REASON_CHARS] + f"... ({len(reason)} characters, cut)"
 
 
-def _score_chunk(detector, chunk, source, na_values=()):
-    """(log_px, is_valid, reasons, typed rows, {position: typing problem}) of a chunk's records."""
+def _score_chunk(detector, chunk, source, na_values=(), sequential=False):
+    """(log_px, is_valid, reasons, typed rows, {position: typing problem}, n_draws) of a chunk's records."""
     n = len(chunk.records)
     log_px = np.full(n, np.nan)
+    n_draws = np.zeros(n, dtype=np.int64)
     is_valid = np.zeros(n, dtype=bool)
     reasons = [""] * n
     for position, problem in chunk.errors.items():
@@ -297,24 +309,28 @@ def _score_chunk(detector, chunk, source, na_values=()):
     typed, problems = parse_text_table(chunk.frame, detector.schema_, source=source, na_values=na_values)
     for position, problem in problems.items():
         reasons[position] = f"line {chunk.line_numbers[position]}: {problem}"
-    scored = score_table(detector, typed.drop(index=list(problems)))
+    scored = score_table(detector, typed.drop(index=list(problems)), sequential)
     positions = scored.index.to_numpy(dtype=int)
+    n_draws[positions] = scored["n_draws"].to_numpy(dtype=np.int64)
     log_px[positions] = scored["log_px"].to_numpy(dtype=float)
     is_valid[positions] = scored["is_valid"].to_numpy(dtype=bool)
     for position, reason in zip(positions, scored["reason"]):
         if not np.isfinite(log_px[position]) and reason.startswith(("column ", _NOT_FINITE)):
             reason = f"line {chunk.line_numbers[position]}: {reason}"
         reasons[position] = reason
-    return log_px, is_valid, [_cut(r) for r in reasons], typed, problems
+    return log_px, is_valid, [_cut(r) for r in reasons], typed, problems, n_draws
 
 
-def chunk_results(detector, chunk, source, na_values=()):
+def chunk_results(detector, chunk, source, na_values=(), sequential=False):
     """(log_px, is_valid, reasons) for every record of a :class:`~vaefilter.csvio.CsvChunk`, in record order.
 
     ``log_px`` is NaN for a record that could not be parsed or scored; its
-    reason then starts with ``'unparseable:'`` or ``'line N:'``.
+    reason then starts with ``'unparseable:'`` or ``'line N:'``. With
+    ``sequential``, a fourth entry: the importance draws behind each
+    ``log_px`` (0 for a record not scored).
     """
-    return _score_chunk(detector, chunk, source, na_values)[:3]
+    out = _score_chunk(detector, chunk, source, na_values, sequential)
+    return (*out[:3], out[5]) if sequential else out[:3]
 
 
 def _progress(show):
@@ -327,19 +343,140 @@ def _progress(show):
     return tqdm(unit=" rows", unit_scale=True, file=sys.stderr, desc="vaefilter")
 
 
-def _results(detector, reader, na_values, progress, summary):
-    """(chunk, log_px, is_valid, reasons) per chunk, counted into ``summary``, with a progress bar in rows."""
-    bar = _progress(progress)
-    try:
+#: Chunks waiting between the reader thread and scoring, and between scoring
+#: and the writer thread: parsing chunk i + 1, scoring chunk i and writing
+#: chunk i - 1 overlap (torch and pandas' C parser release the GIL in their
+#: heavy parts), and memory stays bounded to a few chunks.
+QUEUE_CHUNKS = 2
+_DONE = object()
+_POLL_SECONDS = 0.1
+
+
+class _Stage:
+    """A thread running ``work(stage)`` beside the caller, with a bounded queue between them.
+
+    ``put`` blocks while the queue is full and returns False once the stage
+    is stopping or the other side is gone; ``get`` re-raises, in the
+    caller's thread, an exception the stage's thread raised.
+    """
+
+    def __init__(self, work, name, produces):
+        self.queue = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self.stopping = threading.Event()
+        self.error = None
+        self._work, self._produces = work, produces
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self._work(self)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self.error = exc
+        finally:
+            if self._produces:
+                self.put(_DONE)
+
+    def put(self, item):
+        in_thread = threading.current_thread() is self.thread
+        while not self.stopping.is_set() and (in_thread or self.thread.is_alive()):
+            try:
+                self.queue.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self):
+        """The next item, or _DONE; None from a consumer's side when it is told to stop."""
+        in_thread = threading.current_thread() is self.thread
+        while True:
+            try:
+                item = self.queue.get(timeout=_POLL_SECONDS)
+                break
+            except queue.Empty:
+                if in_thread and self.stopping.is_set():
+                    return _DONE
+                if not in_thread and not self.thread.is_alive() and self.queue.empty():
+                    item = _DONE
+                    break
+        if item is _DONE and self.error is not None and not in_thread:
+            raise self.error
+        return item
+
+    def stop(self):
+        """Tell the thread to stop and wait for it."""
+        self.stopping.set()
+        while self.thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self.queue.get(timeout=_POLL_SECONDS)
+        self.thread.join()
+
+
+def _read_ahead(reader):
+    """The reader's chunks, parsed in a thread up to QUEUE_CHUNKS ahead."""
+
+    def work(stage):
         for chunk in reader:
+            if not stage.put(chunk):
+                return
+
+    stage = _Stage(work, "vaefilter-reader", produces=True)
+    try:
+        while (chunk := stage.get()) is not _DONE:
+            yield chunk
+    finally:
+        stage.stop()
+
+
+@contextlib.contextmanager
+def _written_behind(write):
+    """A function that hands its arguments to ``write`` in a writer thread, up to QUEUE_CHUNKS behind.
+
+    Leaving the block waits for every write; an error in the writer raises
+    in the caller (at the next hand-over or on leaving), so the outputs are
+    not committed.
+    """
+
+    def work(stage):
+        while (item := stage.get()) is not _DONE:
+            write(*item)
+
+    stage = _Stage(work, "vaefilter-writer", produces=False)
+
+    def hand_over(*item):
+        if not stage.put(item):
+            raise stage.error or RuntimeError("the writer thread ended early")
+
+    try:
+        yield hand_over
+    except BaseException:
+        stage.stop()
+        raise
+    stage.put(_DONE)
+    stage.thread.join()
+    if stage.error is not None:
+        raise stage.error
+
+
+def _results(detector, reader, na_values, progress, summary, sequential=False):
+    """(chunk, log_px, is_valid, reasons, n_draws) per chunk, counted into ``summary``, with a progress bar
+    in rows. Chunks are parsed ahead in a reader thread (see QUEUE_CHUNKS)."""
+    bar = _progress(progress)
+    chunks = _read_ahead(reader)
+    try:
+        for chunk in chunks:
             started = time.perf_counter()
-            log_px, is_valid, reasons = chunk_results(detector, chunk, reader.name, na_values)
+            log_px, is_valid, reasons, n_draws = chunk_results(detector, chunk, reader.name, na_values,
+                                                                sequential=True) if sequential else (
+                *_score_chunk(detector, chunk, reader.name, na_values)[:3], None)
             summary.seconds_scoring += time.perf_counter() - started
             summary._count(log_px, is_valid, reasons)
-            yield chunk, log_px, is_valid, reasons
+            yield chunk, log_px, is_valid, reasons, n_draws
             if bar is not None:
                 bar.update(len(chunk.records))
     finally:
+        chunks.close()
         if bar is not None:
             bar.close()
 
@@ -361,7 +498,7 @@ def _appended_names(columns, names):
 
 
 def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
-              device="auto", progress=False):
+              device="auto", progress=False, sequential=False):
     """Write every record of ``input`` with ``log_px``, ``is_valid`` and ``reason`` appended.
 
     Parameters
@@ -376,6 +513,11 @@ def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_ro
         As the CLI's options.
     progress : bool, default False
         A progress bar on stderr when it is a terminal (needs tqdm).
+    sequential : bool, default False
+        Decide rows as ``filter`` does, stopping rows whose decision is clear
+        early (see ``VAEOutlierDetector.sequential_decisions``): their
+        ``log_px`` is then the estimate at fewer than K draws. By default
+        every row gets K draws.
 
     Returns
     -------
@@ -387,21 +529,33 @@ def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_ro
         summary = RunSummary(reader.name, {"scored": _name(output)})
         csv["terminator"] = reader.line_terminator
         out.write(append_fields(reader.header, _appended_names(reader.columns, SCORE_FIELDS), **csv))
-        for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary):
+
+        def write(chunk, log_px, is_valid, reasons):
             out.write(b"".join(
                 append_fields(record, [_number(s), "true" if v else "false", r], **csv)
                 for record, s, v, r in zip(chunk.records, log_px, is_valid, reasons)
             ))
+
+        with _written_behind(write) as hand_over:
+            for chunk, log_px, is_valid, reasons, _ in _results(detector, reader, na_values, progress, summary,
+                                                                sequential):
+                hand_over(chunk, log_px, is_valid, reasons)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
-               device="auto", progress=False):
+               device="auto", progress=False, full_k=False):
     """Split the records of ``input``: valid ones byte for byte into ``valid``, rejected ones into ``invalid``.
 
-    Rejected records gain ``log_px``, ``band_lower``, ``band_upper`` and
-    ``reason``. Every record lands in exactly one output; both outputs (paths,
+    Rejected records gain ``log_px``, ``band_lower``, ``band_upper``,
+    ``reason`` and ``n_draws``. Rows are decided sequentially (see
+    ``VAEOutlierDetector.sequential_decisions``): a row whose decision is
+    clear after a few of its K importance draws stops there, and its
+    ``log_px`` is the estimate at the ``n_draws`` draws it used (K for rows
+    that went the distance; 0 for rows not scored). ``full_k=True`` gives
+    every row K draws. Parsing, scoring and writing run in three threads
+    with QUEUE_CHUNKS chunks between them. Every record lands in exactly one output; both outputs (paths,
     ``'-'`` for stdout, or binary streams) are written to hidden temporary
     files and renamed into place together, so they appear complete or not at
     all. Parameters as :func:`score_csv`.
@@ -419,12 +573,20 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
         csv["terminator"] = reader.line_terminator
         valid_out.write(reader.header)
         invalid_out.write(append_fields(reader.header, _appended_names(reader.columns, REJECT_FIELDS), **csv))
-        for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary):
+
+        def write(chunk, log_px, is_valid, reasons, n_draws):
             valid_out.write(b"".join(record for record, v in zip(chunk.records, is_valid) if v))
             invalid_out.write(b"".join(
-                append_fields(record, [_number(s), *band, reason], **csv)
-                for record, s, v, reason in zip(chunk.records, log_px, is_valid, reasons) if not v
+                append_fields(record, [_number(s), *band, reason, str(k)], **csv)
+                for record, s, v, reason, k in zip(chunk.records, log_px, is_valid, reasons, n_draws) if not v
             ))
+
+        with _written_behind(write) as hand_over:
+            for chunk, log_px, is_valid, reasons, n_draws in _results(detector, reader, na_values, progress,
+                                                                      summary, sequential=not full_k):
+                if n_draws is None:
+                    n_draws = np.where(np.isnan(log_px), 0, detector.n_importance_samples)
+                hand_over(chunk, log_px, is_valid, reasons, n_draws)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -451,7 +613,7 @@ def report_csv(model, output, input=None, *, delimiter=",", encoding="utf-8", ch
         with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader:
             summary.input = reader.name
             for chunk in reader:
-                log_px, is_valid, reasons, typed, problems = _score_chunk(detector, chunk, reader.name, na_values)
+                log_px, is_valid, reasons, typed, problems, _ = _score_chunk(detector, chunk, reader.name, na_values)
                 summary._count(log_px, is_valid, reasons)
                 scored = [k for k in typed.index if k not in problems and not np.isnan(log_px[k])]
                 frames.append(typed.loc[scored])
