@@ -423,7 +423,7 @@ def test_appended_fields_get_names_the_input_does_not_have(env, tmp_path, capsys
     assert code == 0
     names = invalid.splitlines()[0].decode().split(",")
     assert len(names) == len(set(names))
-    assert names[-4:] == ["vaefilter_log_px", "band_lower", "band_upper", "vaefilter_reason"]
+    assert names[-5:] == ["vaefilter_log_px", "band_lower", "band_upper", "vaefilter_reason", "n_draws"]
 
 
 def test_model_on_integer_column_names_filters_without_warnings(tmp_path, capsys):
