@@ -242,7 +242,7 @@ def _explain_splitting(detector, typed, reasons, parts=8, sequential=False):
     """explain() of a table; where log p(x) overflows, the failing parts are split (``parts``
     ways) until the rows that overflow are found, each getting a reason; other errors raise."""
     try:
-        explained = _explain(detector, typed, sequential)
+        explained = _explain(detector, typed, sequential=True) if sequential else _explain(detector, typed)
         if "n_draws" not in explained.columns or not sequential:
             explained = explained.assign(n_draws=detector.n_importance_samples)
         return [explained[[*SCORE_FIELDS, "n_draws"]]]
@@ -469,7 +469,7 @@ def _results(detector, reader, na_values, progress, summary, sequential=False):
             started = time.perf_counter()
             log_px, is_valid, reasons, n_draws = chunk_results(detector, chunk, reader.name, na_values,
                                                                 sequential=True) if sequential else (
-                *_score_chunk(detector, chunk, reader.name, na_values)[:3], None)
+                *chunk_results(detector, chunk, reader.name, na_values), None)
             summary.seconds_scoring += time.perf_counter() - started
             summary._count(log_px, is_valid, reasons)
             yield chunk, log_px, is_valid, reasons, n_draws
