@@ -8,6 +8,13 @@ Usage::
 
     python benchmarks/bench_filter.py                 # 10^5 and 10^6 rows
     python benchmarks/bench_filter.py --rows 100000   # any list of sizes, e.g. 10000000
+    python benchmarks/bench_filter.py --real          # the mixed-type tables, 60,000 rows each
+
+``--real`` times, in one process and by turns, pandas read_csv + to_csv and
+the filter (sequential decisions, then once at full K) on each of
+benchmarks/mixed_tables.py's tables replicated to 60,000 rows, fitted at the
+defaults; it reports draws per row, the share of rows the posterior search
+takes, and the decisions that differ from full K's.
 
 The input is synthesised from the bundled Titanic table (rows drawn with
 replacement, age and fare jittered, the table's missing cells kept, sex and
@@ -193,6 +200,100 @@ def write_section(text):
     RESULTS.write_text(updated)
 
 
+REAL_TABLES = ("titanic", "penguins", "cars", "seattle_weather", "fair", "anes96", "modechoice")
+
+
+def _median_by_turns(functions, turns):
+    """Median wall time of each function, the functions called in turn ``turns`` times (a shared machine)."""
+    times = [[] for _ in functions]
+    for _ in range(turns):
+        for spent, function in zip(times, functions):
+            t0 = time.perf_counter()
+            function()
+            spent.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
+def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
+    """The filter on the mixed-type benchmark's tables, replicated to ``rows`` rows, beside pandas.
+
+    In one process, by turns: pandas read_csv + to_csv of the file, and
+    ``filter_csv`` (the CLI's path; the model loaded once). Decisions of the
+    sequential run against full K are compared on the table's distinct rows
+    (a row's decision is a function of the row alone, so the replicated
+    file has the same share of disagreements).
+    """
+    import pandas as pd
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    import mixed_tables
+    from vaefilter.pipeline import filter_csv, fit_csv
+
+    torch.set_num_threads(threads)
+    out = []
+    for name in tables:
+        frame, _, _ = mixed_tables.load(name)
+        small, big = os.path.join(workdir, f"{name}.csv"), os.path.join(workdir, f"{name}_big.csv")
+        frame.to_csv(small, index=False)
+        reps = int(np.ceil(rows / len(frame)))
+        pd.concat([frame] * reps, ignore_index=True).iloc[:rows].to_csv(big, index=False)
+        t0 = time.perf_counter()
+        det = fit_csv([small], params={"random_state": 0, "handle_missing": "model"}).detector
+        fit_s = time.perf_counter() - t0
+        v, r, pd_out = (os.path.join(workdir, f) for f in ("v.csv", "r.csv", "pd.csv"))
+        with open(big, "rb") as f:
+            n_lines = sum(1 for _ in f) - 1
+        pandas_s, filter_s = _median_by_turns(
+            [lambda: pd.read_csv(big).to_csv(pd_out, index=False), lambda: filter_csv(det, big, v, r)], turns)
+        t0 = time.perf_counter()
+        filter_csv(det, big, v, r, full_k=True)
+        full_s = time.perf_counter() - t0
+        # decisions and draws on the distinct rows, sequential against full K
+        from vaefilter.texttypes import parse_text_table
+
+        text = pd.read_csv(small, dtype=str, keep_default_na=False)
+        typed, problems = parse_text_table(text, det.schema_)
+        typed = typed.drop(index=list(problems))
+        seq = det.explain(typed, sequential=True)
+        full = det.explain(typed)
+        X_model = det.schema_.encode(typed)
+        searched_seq = det._decide(X_model).searched
+        searched_full = det._log_marginal(X_model).searched
+        out.append(dict(
+            table=name, rows=n_lines, columns=frame.shape[1], fit_s=fit_s, pandas_s=pandas_s, filter_s=filter_s,
+            full_s=full_s, share=pandas_s / filter_s, full_share=pandas_s / full_s,
+            disagree=int((seq["is_valid"] != full["is_valid"]).sum()), distinct=len(typed),
+            draws=float(seq["n_draws"].mean()), K=det.n_importance_samples,
+            searched_full=float(np.mean(searched_full)) if searched_full is not None else 0.0,
+            searched_seq=float(np.mean(searched_seq)) if searched_seq is not None else 0.0,
+        ))
+        row = out[-1]
+        print(f"{name:16s} {row['rows']:,} rows: pandas {pandas_s:.2f} s, filter {filter_s:.2f} s "
+              f"({row['share']:.1%} of pandas), full K {full_s:.2f} s ({row['full_share']:.1%}); "
+              f"disagreements {row['disagree']}/{row['distinct']}, draws/row {row['draws']:.1f} of {row['K']}, "
+              f"searched {row['searched_full']:.1%} (full K) / {row['searched_seq']:.1%} (sequential); "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+    return out
+
+
+def real_table_markdown(rows, command, elapsed, threads):
+    load = os.getloadavg()
+    lines = [
+        f"Run: `{command}` — {elapsed:.0f} s; torch threads {threads}; load average at the end "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (2 cores shared with other jobs).",
+        "",
+        "| table | cols | rows | pandas s | filter s | filter / pandas | full-K filter s | full-K / pandas | "
+        "draws/row (of K) | searched, full K | searched, sequential | decisions ≠ full K |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['table']} | {r['columns']} | {r['rows']:,} | {r['pandas_s']:.2f} | {r['filter_s']:.2f} | "
+                     f"{r['share']:.1%} | {r['full_s']:.2f} | {r['full_share']:.1%} | {r['draws']:.1f} ({r['K']}) | "
+                     f"{r['searched_full']:.1%} | {r['searched_seq']:.1%} | {r['disagree']} of {r['distinct']} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000],
@@ -202,8 +303,19 @@ def main():
                                            "treat the figures as lower bounds.",
                         help="a line printed with the table")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--real", nargs="*", metavar="TABLE",
+                        help=f"instead: the mixed-type tables replicated to 60,000 rows (default all: {REAL_TABLES})")
+    parser.add_argument("--turns", type=int, default=3, help="with --real: timing turns (medians)")
+    parser.add_argument("--threads", type=int, default=2, help="with --real: torch threads")
     args = parser.parse_args()
     start = time.perf_counter()
+    if args.real is not None:
+        with tempfile.TemporaryDirectory(prefix="bench_filter_") as workdir:
+            rows = real_tables(args.real or REAL_TABLES, workdir, turns=args.turns, threads=args.threads)
+        command = (f"python benchmarks/bench_filter.py --turns {args.turns} --threads {args.threads} --real "
+                   + " ".join(args.real))
+        print(real_table_markdown(rows, command.strip(), time.perf_counter() - start, args.threads))
+        return
     def save(rows):
         if not args.no_write:
             write_section(table(rows, None, time.perf_counter() - start, args.note))

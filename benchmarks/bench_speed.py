@@ -11,6 +11,7 @@ row, decoder K times); PyOD's VAE at the same architecture (seconds per epoch).
     python benchmarks/bench_speed.py           # full
     python benchmarks/bench_speed.py --quick   # fewer epochs, smaller grid
     python benchmarks/bench_speed.py --quick --threads 1
+    python benchmarks/bench_speed.py --real    # digits and the mixed-type tables
 
 Fit timing: the full grid fits every configuration with the library
 defaults (early stopping, proposal refit) and times the training loop on its
@@ -166,6 +167,92 @@ def subprocess_json(args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+REAL_TABLES = ("digits", "titanic", "fair", "seattle_weather", "anes96", "modechoice")
+
+
+def _real_table(name):
+    """(frame or array, name) of a real table: sklearn's digits or one of mixed_tables.py's."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        return load_digits().data.astype(np.float64)
+    import mixed_tables
+
+    return mixed_tables.load(name)[0]
+
+
+def real_tables(tables, threads=2, score_rows=10**4, turns=3):
+    """score_samples and predict on real tables at the defaults, by turns with a 4096^3 matmul.
+
+    Each table is fitted at the defaults (random_state=0, handle_missing='model');
+    its rows are replicated to ``score_rows``. In turns: the matmul,
+    score_samples (search on), score_samples with the search off, predict
+    (sequential decisions). Medians of ``turns`` turns.
+    """
+    import pandas as pd
+
+    from vaefilter import VAEOutlierDetector
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    out = []
+    for name in tables:
+        data = _real_table(name)
+        det = VAEOutlierDetector(random_state=0, handle_missing="model", device="cpu")
+        t0 = time.perf_counter()
+        det.fit(data)
+        fit_s = time.perf_counter() - t0
+        reps = int(np.ceil(score_rows / len(data)))
+        if isinstance(data, pd.DataFrame):
+            rows = pd.concat([data] * reps, ignore_index=True).iloc[:score_rows]
+        else:
+            rows = np.tile(data, (reps, 1))[:score_rows]
+        X_model = det._validate_for_scoring(rows)
+        searched = float(det._log_marginal(X_model[: len(data)]).searched.mean())
+        decided = det._decide(X_model[: len(data)])
+        no_search = VAEOutlierDetector(**{**det.get_params(), "posterior_search_steps": 0})
+        no_search.__dict__.update({k: v for k, v in det.__dict__.items() if k.endswith("_")})
+        det.score_samples(rows[:256])
+        times = {k: [] for k in ("matmul", "score", "no_search", "predict")}
+        for _ in range(turns):
+            for key, run in (("matmul", lambda: a @ b), ("score", lambda: det.score_samples(rows)),
+                             ("no_search", lambda: no_search.score_samples(rows)), ("predict", lambda: det.predict(rows))):
+                t0 = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - t0)
+        t = {k: float(np.median(v)) for k, v in times.items()}
+        matmul_gflops = 2 * 4096**3 / t["matmul"] / 1e9
+        d_model = X_model.shape[1]
+        flops = scoring_flops_per_row(d_model, det.n_importance_samples)
+        score_gflops = flops * score_rows / t["score"] / 1e9
+        out.append(dict(table=name, features=d_model, fit_s=fit_s, searched=searched,
+                        searched_decide=float(decided.searched.mean()), draws=float(decided.n_draws.mean()),
+                        score_rows_s=score_rows / t["score"], no_search_rows_s=score_rows / t["no_search"],
+                        predict_rows_s=score_rows / t["predict"], matmul=matmul_gflops,
+                        of_matmul=score_gflops / matmul_gflops, search_cost=t["score"] / t["no_search"],
+                        load=os.getloadavg()[0]))
+        print(out[-1], flush=True)
+    return out
+
+
+def real_markdown(rows, command, elapsed, threads):
+    load = os.getloadavg()
+    lines = [
+        f"Run: `{command}` — {elapsed:.0f} s; torch threads {threads}; load average at the end "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (2 cores shared with other jobs). Rates are medians "
+        "of 3 turns of (4096³ matmul, score_samples, score_samples without the search, predict) on 10⁴ rows.",
+        "",
+        "| table | model columns | rows searched (score_samples) | score_samples rows/s | without search rows/s | "
+        "search cost × | % of 4096³ matmul | predict rows/s | draws/row in predict | searched in predict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['table']} | {r['features']} | {r['searched']:.1%} | {r['score_rows_s']:,.0f} | "
+                     f"{r['no_search_rows_s']:,.0f} | {r['search_cost']:.2f} | {r['of_matmul']:.0%} | "
+                     f"{r['predict_rows_s']:,.0f} | {r['draws']:.1f} | {r['searched_decide']:.1%} |")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="2 epochs, 1e5 rows only at 30 features, PyOD at 1e4 only")
@@ -173,7 +260,16 @@ def main():
     p.add_argument("--pyod", nargs=3, metavar=("N", "D", "THREADS"), help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads for the grid (default: torch's default, the core count)")
+    p.add_argument("--real", nargs="*", metavar="TABLE",
+                   help=f"instead: real tables at the defaults, 2 threads (default all: {REAL_TABLES})")
     args = p.parse_args()
+    if args.real is not None:
+        t0 = time.perf_counter()
+        threads = args.threads or 2
+        rows = real_tables(args.real or REAL_TABLES, threads=threads)
+        command = (f"python benchmarks/bench_speed.py --threads {threads} --real " + " ".join(args.real)).strip()
+        print(real_markdown(rows, command, time.perf_counter() - t0, threads))
+        return
     if args.single:
         n, d, e, th = map(int, args.single)
         print(json.dumps(single(n, d, e, th)))

@@ -49,7 +49,8 @@ _NUM = rb"(-?[0-9.]*|nan|-?inf)"
 _REASON = rb'("(?:[^"]|"")*"|[^,"\r\n]*)'
 _TERM = rb"(\r\n|\n|\r)"
 _P = rb"([0-9.e+-]*)"  # the conformal p-value (empty for an unscored row)
-REJECT_SUFFIX = re.compile(rb"," + _NUM + rb"," + _NUM + rb"," + _NUM + rb"," + _REASON + rb"," + _P + _TERM)
+# log_px, band_lower, band_upper, reason, p_value, n_draws (the importance draws behind log_px)
+REJECT_SUFFIX = re.compile(rb"," + _NUM + rb"," + _NUM + rb"," + _NUM + rb"," + _REASON + rb"," + _P + rb",[0-9]+" + _TERM)
 SCORE_SUFFIX = re.compile(rb"," + _NUM + rb",(true|false)," + _REASON + rb"," + _P + _TERM)
 
 
@@ -77,14 +78,14 @@ def split_filter_outputs(data, valid, invalid):
 
     The valid output must be the header followed by a subsequence of the
     input records, byte for byte; the invalid output must be the header plus
-    the four appended names, then each remaining record's bytes followed by
-    log_px, band and reason. Every record must land in exactly one output.
+    the five appended names, then each remaining record's bytes followed by
+    log_px, band, reason and n_draws. Every record must land in exactly one output.
     """
     header, records = read_records(data)
     assert valid.startswith(header)
-    assert invalid.startswith(_strip(header) + b",log_px,band_lower,band_upper,reason,p_value")
+    assert invalid.startswith(_strip(header) + b",log_px,band_lower,band_upper,reason,p_value,n_draws")
     v = len(header)
-    i = invalid.index(b"reason,p_value", len(_strip(header))) + len(b"reason,p_value")
+    i = invalid.index(b"reason,p_value,n_draws", len(_strip(header))) + len(b"reason,p_value,n_draws")
     i += len(re.match(_TERM, invalid[i:]).group(0))
     outcome = []
     for record in records:

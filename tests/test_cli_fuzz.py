@@ -28,7 +28,7 @@ from vaefilter.csvio import CsvReader, count_records
 MODEL_COLUMNS = ["a", "b", "c"]
 _TERMS = (b"\r\n", b"\n", b"\r")
 _NUM = rb"(-?[0-9.]*|nan|-?inf)"
-REJECT_SUFFIX = re.compile(rb"," + _NUM + rb"," + _NUM + rb"," + _NUM + rb',("(?:[^"]|"")*"|[^,"\r\n]*),([0-9.e+-]*)(\r\n|\n|\r)')
+REJECT_SUFFIX = re.compile(rb"," + _NUM + rb"," + _NUM + rb"," + _NUM + rb',("(?:[^"]|"")*"|[^,"\r\n]*),([0-9.e+-]*),[0-9]+(\r\n|\n|\r)')
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +112,9 @@ def _check_split(data, valid, invalid):
         header = reader.header
         records = [r for chunk in reader for r in chunk.records]
     assert valid.startswith(header)
-    assert invalid.startswith(_strip(header) + b",log_px,band_lower,band_upper,reason,p_value")
+    assert invalid.startswith(_strip(header) + b",log_px,band_lower,band_upper,reason,p_value,n_draws")
     v = len(header)
-    i = invalid.index(b"reason,p_value", len(_strip(header))) + len(b"reason,p_value")
+    i = invalid.index(b"reason,p_value,n_draws", len(_strip(header))) + len(b"reason,p_value,n_draws")
     i += next(len(t) for t in _TERMS if invalid.startswith(t, i))
     n_valid = n_invalid = 0
     for record in records:

@@ -141,7 +141,7 @@ def test_a_model_saved_for_cuda_scores_on_this_machine(env, tmp_path, capsys):
 
 
 def test_an_error_not_about_one_row_stops_the_run(env, tmp_path, capsys, monkeypatch):
-    def broken(detector, frame):
+    def broken(detector, frame, **options):
         raise ValueError("the model cannot compute here")
 
     monkeypatch.setattr(pipeline, "_explain", broken)
@@ -297,12 +297,12 @@ def test_one_huge_number_is_handled_in_the_vectorised_path(env, tmp_path, monkey
     calls = []
     real = pipeline._explain
 
-    def counting(detector, frame):
+    def counting(detector, frame, **options):
         calls.append(len(frame))
         # a row whose likelihood overflows (as 1e30 did under a plain Gaussian): explain() raises
         if 700 in frame.index:
             raise ValueError("log p(x) is not finite for 1 row(s): row 0 (-inf). The model's likelihood overflowed")
-        return real(detector, frame)
+        return real(detector, frame, **options)
 
     monkeypatch.setattr(pipeline, "_explain", counting)
     code, _, invalid = filter_(env, env.header + b"".join(rows), tmp_path)
@@ -423,7 +423,7 @@ def test_appended_fields_get_names_the_input_does_not_have(env, tmp_path, capsys
     assert code == 0
     names = invalid.splitlines()[0].decode().split(",")
     assert len(names) == len(set(names))
-    assert names[-5:] == ["vaefilter_log_px", "band_lower", "band_upper", "vaefilter_reason", "p_value"]
+    assert names[-6:] == ["vaefilter_log_px", "band_lower", "band_upper", "vaefilter_reason", "p_value", "n_draws"]
 
 
 def test_model_on_integer_column_names_filters_without_warnings(tmp_path, capsys):

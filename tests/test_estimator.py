@@ -73,7 +73,10 @@ def test_decision_function_is_the_signed_distance_to_the_band(fitted):
     X = correlated_gaussian(50, np.random.RandomState(6))
     scores = det.score_samples(X)
     lower, upper = det.thresholds_
-    np.testing.assert_allclose(det.decision_function(X), np.minimum(scores - lower, upper - scores))
+    full_k = pickle.loads(pickle.dumps(det)).set_params(sequential_decisions=False)
+    np.testing.assert_allclose(full_k.decision_function(X), np.minimum(scores - lower, upper - scores))
+    # sequential decisions: rows decided early have the distance of their estimate at fewer draws, same sign
+    assert np.array_equal(det.decision_function(X) >= 0, np.minimum(scores - lower, upper - scores) >= 0)
     np.testing.assert_array_equal(det.predict(X), np.where((scores >= lower) & (scores <= upper), 1, -1))
 
 

@@ -179,6 +179,9 @@ def _add_stream_parsers(commands):
     s.add_argument("-m", "--model", required=True)
     s.add_argument("-o", "--output", required=True, help="scored CSV ('-' for stdout)")
     s.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is invalid")
+    s.add_argument("--sequential", action="store_true",
+                   help="stop rows whose decision is clear early, as filter does (their log_px is then the "
+                        "estimate at fewer than K draws); default: K draws for every row")
     _add_csv_options(s)
     s.set_defaults(handler=run_score)
 
@@ -207,6 +210,9 @@ def _add_stream_parsers(commands):
                    help="reject by Benjamini-Hochberg over each input file's conformal p-values instead of by the "
                         "band, so that valid rows make at most a share Q of the rejected ones on average; reads "
                         "each input twice (stdin is spooled to a temporary file); not for Parquet inputs")
+    f.add_argument("--full-k", action="store_true",
+                   help="K importance draws for every row; by default a row stops once its decision is clear "
+                        "(the rejected rows' n_draws field says how many draws its log_px used)")
     f.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler to run the files on, e.g. tcp://scheduler:8786 (default for several files: "
                         "a local cluster of one worker process per core)")
@@ -365,7 +371,8 @@ def _set_aside_text(detector):
 
 
 def run_score(args):
-    summary = score_csv(args.model, args.input, args.output, progress=not args.quiet, **_csv_options(args))
+    summary = score_csv(args.model, args.input, args.output, progress=not args.quiet, sequential=args.sequential,
+                        **_csv_options(args))
     return _exit_status(args, summary.n_rejected)
 
 
@@ -373,7 +380,7 @@ def run_filter(args):
     """``vaefilter filter`` on one input (``args.input`` a single path or '-')."""
     summary = filter_csv(args.model, args.input, args.valid, args.invalid, progress=not args.quiet,
                          drift_alpha=args.drift_alpha, summary_json=args.summary_json,
-                         fdr=args.fdr, **_csv_options(args))
+                         fdr=args.fdr, full_k=args.full_k, **_csv_options(args))
     if not args.quiet:
         unscored = f" ({summary.n_unscored} could not be scored)" if summary.n_unscored else ""
         print(f"{summary.input}: {summary.n_rows} rows, {summary.n_valid} valid, {summary.n_rejected} rejected"
@@ -402,7 +409,7 @@ def run_filter_dispatch(args):
 
         results = filter_files(args.model, args.input, args.valid, args.invalid, scheduler=args.scheduler,
                                drift_alpha=args.drift_alpha, summary_json=args.summary_json,
-                               fdr=args.fdr, **_csv_options(args))
+                               fdr=args.fdr, full_k=args.full_k, **_csv_options(args))
     except ImportError as exc:
         raise ValueError(str(exc)) from None
     n_valid = sum(r["n_valid"] for r in results)

@@ -61,6 +61,10 @@ from .csvio import atomic_directories, remove_temporaries
 from .drift import DEFAULT_ALPHA, batch_drift
 from .pipeline import REJECT_FIELDS, SCORE_FIELDS, check_paths, file_id, filter_csv, score_table, write_summary_json
 
+# The Parquet path scores every row at full K (score_table's default), so its
+# rejected rows carry no n_draws field.
+_PARQUET_REJECT_FIELDS = [f for f in REJECT_FIELDS if f != "n_draws"]
+
 __all__ = [
     "FilterFilesError",
     "explain_dataframe",
@@ -273,7 +277,8 @@ def _plan(files, valid_pattern, invalid_pattern, model_path=None):
 
 
 def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter=",", encoding="utf-8",
-                chunk_rows=65536, torch_threads=None, na_values=(), device="auto", drift_alpha=DEFAULT_ALPHA, fdr=None):
+                chunk_rows=65536, torch_threads=None, na_values=(), device="auto", drift_alpha=DEFAULT_ALPHA, fdr=None,
+                full_k=False):
     """``vaefilter filter`` on one CSV file (:func:`vaefilter.pipeline.filter_csv`); returns a summary.
 
     The summary is a dict with ``input``, ``valid``, ``invalid``, ``n_valid``
@@ -286,7 +291,7 @@ def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter="
     # the single-file path: byte-exact, atomic outputs
     summary = filter_csv(model_path, input_path, valid_path, invalid_path, delimiter=delimiter, encoding=encoding,
                          chunk_rows=int(chunk_rows), na_values=tuple(na_values), device=device,
-                         drift_alpha=drift_alpha, fdr=fdr)
+                         drift_alpha=drift_alpha, fdr=fdr, full_k=full_k)
     return {
         "input": os.fspath(input_path),
         "valid": os.fspath(valid_path),
@@ -364,7 +369,7 @@ def _run_tasks(runner, fn, calls, kwargs, retries):
 def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=None, *, n_workers=None,
                  delimiter=",", encoding="utf-8", chunk_rows=65536, torch_threads=None, retries=0,
                  file_task=None, na_values=(), device="auto", drift_alpha=DEFAULT_ALPHA, summary_json=None,
-                 fdr=None):
+                 fdr=None, full_k=False):
     """Filter many CSV files in parallel, one task per file (or Parquet inputs, see below).
 
     Each CSV file is one batch for the drift test (its own, in its task); the
@@ -385,7 +390,7 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
         Where the tasks run; see the module docstring.
     n_workers : int, optional
         Workers of the local cluster started when ``scheduler`` is None.
-    delimiter, encoding, chunk_rows, na_values, device, fdr :
+    delimiter, encoding, chunk_rows, na_values, device, fdr, full_k :
         As the CLI's options (``na_values``, ``device`` and ``drift_alpha`` reach ``file_task`` only when
         not the default). ``fdr``: Benjamini-Hochberg per file (each file's p-values on their own); Parquet
         inputs refuse it.
@@ -455,6 +460,8 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
                 kwargs["drift_alpha"] = drift_alpha
             if fdr is not None:
                 kwargs["fdr"] = fdr
+            if full_k:
+                kwargs["full_k"] = True
             outcomes = _run_tasks(runner, fn, [(model_path, *job) for job in jobs], kwargs, retries)
     except BaseException:
         # interrupted (Ctrl-C, SIGTERM): workers killed mid-file cannot remove their temporary files
@@ -519,7 +526,7 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
     files = expand_inputs(inputs)
     detector = load_model(model_path)
     ddf = dd.read_parquet(files)
-    clash = [c for c in REJECT_FIELDS if c in ddf.columns]
+    clash = [c for c in _PARQUET_REJECT_FIELDS if c in ddf.columns]
     if clash:
         raise ValueError(f"the input already has column(s) {clash}, which the rejected rows would gain")
     names = _model_columns(detector, ddf.columns)
@@ -536,7 +543,7 @@ def filter_parquet(model_path, inputs, valid_path, invalid_path, scheduler=None,
                                        enforce_metadata=False)
         keep = annotated["_vaefilter_is_valid"]
         valid = annotated[keep][columns]
-        invalid = annotated[~keep][columns + REJECT_FIELDS]
+        invalid = annotated[~keep][columns + _PARQUET_REJECT_FIELDS]
         for path in (valid_path, invalid_path):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with atomic_directories([valid_path, invalid_path]) as (tmp_valid, tmp_invalid):

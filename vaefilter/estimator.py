@@ -27,6 +27,7 @@ from .explanations import explain_rows, render_reasons
 from .likelihoods import build_likelihood
 from .marginal import check_finite_scores, encode_in_passes, estimate_log_marginal, log_marginal_without_columns
 from .proposal import refit_proposal
+from .sequential import DecisionMargins, fit_margins, sequential_log_marginal
 from .network import VAENetwork
 from .training import TrainingConfig, train
 
@@ -48,12 +49,13 @@ class FittedAttribute:
     ----------
     name : str
         The attribute, ending in ``_``.
-    form : {'band', 'seed', 'names', 'floats', 'rows', 'matrix', 'plain', 'pairs'}
+    form : {'band', 'seed', 'names', 'floats', 'rows', 'matrix', 'plain', 'pairs', 'margins'}
         How a model file holds it: ``'band'`` a (lower, upper) pair of numbers
         or None; ``'seed'`` a whole number; ``'names'`` column names, or absent;
         ``'floats'`` a non-empty array of finite numbers; ``'rows'`` an
         array of row indices (int64); ``'matrix'`` a 2-D float array, or
-        absent; ``'plain'`` a JSON
+        absent; ``'margins'`` sequential decisions' margins
+        (:class:`vaefilter.sequential.DecisionMargins`) or None; ``'plain'`` a JSON
         value as it is; ``'pairs'`` a list of (step, value) pairs.
     default : object
         The value for model files and pickles written before the attribute
@@ -88,6 +90,8 @@ FITTED_STATE = (
     FittedAttribute("calibration_column_log_prob_", "matrix", default=None),
     # files written before calibrate(false_rejection=...) set the band by percentiles
     FittedAttribute("false_rejection_", "plain", default=None),
+    # sequential decisions' margins; files written before them score every row at K draws
+    FittedAttribute("decision_margins_", "margins", default=None),
 )
 
 
@@ -167,6 +171,18 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         default-fitted models). A searched row costs about 3-4x a plain one
         (2.9x at 200 synthetic features, 3.8x on digits). 0 samples from
         q(z|x) alone.
+
+    sequential_decisions : bool, default=True
+        ``predict``, ``decision_function`` and ``explain(sequential=True)``
+        (the CLI's ``filter``) spend draws where a decision needs them: every
+        row starts with K/10 of its K draws, rows clearly inside or outside
+        the band stop, the others go on in rounds (3K/10, then K). The margins
+        of "clearly" are calibrated at fit time on the held-out rows against
+        their full-K estimates (``decision_margins_``, see
+        :mod:`vaefilter.sequential`). A row that goes the distance gets its
+        full-K score; a row's decision does not depend on the rows scored
+        beside it. ``score_samples`` always uses K draws. False: K draws for
+        every row everywhere.
 
     max_epochs : int, default=200
         Maximum number of passes over the training rows.
@@ -314,6 +330,12 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     best_epoch_ : int
         Epoch whose weights were kept (lowest held-out loss).
 
+    decision_margins_ : DecisionMargins or None
+        Stopping margins of sequential decisions (nats the full-K estimate
+        rose above or fell below each round's estimate on the held-out rows,
+        at their 99.5th percentile); None (models without held-out rows, or
+        saved before sequential decisions) takes K draws for every row.
+
     proposal_curve_ : list of (int, float)
         (step, held-out 32-sample bound in nats per row) at each check of the
         proposal refit; step 0 is the ELBO-trained encoder.
@@ -363,6 +385,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "likelihood": [StrOptions({"auto", "gaussian", "bernoulli"})],
         "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
         "posterior_search_steps": [Interval(Integral, 0, None, closed="left")],
+        "sequential_decisions": ["boolean"],
         "proposal_steps": [Interval(Integral, 0, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -390,6 +413,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         n_importance_samples=100,
         proposal_steps=200,
         posterior_search_steps=10,
+        sequential_decisions=True,
         max_epochs=200,
         batch_size=128,
         learning_rate=3e-3,
@@ -413,6 +437,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.n_importance_samples = n_importance_samples
         self.proposal_steps = proposal_steps
         self.posterior_search_steps = posterior_search_steps
+        self.sequential_decisions = sequential_decisions
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -502,7 +527,19 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.proposal_curve_ = list(zip(proposal.steps, proposal.validation_bound))
         calibration_rows = cal_rows if len(cal_rows) else val_rows if len(val_rows) else train_rows
         self._calibrate_on(X[calibration_rows], percentiles, rows=calibration_rows)
+        # the margins of sequential decisions, from rows the fit did not train on (none: K draws for every row)
+        held_out = cal_rows if len(cal_rows) else val_rows
+        self.decision_margins_ = self._fit_decision_margins(X[held_out]) if len(held_out) else None
         return self
+
+    def _fit_decision_margins(self, X_held_out):
+        """Margins of sequential decisions from held-out rows scored at full K, round by round."""
+        network = self._network()
+        record = sequential_log_marginal(
+            network, to_tensor(X_held_out, device_of(network)), self.n_importance_samples, self.importance_seed_,
+            self.thresholds_, None, search_steps=self.posterior_search_steps, record=True,
+        )
+        return fit_margins(record) if record.draws else None
 
     def _calibrate_on(self, X_model, percentiles, rows=None):
         """The band, ``validation_scores_`` and ``column_typical_`` from calibration rows.
@@ -636,6 +673,19 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             search_steps=self.posterior_search_steps,
         )
 
+    def _decide(self, X, per_column=False):
+        """Estimates for decisions: in rounds (see ``sequential_decisions``), else K draws per row."""
+        margins = getattr(self, "decision_margins_", None)
+        if not self.sequential_decisions or margins is None:
+            estimate = self._log_marginal(X, per_column=per_column)
+            estimate.n_draws = np.full(X.shape[0], self.n_importance_samples)
+            return estimate
+        network = self._network()
+        return sequential_log_marginal(
+            network, to_tensor(X, device_of(network)), self.n_importance_samples, self.importance_seed_,
+            self.thresholds_, margins, search_steps=self.posterior_search_steps, per_column=per_column,
+        )
+
     def _validate_for_scoring(self, X):
         check_is_fitted(self)
         if isinstance(X, pd.DataFrame):
@@ -675,10 +725,14 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Returns
         -------
         distance : ndarray of shape (n_samples,)
-            ``min(log p(x) - lower, upper - log p(x))``, with a missing side left out.
+            ``min(log p(x) - lower, upper - log p(x))``, with a missing side
+            left out. Under ``sequential_decisions`` a row decided early has
+            log p(x) estimated from the draws it used: its sign is the
+            decision, its size that estimate's distance.
         """
-        check_is_fitted(self)
-        return signed_distance(self.score_samples(X), self.thresholds_)
+        log_px = self._decide(self._validate_for_scoring(X)).log_px
+        check_finite_scores(log_px)
+        return signed_distance(log_px, self.thresholds_)
 
     def predict(self, X):
         """+1 for rows inside the band (valid), -1 for rows outside (invalid).
@@ -800,7 +854,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """
         return self._log_marginal(self._validate_for_scoring(X)).effective_sample_size
 
-    def explain(self, X, return_records=False):
+    def explain(self, X, return_records=False, sequential=False):
         """Per-row scores, validity and the columns behind a low likelihood.
 
         For each column j the detector estimates E[log p(x_j | z)] under the
@@ -821,6 +875,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             Rows to explain.
         return_records : bool, default=False
             Also return the structured reasons the ``reason`` text is rendered from.
+        sequential : bool, default=False
+            Decide rows as ``predict`` does (see ``sequential_decisions``):
+            a row decided early has ``log_px`` and deficits estimated from
+            the draws it used, its conditioned deficits at as many draws; the
+            frame then has an ``n_draws`` column after ``reason``.
 
         Returns
         -------
@@ -835,7 +894,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             (None inside the band).
         """
         X_model = self._validate_for_scoring(X)
-        estimate = self._log_marginal(X_model, per_column=True)
+        estimate = self._decide(X_model, per_column=True) if sequential else self._log_marginal(X_model, per_column=True)
         check_finite_scores(estimate.log_px)
         deficits = self.column_typical_ - estimate.column_log_prob
         names = list(self.schema_.names)
@@ -843,7 +902,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         lower = self.thresholds_[0]
         below = np.flatnonzero(estimate.log_px < lower) if lower is not None else []
         if len(below):
-            self._condition_deficits(X_model, estimate.log_px, deficits, below)
+            draws = estimate.n_draws if sequential else None
+            self._condition_deficits(X_model, estimate.log_px, deficits, below, draws)
         records = explain_rows(estimate.log_px, self.thresholds_, deficits, values, self.schema_, X_model)
         reasons = render_reasons(records)
         frame = pd.DataFrame(
@@ -855,6 +915,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             },
             index=X.index if isinstance(X, pd.DataFrame) else None,
         )
+        if sequential:
+            frame["n_draws"] = np.asarray(estimate.n_draws, dtype=np.int64)
         deficit_frame = pd.DataFrame(deficits, columns=names, index=frame.index)
         explanation = pd.concat([frame, deficit_frame], axis=1)
         return (explanation, records) if return_records else explanation
@@ -906,7 +968,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             names=list(self.schema_.names),
         )
 
-    def _condition_deficits(self, X_model, log_px, deficits, rows):
+    def _condition_deficits(self, X_model, log_px, deficits, rows, n_draws=None):
         """Deficits of the likeliest culprits of ``rows``, given the rest of each row (in place).
 
         The posterior expectation of log p(x_j | z) blames every column that a
@@ -922,10 +984,14 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         candidates = np.argsort(-deficits[rows], axis=1, kind="stable")[:, :n_candidates]
         network = self._network()
         device = device_of(network)
-        without = log_marginal_without_columns(
-            network, to_tensor(X_model[rows], device), candidates,
-            self.n_importance_samples, self.importance_seed_,
-        )
+        # under sequential decisions, each row at the draws its decision used
+        draws = np.full(len(rows), self.n_importance_samples) if n_draws is None else np.asarray(n_draws)[rows]
+        without = np.empty(candidates.shape)
+        for k in np.unique(draws):
+            group = np.flatnonzero(draws == k)
+            without[group] = log_marginal_without_columns(
+                network, to_tensor(X_model[rows[group]], device), candidates[group], int(k), self.importance_seed_,
+            )
         conditional = log_px[rows, None] - without  # log p(x_j | x_-j)
         # both estimates are lower bounds of the candidate's surprise (the
         # importance-sampled log p(x_-j) is biased low): keep the larger

@@ -82,12 +82,17 @@ class MarginalEstimate:
     searched : ndarray of bool of shape (n_samples,) or None
         Rows whose second proposal came from the posterior search (see
         :mod:`vaefilter.posterior_search`); None when the search is off.
+    n_draws : ndarray of int of shape (n_samples,) or None
+        Importance draws each row's estimate used: K for every row, except
+        under sequential decisions (:mod:`vaefilter.sequential`), where rows
+        decided early stop with fewer; None when every row used K.
     """
 
     log_px: np.ndarray
     effective_sample_size: np.ndarray
     column_log_prob: np.ndarray | None = None
     searched: np.ndarray | None = None
+    n_draws: np.ndarray | None = None
 
 
 def log_weights(network, x, noise, per_column=False, laplace=None, searched=None):
@@ -160,19 +165,37 @@ def search_in_passes(network, X, max_steps, activation_floats):
     """
     mean, log_var = encode_in_passes(network, X)
     proposal = encoder_as_laplace(mean, log_var)
-    pass_rows = rows_per_pass(network.latent_dim, network.widest_hidden_layer, activation_floats,
-                              max_rows=MAX_ROWS_PER_SEARCH_PASS)
-    searched = _rows_to_search(network, X, mean, log_var, pass_rows)
+    searched = rows_to_search(network, X, mean, log_var, activation_floats)
     rows = torch.nonzero(searched).squeeze(1)
+    if rows.numel():
+        found = search_rows(network, X[rows], mean[rows], max_steps, activation_floats)
+        for buffer, part in zip(proposal.tensors(), found.tensors()):
+            buffer[rows] = part.to(buffer.dtype)
+    return proposal, searched
+
+
+def _search_pass_rows(network, activation_floats):
+    return rows_per_pass(network.latent_dim, network.widest_hidden_layer, activation_floats,
+                         max_rows=MAX_ROWS_PER_SEARCH_PASS)
+
+
+def rows_to_search(network, X, mean, log_var, activation_floats):
+    """The boolean mask of the rows of ``X`` whose encoder mean looks misplaced (see :mod:`.posterior_search`)."""
+    return _rows_to_search(network, X, mean, log_var, _search_pass_rows(network, activation_floats))
+
+
+def search_rows(network, X, mean, max_steps, activation_floats):
+    """The :class:`LaplaceProposal` of every row of ``X``, Newton's method started at ``mean``."""
+    pass_rows = _search_pass_rows(network, activation_floats)
     # rows still moving are padded as every pass is (see MIN_ROWS_PER_PASS)
     min_rows = pass_rows if X.device.type == "cuda" else MIN_ROWS_PER_PASS
-    if rows.numel():
-        search_network, X_rows, mean_rows = _in_search_precision(network, X[rows], mean[rows])
-        for start, stop, batch, batch_mean in fixed_shape_passes(X_rows, pass_rows, mean_rows):
-            found = laplace_proposals(search_network, batch, batch_mean, max_steps, min_rows)
-            for buffer, part in zip(proposal.tensors(), found.tensors()):
-                buffer[rows[start:stop]] = part[: stop - start].to(buffer.dtype)
-    return proposal, searched
+    search_network, X_rows, mean_rows = _in_search_precision(network, X, mean)
+    proposal = encoder_as_laplace(mean, torch.zeros_like(mean))
+    for start, stop, batch, batch_mean in fixed_shape_passes(X_rows, pass_rows, mean_rows):
+        found = laplace_proposals(search_network, batch, batch_mean, max_steps, min_rows)
+        for buffer, part in zip(proposal.tensors(), found.tensors()):
+            buffer[start:stop] = part[: stop - start].to(buffer.dtype)
+    return proposal
 
 
 def _rows_to_search(network, X, mean, log_var, pass_rows):

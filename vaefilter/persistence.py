@@ -65,6 +65,7 @@ _TO_JSON = {
     "matrix": lambda rows: np.asarray(rows, dtype=np.float64).tolist(),
     "plain": _json_param,
     "pairs": lambda pairs: [[int(step), float(value)] for step, value in pairs],
+    "margins": lambda margins: _margins_to_json(margins),
 }
 _FROM_JSON = {
     "band": tuple,
@@ -75,6 +76,7 @@ _FROM_JSON = {
     "matrix": lambda rows: np.asarray(rows, dtype=np.float64),
     "plain": lambda value: value,
     "pairs": lambda pairs: [(int(step), float(value)) for step, value in pairs],
+    "margins": None,  # _margins_from_json, which names the file in its errors
 }
 
 
@@ -86,15 +88,16 @@ def _fitted_to_json(detector):
     }
 
 
-def _set_fitted_from_json(detector, fitted):
+def _set_fitted_from_json(detector, fitted, path):
     """Set FITTED_STATE's attributes from a header; missing ones take their defaults (older files)."""
     for a in FITTED_STATE:
         value = fitted.get(a.name)
         if value is None:
             value = None if a.default is REQUIRED or a.default is None else _TO_JSON[a.form](a.default)
         if value is not None:
-            setattr(detector, a.name, _FROM_JSON[a.form](value))
-        elif a.form == "plain" and a.default is None:
+            decode = _FROM_JSON[a.form] or (lambda values: _margins_from_json(path, values))
+            setattr(detector, a.name, decode(value))
+        elif a.form != "names" and a.default is None:
             setattr(detector, a.name, None)  # null is a value here, not an absent attribute
 
 
@@ -110,6 +113,29 @@ def _header(detector, payload):
         "network": detector.network_.config(),
         "payload": {"length": len(payload)},
     }
+
+
+def _margins_to_json(margins):
+    """Sequential decisions' margins as JSON: an infinite margin (a round that stops no row) as null."""
+    if margins is None:
+        return None
+    return {k: [None if math.isinf(v) else v for v in v_] if isinstance(v_, list) else
+            (None if isinstance(v_, float) and math.isinf(v_) else v_)
+            for k, v_ in margins.to_dict().items()}
+
+
+def _margins_from_json(path, values):
+    """The :class:`~vaefilter.sequential.DecisionMargins` of a header entry (null: K draws for every row)."""
+    from .sequential import DecisionMargins
+
+    if values is None:
+        return None
+    try:
+        plain = {k: [math.inf if v is None else v for v in v_] if isinstance(v_, list) else
+                 (math.inf if v_ is None else v_) for k, v_ in values.items()}
+        return DecisionMargins.from_dict(plain)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: corrupt model header (fitted.decision_margins_: {exc})") from None
 
 
 def pack_model_file(header, payload):
@@ -215,6 +241,8 @@ def _check_values(path, header):
     for name, choices in _CHOICES.items():
         if name in params and params[name] not in choices:
             bad(f"params.{name}={params[name]!r}", f"must be one of {sorted(choices)}")
+    if "sequential_decisions" in params and not isinstance(params["sequential_decisions"], bool):
+        bad(f"params.sequential_decisions={params['sequential_decisions']!r}", "must be true or false")
     for name in ("learning_rate", "min_variance"):
         if name in params and not (_is_finite_number(params[name]) and params[name] > 0):
             bad(f"params.{name}={params[name]!r}", "must be a finite number > 0")
@@ -304,8 +332,10 @@ def load_model(path):
         # files written before calibration_fraction existed set the band on the early-stopping rows
         params.setdefault("calibration_fraction", 0.0)
         detector = VAEOutlierDetector(**params)
-        _set_fitted_from_json(detector, header["fitted"])
+        _set_fitted_from_json(detector, header["fitted"], path)
         detector.schema_ = TableSchema.from_dict(header["schema"])
+    except ModelFileError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path}: model file content cannot be loaded ({type(exc).__name__}: {first_line})") from None

@@ -23,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -62,8 +64,10 @@ __all__ = [
 
 #: the fields ``score`` appends to every record
 SCORE_FIELDS = ["log_px", "is_valid", "reason", "p_value"]
-#: the fields ``filter`` appends to every rejected record
-REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason", "p_value"]
+#: the fields ``filter`` appends to every rejected record; ``n_draws`` is the
+#: number of importance draws behind ``log_px`` (fewer than K where the row's
+#: decision was clear early, see :mod:`vaefilter.sequential`)
+REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason", "p_value", "n_draws"]
 #: the field ``filter --fdr`` appends after those: the file's Benjamini-Hochberg cut
 FDR_FIELDS = ["bh_cut"]
 #: the longest reason written to an output; longer ones are cut
@@ -255,10 +259,10 @@ def _unscorable_cells(detector, typed):
     return reasons
 
 
-def _explain(detector, frame):
+def _explain(detector, frame, sequential=False):
     """explain() without scikit-learn's feature-name warning for models fitted on unnamed or
     integer-named columns (the CSV header gives the columns names)."""
-    return _on_typed(detector.explain, detector, frame)
+    return _on_typed(detector.explain, detector, frame, sequential=sequential)
 
 
 def _on_typed(method, detector, frame, **kwargs):
@@ -309,11 +313,14 @@ class _DriftBatch:
                          alpha=alpha)
 
 
-def _explain_splitting(detector, typed, reasons, parts=8):
+def _explain_splitting(detector, typed, reasons, parts=8, sequential=False):
     """explain() of a table; where log p(x) overflows, the failing parts are split (``parts``
     ways) until the rows that overflow are found, each getting a reason; other errors raise."""
     try:
-        return [_explain(detector, typed)[SCORE_FIELDS]]
+        explained = _explain(detector, typed, sequential=True) if sequential else _explain(detector, typed)
+        if "n_draws" not in explained.columns or not sequential:
+            explained = explained.assign(n_draws=detector.n_importance_samples)
+        return [explained[[*SCORE_FIELDS, "n_draws"]]]
     except ValueError as exc:
         if not str(exc).startswith(_NOT_FINITE):
             raise
@@ -328,12 +335,16 @@ def _explain_splitting(detector, typed, reasons, parts=8):
     out = []
     for piece in np.array_split(np.arange(len(typed)), min(parts, len(typed))):
         if len(piece):
-            out.extend(_explain_splitting(detector, typed.iloc[piece], reasons, parts))
+            out.extend(_explain_splitting(detector, typed.iloc[piece], reasons, parts, sequential))
     return out
 
 
-def score_table(detector, typed):
-    """log_px, is_valid, reason of typed rows (a DataFrame of unique labels), in one vectorised pass.
+def score_table(detector, typed, sequential=False):
+    """log_px, is_valid, reason, n_draws of typed rows (a DataFrame of unique labels), in one vectorised pass.
+
+    With ``sequential``, rows are decided as ``predict`` decides them (see
+    ``VAEOutlierDetector.sequential_decisions``); ``n_draws`` is then the
+    number of importance draws behind each row's ``log_px``.
 
     Rows the model cannot score (a value beyond float32, a missing cell a model
     fitted with handle_missing='error' refuses, a log p(x) that overflows) are
@@ -341,16 +352,16 @@ def score_table(detector, typed):
     not a row, and raises.
     """
     if typed.empty:
-        return pd.DataFrame(columns=SCORE_FIELDS)
+        return pd.DataFrame(columns=[*SCORE_FIELDS, "n_draws"])
     unscorable = _unscorable_cells(detector, typed.reset_index(drop=True))
     reasons = {typed.index[k]: r for k, r in unscorable.items()}
     rest = typed.drop(index=list(reasons)) if reasons else typed
-    parts = _explain_splitting(detector, rest, reasons) if len(rest) else []
+    parts = _explain_splitting(detector, rest, reasons, sequential=sequential) if len(rest) else []
     failed = pd.DataFrame({"log_px": np.nan, "is_valid": False, "reason": list(reasons.values()),
-                           "p_value": np.nan}, index=list(reasons.keys()))
+                           "p_value": np.nan, "n_draws": 0}, index=list(reasons.keys()))
     frames = [f for f in [*parts, failed] if len(f)]
     if not frames:
-        return pd.DataFrame(columns=SCORE_FIELDS)
+        return pd.DataFrame(columns=[*SCORE_FIELDS, "n_draws"])
     return pd.concat(frames).reindex(typed.index)
 
 
@@ -361,10 +372,11 @@ def _cut(reason):
     return reason[:MAX_REASON_CHARS] + f"... ({len(reason)} characters, cut)"
 
 
-def _score_chunk(detector, chunk, source, na_values=()):
-    """(log_px, is_valid, reasons, typed rows, {position: typing problem}) of a chunk's records."""
+def _score_chunk(detector, chunk, source, na_values=(), sequential=False):
+    """(log_px, is_valid, reasons, typed rows, {position: typing problem}, n_draws) of a chunk's records."""
     n = len(chunk.records)
     log_px = np.full(n, np.nan)
+    n_draws = np.zeros(n, dtype=np.int64)
     is_valid = np.zeros(n, dtype=bool)
     reasons = [""] * n
     for position, problem in chunk.errors.items():
@@ -372,25 +384,28 @@ def _score_chunk(detector, chunk, source, na_values=()):
     typed, problems = parse_text_table(chunk.frame, detector.schema_, source=source, na_values=na_values)
     for position, problem in problems.items():
         reasons[position] = f"line {chunk.line_numbers[position]}: {problem}"
-    scored = score_table(detector, typed.drop(index=list(problems)))
+    scored = score_table(detector, typed.drop(index=list(problems)), sequential)
     positions = scored.index.to_numpy(dtype=int)
+    n_draws[positions] = scored["n_draws"].to_numpy(dtype=np.int64)
     log_px[positions] = scored["log_px"].to_numpy(dtype=float)
     is_valid[positions] = scored["is_valid"].to_numpy(dtype=bool)
     for position, reason in zip(positions, scored["reason"]):
         if not np.isfinite(log_px[position]) and reason.startswith(("column ", _NOT_FINITE)):
             reason = f"line {chunk.line_numbers[position]}: {reason}"
         reasons[position] = reason
-    return log_px, is_valid, [_cut(r) for r in reasons], typed, problems
+    return log_px, is_valid, [_cut(r) for r in reasons], typed, problems, n_draws
 
 
-def chunk_results(detector, chunk, source, na_values=(), with_rows=False):
+def chunk_results(detector, chunk, source, na_values=(), with_rows=False, sequential=False):
     """(log_px, is_valid, reasons) for every record of a :class:`~vaefilter.csvio.CsvChunk`, in record order.
 
     ``log_px`` is NaN for a record that could not be parsed or scored; its
     reason then starts with ``'unparseable:'`` or ``'line N:'``. With
-    ``with_rows``, also the typed rows and {position: typing problem}.
+    ``with_rows``, also the typed rows, {position: typing problem} and the
+    importance draws behind each ``log_px`` (0 for a record not scored; fewer
+    than K under ``sequential``, where rows are decided as ``predict`` decides).
     """
-    results = _score_chunk(detector, chunk, source, na_values)
+    results = _score_chunk(detector, chunk, source, na_values, sequential)
     return results if with_rows else results[:3]
 
 
@@ -404,23 +419,143 @@ def _progress(show):
     return tqdm(unit=" rows", unit_scale=True, file=sys.stderr, desc="vaefilter")
 
 
-def _results(detector, reader, na_values, progress, summary, drift=None):
-    """(chunk, log_px, is_valid, reasons) per chunk, counted into ``summary`` (and ``drift``, a
-    :class:`_DriftBatch`), with a progress bar in rows."""
-    bar = _progress(progress)
-    try:
+#: Chunks waiting between the reader thread and scoring, and between scoring
+#: and the writer thread: parsing chunk i + 1, scoring chunk i and writing
+#: chunk i - 1 overlap (torch and pandas' C parser release the GIL in their
+#: heavy parts), and memory stays bounded to a few chunks.
+QUEUE_CHUNKS = 2
+_DONE = object()
+_POLL_SECONDS = 0.1
+
+
+class _Stage:
+    """A thread running ``work(stage)`` beside the caller, with a bounded queue between them.
+
+    ``put`` blocks while the queue is full and returns False once the stage
+    is stopping or the other side is gone; ``get`` re-raises, in the
+    caller's thread, an exception the stage's thread raised.
+    """
+
+    def __init__(self, work, name, produces):
+        self.queue = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self.stopping = threading.Event()
+        self.error = None
+        self._work, self._produces = work, produces
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            self._work(self)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self.error = exc
+        finally:
+            if self._produces:
+                self.put(_DONE)
+
+    def put(self, item):
+        in_thread = threading.current_thread() is self.thread
+        while not self.stopping.is_set() and (in_thread or self.thread.is_alive()):
+            try:
+                self.queue.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self):
+        """The next item, or _DONE; None from a consumer's side when it is told to stop."""
+        in_thread = threading.current_thread() is self.thread
+        while True:
+            try:
+                item = self.queue.get(timeout=_POLL_SECONDS)
+                break
+            except queue.Empty:
+                if in_thread and self.stopping.is_set():
+                    return _DONE
+                if not in_thread and not self.thread.is_alive() and self.queue.empty():
+                    item = _DONE
+                    break
+        if item is _DONE and self.error is not None and not in_thread:
+            raise self.error
+        return item
+
+    def stop(self):
+        """Tell the thread to stop and wait for it."""
+        self.stopping.set()
+        while self.thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self.queue.get(timeout=_POLL_SECONDS)
+        self.thread.join()
+
+
+def _read_ahead(reader):
+    """The reader's chunks, parsed in a thread up to QUEUE_CHUNKS ahead."""
+
+    def work(stage):
         for chunk in reader:
+            if not stage.put(chunk):
+                return
+
+    stage = _Stage(work, "vaefilter-reader", produces=True)
+    try:
+        while (chunk := stage.get()) is not _DONE:
+            yield chunk
+    finally:
+        stage.stop()
+
+
+@contextlib.contextmanager
+def _written_behind(write):
+    """A function that hands its arguments to ``write`` in a writer thread, up to QUEUE_CHUNKS behind.
+
+    Leaving the block waits for every write; an error in the writer raises
+    in the caller (at the next hand-over or on leaving), so the outputs are
+    not committed.
+    """
+
+    def work(stage):
+        while (item := stage.get()) is not _DONE:
+            write(*item)
+
+    stage = _Stage(work, "vaefilter-writer", produces=False)
+
+    def hand_over(*item):
+        if not stage.put(item):
+            raise stage.error or RuntimeError("the writer thread ended early")
+
+    try:
+        yield hand_over
+    except BaseException:
+        stage.stop()
+        raise
+    stage.put(_DONE)
+    stage.thread.join()
+    if stage.error is not None:
+        raise stage.error
+
+
+def _results(detector, reader, na_values, progress, summary, drift=None, sequential=False):
+    """(chunk, log_px, is_valid, reasons, n_draws) per chunk, counted into ``summary`` (and ``drift``, a
+    :class:`_DriftBatch`), with a progress bar in rows. Chunks are parsed ahead in a reader thread (see
+    QUEUE_CHUNKS)."""
+    bar = _progress(progress)
+    chunks = _read_ahead(reader)
+    try:
+        for chunk in chunks:
             started = time.perf_counter()
             # positional: tests wrap chunk_results as a hook with (*args)
-            log_px, is_valid, reasons, typed, problems = chunk_results(detector, chunk, reader.name, na_values, True)
+            log_px, is_valid, reasons, typed, problems, n_draws = chunk_results(
+                detector, chunk, reader.name, na_values, True, sequential)
             if drift is not None:
                 drift.add(log_px, typed, problems)
             summary.seconds_scoring += time.perf_counter() - started
             summary._count(log_px, is_valid, reasons)
-            yield chunk, log_px, is_valid, reasons
+            yield chunk, log_px, is_valid, reasons, n_draws
             if bar is not None:
                 bar.update(len(chunk.records))
     finally:
+        chunks.close()
         if bar is not None:
             bar.close()
 
@@ -452,7 +587,7 @@ def _appended_names(columns, names):
 
 
 def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
-              device="auto", progress=False):
+              device="auto", progress=False, sequential=False):
     """Write every record of ``input`` with ``log_px``, ``is_valid``, ``reason`` and ``p_value`` appended.
 
     ``p_value`` is the row's conformal p-value against the model's calibration
@@ -471,6 +606,11 @@ def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_ro
         As the CLI's options.
     progress : bool, default False
         A progress bar on stderr when it is a terminal (needs tqdm).
+    sequential : bool, default False
+        Decide rows as ``filter`` does, stopping rows whose decision is clear
+        early (see ``VAEOutlierDetector.sequential_decisions``): their
+        ``log_px`` is then the estimate at fewer than K draws. By default
+        every row gets K draws.
 
     Returns
     -------
@@ -482,29 +622,42 @@ def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_ro
         summary = RunSummary(reader.name, {"scored": _name(output)})
         csv["terminator"] = reader.line_terminator
         out.write(append_fields(reader.header, _appended_names(reader.columns, SCORE_FIELDS), **csv))
-        for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary):
+
+        def write(chunk, log_px, is_valid, reasons):
             out.write(b"".join(
                 append_fields(record, [_number(s), "true" if v else "false", r, _pvalue_text(p)], **csv)
                 for record, s, v, r, p in zip(chunk.records, log_px, is_valid, reasons, _pvalues(detector, log_px))
             ))
+
+        with _written_behind(write) as hand_over:
+            for chunk, log_px, is_valid, reasons, _ in _results(detector, reader, na_values, progress, summary,
+                                                                sequential=sequential):
+                hand_over(chunk, log_px, is_valid, reasons)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8", chunk_rows=65536, na_values=(),
-               device="auto", progress=False, drift_alpha=DEFAULT_ALPHA, summary_json=None, fdr=None):
+               device="auto", progress=False, drift_alpha=DEFAULT_ALPHA, summary_json=None, fdr=None,
+               full_k=False):
     """Split the records of ``input``: valid ones byte for byte into ``valid``, rejected ones into ``invalid``.
 
-    Rejected records gain ``log_px``, ``band_lower``, ``band_upper`` and
-    ``reason``. Every record lands in exactly one output; both outputs (paths,
+    Rejected records gain ``log_px``, ``band_lower``, ``band_upper``,
+    ``reason``, ``p_value`` and ``n_draws``. Rows are decided sequentially (see
+    ``VAEOutlierDetector.sequential_decisions``): a row whose decision is
+    clear after a few of its K importance draws stops there, and its
+    ``log_px`` is the estimate at the ``n_draws`` draws it used (K for rows
+    that went the distance; 0 for rows not scored). ``full_k=True`` gives
+    every row K draws. Parsing, scoring and writing run in three threads
+    with QUEUE_CHUNKS chunks between them. Every record lands in exactly one output; both outputs (paths,
     ``'-'`` for stdout, or binary streams) are written to hidden temporary
     files and renamed into place together, so they appear complete or not at
     all. The input is one batch for the drift test
     (:meth:`~vaefilter.VAEOutlierDetector.drift_report`): every scored row's
     log p(x) and, for the columns, a fixed sample of at most
     :data:`DRIFT_SAMPLE_ROWS` rows (chosen by record number, whatever the
-    chunking) scored per column after the pass. Rejected records also gain
-    ``p_value``. Other parameters as :func:`score_csv`.
+    chunking) scored per column after the pass. Other parameters as
+    :func:`score_csv`.
 
     Parameters
     ----------
@@ -517,7 +670,9 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
     fdr : float in (0, 1), optional
         Reject by Benjamini-Hochberg at false discovery rate ``fdr`` over this
         input's conformal p-values instead of by the model's band: see
-        :func:`filter_csv_fdr`.
+        :func:`filter_csv_fdr` (every row at K draws there).
+    full_k : bool, default False
+        K importance draws for every row instead of sequential decisions.
 
     Returns
     -------
@@ -539,13 +694,19 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
         valid_out.write(reader.header)
         invalid_out.write(append_fields(reader.header, _appended_names(reader.columns, REJECT_FIELDS), **csv))
         summary.band = list(detector.thresholds_)
-        for chunk, log_px, is_valid, reasons in _results(detector, reader, na_values, progress, summary, drift):
+
+        def write(chunk, log_px, is_valid, reasons, n_draws):
             valid_out.write(b"".join(record for record, v in zip(chunk.records, is_valid) if v))
             invalid_out.write(b"".join(
-                append_fields(record, [_number(s), *band, reason, _pvalue_text(p)], **csv)
-                for record, s, v, reason, p in zip(chunk.records, log_px, is_valid, reasons,
-                                                   _pvalues(detector, log_px)) if not v
+                append_fields(record, [_number(s), *band, reason, _pvalue_text(p), str(k)], **csv)
+                for record, s, v, reason, p, k in zip(chunk.records, log_px, is_valid, reasons,
+                                                      _pvalues(detector, log_px), n_draws) if not v
             ))
+
+        with _written_behind(write) as hand_over:
+            for chunk, log_px, is_valid, reasons, n_draws in _results(detector, reader, na_values, progress,
+                                                                      summary, drift, sequential=not full_k):
+                hand_over(chunk, log_px, is_valid, reasons, n_draws)
     return _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
 
 
@@ -621,7 +782,7 @@ def filter_csv_fdr(model, input, valid, invalid, fdr, *, delimiter=",", encoding
         with _open_input(path, detector, chunk_rows, encoding, delimiter, name) as reader:
             first.input = reader.name
             offset = 0
-            for chunk, log_px, _, reasons in _results(detector, reader, na_values, progress, first, drift):
+            for chunk, log_px, _, reasons, _ in _results(detector, reader, na_values, progress, first, drift):
                 scores.append(log_px)
                 unscored.update({offset + k: reasons[k] for k in np.flatnonzero(np.isnan(log_px))})
                 offset += len(log_px)
@@ -636,6 +797,7 @@ def filter_csv_fdr(model, input, valid, invalid, fdr, *, delimiter=",", encoding
             bh_detector = _with_band(detector, conformal_band(detector.validation_scores_, cut, sides))
         band = ["" if t is None else f"{t:.6f}" for t in bh_detector.thresholds_]
         cut_text = f"{cut:.6g}"
+        k_text = str(detector.n_importance_samples)  # BH needs every p-value at full K
         # pass 2: route every record by its stored decision
         with _open_input(path, detector, chunk_rows, encoding, delimiter, name) as reader, \
                 _outputs([valid, invalid]) as (valid_out, invalid_out):
@@ -654,7 +816,8 @@ def filter_csv_fdr(model, input, valid, invalid, fdr, *, delimiter=",", encoding
                 summary._count(log_px, ~rejected, reasons)
                 valid_out.write(b"".join(record for record, r in zip(chunk.records, rejected) if not r))
                 invalid_out.write(b"".join(
-                    append_fields(record, [_number(s), *band, reason, _pvalue_text(q), cut_text], **csv)
+                    append_fields(record, [_number(s), *band, reason, _pvalue_text(q), "0" if np.isnan(s) else k_text,
+                                           cut_text], **csv)
                     for record, r, s, reason, q in zip(chunk.records, rejected, log_px, reasons, p) if r
                 ))
                 offset += n
@@ -721,7 +884,7 @@ def report_csv(model, output, input=None, *, delimiter=",", encoding="utf-8", ch
         with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader:
             summary.input = reader.name
             for chunk in reader:
-                log_px, is_valid, reasons, typed, problems = _score_chunk(detector, chunk, reader.name, na_values)
+                log_px, is_valid, reasons, typed, problems, _ = _score_chunk(detector, chunk, reader.name, na_values)
                 summary._count(log_px, is_valid, reasons)
                 scored = [k for k in typed.index if k not in problems and not np.isnan(log_px[k])]
                 frames.append(typed.loc[scored])

@@ -58,3 +58,25 @@ def keyed_normal(keys, n_draws, latent_dim):
     angle = (2.0 * math.pi) * u[:, n_pairs:]
     normal = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, :n_values]
     return normal.reshape(keys.shape[0], n_draws, latent_dim)
+
+
+def keyed_normal_at(keys, draws, n_draws, latent_dim):
+    """``keyed_normal(keys, n_draws, latent_dim)[:, draws]`` without computing the other draws.
+
+    Sequential decisions (:mod:`vaefilter.sequential`) score a row's K draws
+    in rounds; each round must use exactly the draws a full-K run uses, so
+    that a row that goes the distance gets the full-K estimate. The draws are
+    indexed within the full K: value ``v = k * latent_dim + l`` is the cosine
+    of Box-Muller pair ``v`` when ``v`` is below the number of pairs, else the
+    sine of pair ``v - n_pairs``.
+    """
+    n_pairs = (n_draws * latent_dim + 1) // 2
+    draws = torch.as_tensor(draws, dtype=torch.int64, device=keys.device)
+    values = (draws.unsqueeze(1) * latent_dim + torch.arange(latent_dim, device=keys.device)).reshape(-1)
+    is_cosine = values < n_pairs
+    pair = torch.where(is_cosine, values, values - n_pairs)
+    u = _uniform(keys, torch.cat([pair, n_pairs + pair]))
+    radius = torch.sqrt(-2.0 * torch.log(u[:, : pair.numel()]))
+    angle = (2.0 * math.pi) * u[:, pair.numel():]
+    normal = torch.where(is_cosine, radius * torch.cos(angle), radius * torch.sin(angle))
+    return normal.reshape(keys.shape[0], draws.numel(), latent_dim)

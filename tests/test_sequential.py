@@ -1,0 +1,170 @@
+"""Sequential decisions: draws spent where a decision needs them, decisions as at full K."""
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaefilter import VAEOutlierDetector
+from vaefilter import pipeline
+from vaefilter.persistence import load_model, save_model
+from vaefilter.row_noise import keyed_normal, keyed_normal_at
+from vaefilter.sequential import DecisionMargins, draw_rounds
+
+K = 40
+DATA = Path(__file__).parent / "data"
+
+
+def _data(n, seed):
+    rng = np.random.RandomState(seed)
+    z = rng.normal(size=(n, 2))
+    return np.column_stack([z[:, 0], z[:, 1], z[:, 0] * z[:, 1], np.tanh(z[:, 0]) + 0.1 * rng.normal(size=n)])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    det = VAEOutlierDetector(latent_dim=2, hidden_layer_sizes=(16,), max_epochs=15, n_importance_samples=K,
+                             proposal_steps=20, posterior_search_steps=3, random_state=0)
+    return det.fit(_data(500, 0))
+
+
+@pytest.fixture(scope="module")
+def rows():
+    X = _data(300, 1)
+    X[::25] += np.array([4.0, -3.0, 6.0, 2.0])  # planted outliers
+    return X
+
+
+def test_round_draws_are_the_full_k_draws():
+    keys = torch.randint(0, 2**32, (9,), dtype=torch.int64)
+    rounds = draw_rounds(K)
+    assert [r.numel() for r in rounds] == [4, 12, K]
+    full = keyed_normal(keys, K, 3)
+    for draws in rounds:
+        assert torch.equal(keyed_normal_at(keys, draws, K, 3), full[:, draws])
+    # each round takes the same share of both halves (q's and the Laplace Gaussian's)
+    assert (rounds[0] < K // 2).sum() == (rounds[0] >= K // 2).sum()
+
+
+def test_decisions_equal_full_k_decisions_with_fewer_draws(fitted, rows):
+    assert fitted.decision_margins_ is not None
+    full = fitted.score_samples(rows)
+    lower, upper = fitted.thresholds_
+    full_k = np.where((full >= lower) & (full <= upper), 1, -1)
+    assert np.array_equal(fitted.predict(rows), full_k)
+    n_draws = fitted.explain(rows, sequential=True)["n_draws"].to_numpy()
+    assert n_draws.mean() < 0.8 * K and (n_draws < K).any()
+    # the planted outliers are decided, and rejected, like every other row
+    assert (fitted.predict(rows[::25]) == -1).all()
+
+
+def test_a_rows_decision_and_draws_do_not_depend_on_the_rows_beside_it(fitted, rows):
+    batch = fitted.explain(rows, sequential=True)
+    order = np.random.RandomState(2).permutation(len(rows))
+    shuffled = fitted.explain(rows[order], sequential=True)
+    assert np.array_equal(batch["n_draws"].to_numpy()[order], shuffled["n_draws"].to_numpy())
+    assert np.array_equal(batch["is_valid"].to_numpy()[order], shuffled["is_valid"].to_numpy())
+    np.testing.assert_allclose(batch["log_px"].to_numpy()[order], shuffled["log_px"].to_numpy(), rtol=1e-6)
+    for i in (0, 3, 25, 101):
+        alone = fitted.explain(rows[i : i + 1], sequential=True)
+        assert alone["n_draws"].iloc[0] == batch["n_draws"].iloc[i]
+        assert alone["is_valid"].iloc[0] == batch["is_valid"].iloc[i]
+    np.testing.assert_allclose(fitted.decision_function(rows[order]), fitted.decision_function(rows)[order],
+                               rtol=1e-6)
+
+
+def test_rows_that_go_the_distance_get_the_full_k_score(fitted, rows):
+    explained = fitted.explain(rows, sequential=True)
+    went = explained["n_draws"].to_numpy() == K
+    assert went.any()
+    full = fitted.explain(rows)["log_px"].to_numpy()
+    np.testing.assert_allclose(explained["log_px"].to_numpy()[went], full[went], rtol=1e-6)
+    early = ~went
+    # rows that stopped early report the estimate at the draws they used, not the full-K one
+    assert not np.allclose(explained["log_px"].to_numpy()[early], full[early], rtol=1e-6)
+
+
+def test_turning_it_off_gives_full_k(fitted, rows):
+    off = VAEOutlierDetector(**{**fitted.get_params(), "sequential_decisions": False})
+    off.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+    explained = off.explain(rows, sequential=True)
+    assert (explained["n_draws"] == K).all()
+    np.testing.assert_allclose(off.decision_function(rows),
+                               np.minimum(fitted.score_samples(rows) - fitted.thresholds_[0],
+                                          fitted.thresholds_[1] - fitted.score_samples(rows)), rtol=1e-6)
+
+
+def test_margins_survive_the_model_file_and_old_files_take_full_k(fitted, rows, tmp_path):
+    path = tmp_path / "m.vf"
+    save_model(fitted, path)
+    loaded = load_model(path)
+    assert isinstance(loaded.decision_margins_, DecisionMargins)
+    assert loaded.decision_margins_ == fitted.decision_margins_
+    assert np.array_equal(loaded.explain(rows, sequential=True)["n_draws"],
+                          fitted.explain(rows, sequential=True)["n_draws"])
+    old = load_model(DATA / "titanic_before_value_kinds.vf")
+    assert old.decision_margins_ is None
+    import pandas as pd
+    from vaefilter.datasets import load_titanic
+
+    table = load_titanic()[list(old.feature_names_in_)].head(20)
+    assert (old.explain(table, sequential=True)["n_draws"] == old.n_importance_samples).all()
+
+
+def _csv(X):
+    return b"x0,x1,x2,x3\n" + "".join(",".join(f"{v:.5f}" for v in row) + "\n" for row in X).encode()
+
+
+def test_filter_stops_rows_early_and_says_how_many_draws(fitted, rows):
+    import pandas as pd
+
+    valid, invalid = io.BytesIO(), io.BytesIO()
+    det = fitted
+    summary = pipeline.filter_csv(det, io.BytesIO(_csv(rows)), valid, invalid, chunk_rows=64)
+    rejected = pd.read_csv(io.BytesIO(invalid.getvalue()))
+    assert summary.n_rows == len(rows)
+    assert set(rejected["n_draws"]) <= {r.numel() for r in draw_rounds(K)}
+    assert (rejected["n_draws"] < K).any()
+    full_valid, full_invalid = io.BytesIO(), io.BytesIO()
+    pipeline.filter_csv(det, io.BytesIO(_csv(rows)), full_valid, full_invalid, chunk_rows=64, full_k=True)
+    assert full_valid.getvalue() == valid.getvalue()
+    assert (pd.read_csv(io.BytesIO(full_invalid.getvalue()))["n_draws"] == K).all()
+
+
+class _Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["reader", "writer"])
+def test_an_error_in_the_reader_or_writer_thread_ends_the_run_with_no_output(fitted, rows, tmp_path, monkeypatch,
+                                                                             where):
+    det = fitted
+    source = tmp_path / "in.csv"
+    source.write_bytes(_csv(np.tile(rows, (4, 1))))
+    if where == "reader":
+        original = pipeline.CsvReader.__iter__
+
+        def failing(self):
+            for n, chunk in enumerate(original(self)):
+                if n == 3:
+                    raise _Boom("reader")
+                yield chunk
+
+        monkeypatch.setattr(pipeline.CsvReader, "__iter__", failing)
+    else:
+        original = pipeline.append_fields
+        calls = []
+
+        def failing(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > 200:
+                raise _Boom("writer")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, "append_fields", failing)
+    with pytest.raises(_Boom):
+        pipeline.filter_csv(det, source, tmp_path / "valid.csv", tmp_path / "invalid.csv", chunk_rows=50)
+    assert sorted(os.listdir(tmp_path)) == ["in.csv"]

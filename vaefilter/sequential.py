@@ -1,0 +1,366 @@
+"""Sequential decisions: spend importance draws where a row's decision needs them.
+
+A row far inside or far outside the band is decided after a few draws; only
+rows near an edge need all K. Every row starts with the first round of its K
+draws; from those draws' weights come an estimate of log p(x) and its
+uncertainty; rows clearly inside or clearly outside the band stop, the rest
+go on in rounds up to K.
+
+The draws of a round are the very draws a full-K run uses (see
+:func:`vaefilter.row_noise.keyed_normal_at`), so a row that goes the
+distance gets the full-K estimate, and every decision is taken from the
+row's own weights: a row's decision and draws used do not depend on the rows
+scored beside it. Where the posterior search gives a row a second proposal,
+half of a full-K run's draws come from q and half from the Laplace Gaussian;
+each round takes the same share of both halves, so its estimate, weighed by
+the full-K mixture density, stays unbiased for p(x).
+
+The estimate at k draws is a stochastic lower bound of log p(x) whose bias
+shrinks with k, so "clearly" is calibrated, not assumed: at fit time the
+held-out rows are scored at full K, recording each round's estimate, and the
+margins are high quantiles of how far the full-K estimate rose above
+(``rise``) or fell below (``fall``) the round's estimate. A row stops at round
+r when its distance to the edge exceeds that margin plus SE_FACTOR times
+its own delta-method standard error, sqrt(1/ESS - 1/k).
+
+Rows the posterior search would search first get a pilot: the first round
+with q's weights alone. Where the pilot decides them (its own calibrated
+margins, on the held-out rows the search flags), the search is skipped; the
+others are searched and scored as a full-K run scores them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._torch import reparameterize, to_numpy
+from .heap import keep_freed_memory
+from .marginal import (
+    MarginalEstimate,
+    activation_floats_for,
+    encode_in_passes,
+    fixed_shape_passes,
+    rows_per_pass,
+    rows_to_search,
+    search_rows,
+)
+from .posterior_search import LaplaceProposal
+from .row_noise import keyed_normal_at, row_keys
+
+#: Cumulative shares of K scored by the rounds before the last (which takes
+#: all K). At K=100: 10, then 30, then 100 draws.
+ROUND_FRACTIONS = (0.1, 0.3)
+#: Below this K every row takes all K draws: a round of K/10 draws would
+#: hold too few draws for an effective sample size.
+MIN_SEQUENTIAL_DRAWS = 20
+#: Quantile of the held-out rows' rise and fall that sets a round's margin.
+MARGIN_QUANTILE = 0.995
+#: A row's own standard errors (delta method, from its effective sample
+#: size) added to the calibrated margin.
+SE_FACTOR = 2.0
+#: Fewer held-out rows than this leave a margin infinite (that round never
+#: stops a row): a quantile of a handful of rows says little about its tail.
+MIN_MARGIN_ROWS = 20
+
+
+@dataclass
+class DecisionMargins:
+    """Calibrated stopping margins, nats; ``rise[r]``/``fall[r]`` belong to the round of ``draws[r]`` draws."""
+
+    draws: tuple
+    rise: tuple
+    fall: tuple
+    pilot_rise: float
+    pilot_fall: float
+
+    def to_dict(self):
+        return {"draws": list(self.draws), "rise": list(self.rise), "fall": list(self.fall),
+                "pilot_rise": self.pilot_rise, "pilot_fall": self.pilot_fall}
+
+    @classmethod
+    def from_dict(cls, values):
+        margins = cls(tuple(int(d) for d in values["draws"]), tuple(float(r) for r in values["rise"]),
+                      tuple(float(f) for f in values["fall"]), float(values["pilot_rise"]),
+                      float(values["pilot_fall"]))
+        if not (len(margins.draws) == len(margins.rise) == len(margins.fall)):
+            raise ValueError("decision margins need one rise and one fall per round")
+        values_ = (*margins.rise, *margins.fall, margins.pilot_rise, margins.pilot_fall)
+        if any(math.isnan(v) or v < 0 for v in values_):
+            raise ValueError("decision margins must be numbers >= 0 (or infinite)")
+        return margins
+
+
+def draw_rounds(n_draws):
+    """The cumulative draw indices (into the full K) of each round; the last round holds all K.
+
+    Each round takes the same share of the first K // 2 draws (q's, under the
+    posterior search) and of the rest (the Laplace Gaussian's).
+    """
+    if n_draws < MIN_SEQUENTIAL_DRAWS:
+        return [torch.arange(n_draws)]
+    first = n_draws // 2
+    rounds = []
+    for fraction in ROUND_FRACTIONS:
+        a, b = math.ceil(fraction * first), math.ceil(fraction * (n_draws - first))
+        rounds.append(torch.cat([torch.arange(a), first + torch.arange(b)]))
+    rounds.append(torch.arange(n_draws))
+    return rounds
+
+
+@dataclass
+class _Rows:
+    """Per-row state of a sequential run (tensors over the rows of X)."""
+
+    weights: torch.Tensor  # (n, K), -inf where not drawn yet
+    columns: list  # per round: (log-sum of the round's weights (n,), weighted column mean (n, F))
+
+
+def _draw_weights(network, x, mean, log_var, noise, draws, n_draws, laplace=None, per_column=False):
+    """Log-weights of shape (rows, len(draws)) of the given draws, as a full-K run weighs them.
+
+    Rows with ``laplace`` take their draws from index K // 2 on from it, and
+    every draw is weighed by the full-K mixture density.
+    """
+    z = reparameterize(mean, log_var, noise)
+    log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
+    if laplace is not None:
+        first = n_draws // 2
+        from_laplace = (draws >= first).to(z.device).view(1, -1, 1)
+        z = torch.where(from_laplace, laplace.sample(noise), z)
+        std = (0.5 * log_var).exp().unsqueeze(1)
+        log_encoder = network.log_prior((z - mean.unsqueeze(1)) / std) - 0.5 * log_var.sum(-1, keepdim=True)
+        shares = math.log(first / n_draws), math.log(1 - first / n_draws)
+        log_q = torch.logaddexp(shares[0] + log_encoder, shares[1] + laplace.log_density(z))
+    params = network.decode(z)
+    if per_column:
+        columns = network.likelihood.column_log_prob(params, x.unsqueeze(1))
+        log_px_given_z = columns.sum(-1)
+    else:
+        columns, log_px_given_z = None, network.likelihood.log_prob(params, x.unsqueeze(1))
+    return log_px_given_z + network.log_prior(z) - log_q, columns
+
+
+def _score_draws(network, X, mean, log_var, keys, rows, draws, n_draws, state, activation_floats,
+                 per_column, laplace=None):
+    """Weights of ``draws`` for ``rows`` into ``state``, in fixed-shape passes."""
+    if not rows.numel():
+        return
+    pass_rows = rows_per_pass(draws.numel(), network.widest_hidden_layer, activation_floats)
+    aligned = [mean[rows], log_var[rows], keys[rows]]
+    if laplace is not None:
+        aligned += list(laplace.tensors())
+    round_sum = torch.full((rows.numel(),), -math.inf, device=X.device)
+    round_columns = torch.zeros(rows.numel(), network.likelihood.n_features, device=X.device) if per_column else None
+    for start, stop, batch, batch_mean, batch_log_var, batch_keys, *batch_laplace in fixed_shape_passes(
+        X[rows], pass_rows, *aligned
+    ):
+        noise = keyed_normal_at(batch_keys, draws, n_draws, network.latent_dim)
+        proposal = LaplaceProposal(*batch_laplace) if batch_laplace else None
+        w, columns = _draw_weights(network, batch, batch_mean, batch_log_var, noise, draws, n_draws, proposal,
+                                   per_column)
+        w = w[: stop - start]
+        state.weights[rows[start:stop].unsqueeze(1), draws.to(X.device).unsqueeze(0)] = w
+        if per_column:
+            round_sum[start:stop] = torch.logsumexp(w, dim=1)
+            posterior = torch.softmax(w, dim=1).unsqueeze(-1)
+            round_columns[start:stop] = (posterior * columns[: stop - start]).sum(1)
+    if per_column:
+        state.columns.append((rows, draws, round_sum, round_columns))
+
+
+def _estimate(weights, draws):
+    """(log p(x) estimate, delta-method standard error of it) from the weights of ``draws``."""
+    w = weights[:, draws.to(weights.device)]
+    log_sum = torch.logsumexp(w, dim=1)
+    log_px = log_sum - math.log(draws.numel())
+    ess = torch.exp(2.0 * log_sum - torch.logsumexp(2.0 * w, dim=1))
+    se = torch.sqrt((1.0 / ess - 1.0 / draws.numel()).clamp(min=0.0))
+    return log_px, se, ess
+
+
+def decided(log_px, se, thresholds, rise, fall):
+    """Rows whose decision is clear: inside or outside the band by more than the margins.
+
+    ``rise`` (``fall``) bounds how far the full-K estimate may lie above
+    (below) this one; a row's own ``se`` widens both by SE_FACTOR.
+    """
+    lower, upper = thresholds
+    up, down = rise + SE_FACTOR * se, fall + SE_FACTOR * se
+    inside = torch.ones_like(log_px, dtype=torch.bool)
+    outside = torch.zeros_like(inside)
+    if lower is not None:
+        inside &= log_px - lower > down
+        outside |= log_px < lower - up
+    if upper is not None:
+        inside &= upper - log_px > up
+        outside |= log_px > upper + down
+    return inside | outside
+
+
+@dataclass
+class SequentialRecord:
+    """Every round's estimate of held-out rows scored at full K (for :func:`fit_margins`)."""
+
+    full: np.ndarray  # (n,) full-K estimate
+    rounds: np.ndarray  # (n_rounds - 1, n) the estimate after each round before the last
+    pilot: np.ndarray  # (n,) q-only first-round estimate (NaN where the search would not fire)
+    draws: tuple
+
+
+def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, margins, search_steps=0,
+                            per_column=False, activation_floats=None, record=False):
+    """log p(x) of every row of ``X``, each row stopping once its decision is clear.
+
+    Parameters
+    ----------
+    network, X, n_importance_samples, seed, per_column, search_steps, activation_floats :
+        As :func:`vaefilter.marginal.estimate_log_marginal`.
+    thresholds : tuple of (float or None, float or None)
+        The band.
+    margins : DecisionMargins or None
+        Calibrated margins (see :func:`fit_margins`); None takes all K draws for every row.
+    record : bool
+        Score every row at full K and return a :class:`SequentialRecord` of each round's estimate.
+
+    Returns
+    -------
+    MarginalEstimate (with ``n_draws``), or SequentialRecord when ``record``.
+    """
+    if activation_floats is None:
+        activation_floats = activation_floats_for(X.device)
+    if X.device.type == "cpu":
+        keep_freed_memory()
+    K = n_importance_samples
+    rounds = draw_rounds(K) if (margins is not None or record) else [torch.arange(K)]
+    if margins is not None and not record and tuple(r.numel() for r in rounds[:-1]) != tuple(margins.draws):
+        rounds = [torch.arange(K)]  # margins calibrated for another K: no early stops
+    n = X.shape[0]
+    device = X.device
+    log_px = torch.full((n,), math.nan, device=device)
+    n_draws = torch.full((n,), K, dtype=torch.int64, device=device)
+    state = _Rows(torch.full((n, K), -math.inf, device=device), [])
+    searched = torch.zeros(n, dtype=torch.bool, device=device)
+    recorded = np.full((len(rounds) - 1, n), np.nan)
+    pilot = np.full(n, np.nan)
+    with torch.no_grad():
+        keys = row_keys(X, seed)
+        mean, log_var = encode_in_passes(network, X)
+        flagged = torch.zeros(n, dtype=torch.bool, device=device)
+        if search_steps and K > 1:
+            flagged = rows_to_search(network, X, mean, log_var, activation_floats)
+        laplace = {}  # row index tensor -> proposal, for the rows searched
+        active = torch.arange(n, device=device)
+        previous = torch.arange(0)
+        for r, draws in enumerate(rounds):
+            last = r == len(rounds) - 1
+            new = draws[~torch.isin(draws, previous)] if previous.numel() else draws
+            plain = active[~searched[active]]
+            _score_draws(network, X, mean, log_var, keys, plain, new, K, state, activation_floats, per_column)
+            rows_s = active[searched[active]]
+            if rows_s.numel():
+                _score_draws(network, X, mean, log_var, keys, rows_s, new, K, state, activation_floats, per_column,
+                             _proposal_of(laplace, rows_s))
+            if r == 0 and flagged.any():
+                # the pilot: flagged rows' first round with q's weights; undecided ones are searched
+                pilot_rows = active[flagged[active]]
+                estimate, se, _ = _estimate(state.weights[pilot_rows], draws)
+                pilot[pilot_rows.cpu().numpy()] = to_numpy(estimate)
+                if record:
+                    stop = torch.zeros_like(estimate, dtype=torch.bool)
+                elif margins is None or last:
+                    stop = torch.zeros_like(estimate, dtype=torch.bool)
+                else:
+                    stop = decided(estimate, se, thresholds, margins.pilot_rise, margins.pilot_fall)
+                log_px[pilot_rows[stop]] = estimate[stop]
+                n_draws[pilot_rows[stop]] = draws.numel()
+                to_search = pilot_rows[~stop]
+                if to_search.numel():
+                    found = search_rows(network, X[to_search], mean[to_search], search_steps, activation_floats)
+                    laplace = {"index": to_search, "proposal": found}
+                    searched[to_search] = True
+                    state.weights[to_search] = -math.inf
+                    if per_column:
+                        state.columns = [(rws[~torch.isin(rws, to_search)], d, s[~torch.isin(rws, to_search)],
+                                          c[~torch.isin(rws, to_search)]) for rws, d, s, c in state.columns]
+                    _score_draws(network, X, mean, log_var, keys, to_search, draws, K, state, activation_floats,
+                                 per_column, found)
+                done = torch.zeros(n, dtype=torch.bool, device=device)
+                done[pilot_rows[stop]] = True
+                active = active[~done[active]]
+            estimate, se, _ = _estimate(state.weights[active], draws)
+            if last:
+                log_px[active] = estimate
+                n_draws[active] = draws.numel()
+                break
+            if record:
+                recorded[r, active.cpu().numpy()] = to_numpy(estimate)
+                previous = draws
+                continue
+            stop = decided(estimate, se, thresholds, margins.rise[r], margins.fall[r])
+            log_px[active[stop]] = estimate[stop]
+            n_draws[active[stop]] = draws.numel()
+            active = active[~stop]
+            previous = draws
+            if not active.numel():
+                break
+        column_log_prob = _combine_columns(state.columns, n, network.likelihood.n_features, n_draws,
+                                           device) if per_column else None
+    if record:
+        return SequentialRecord(to_numpy(log_px), recorded, pilot, tuple(d.numel() for d in rounds[:-1]))
+    return MarginalEstimate(
+        to_numpy(log_px),
+        to_numpy(_ess_at(state.weights, n_draws, rounds)),
+        None if column_log_prob is None else to_numpy(column_log_prob),
+        searched.cpu().numpy() if search_steps and K > 1 else None,
+        n_draws.cpu().numpy(),
+    )
+
+
+def _proposal_of(laplace, rows):
+    """The Laplace proposals of ``rows`` (all among the searched rows)."""
+    index = laplace["index"]
+    where = torch.searchsorted(index, rows)
+    return LaplaceProposal(*(t[where] for t in laplace["proposal"].tensors()))
+
+
+def _ess_at(weights, n_draws, rounds):
+    """Each row's effective sample size over the draws it used."""
+    ess = torch.empty(weights.shape[0], device=weights.device)
+    for draws in rounds:
+        rows = torch.nonzero(n_draws == draws.numel()).squeeze(1)
+        if rows.numel():
+            ess[rows] = _estimate(weights[rows], draws)[2]
+    return ess
+
+
+def _combine_columns(parts, n, n_features, n_draws, device):
+    """Posterior expectation of each column over each row's draws, from the rounds' partial sums."""
+    total = torch.full((n,), -math.inf, device=device)
+    for rows, _, log_sum, _ in parts:
+        total[rows] = torch.logaddexp(total[rows], log_sum)
+    out = torch.zeros(n, n_features, device=device)
+    for rows, _, log_sum, columns in parts:
+        out[rows] += torch.exp(log_sum - total[rows]).unsqueeze(1) * columns
+    return out
+
+
+def fit_margins(record):
+    """The :class:`DecisionMargins` of a :class:`SequentialRecord` of held-out rows."""
+
+    def quantile(values):
+        values = values[np.isfinite(values)]
+        if values.size < MIN_MARGIN_ROWS:
+            return math.inf
+        return float(max(np.quantile(values, MARGIN_QUANTILE), 0.0))
+
+    rise, fall = [], []
+    for estimate in record.rounds:
+        rise.append(quantile(record.full - estimate))
+        fall.append(quantile(estimate - record.full))
+    flagged = np.isfinite(record.pilot)
+    return DecisionMargins(record.draws, tuple(rise), tuple(fall), quantile(record.full[flagged] - record.pilot[flagged]),
+                           quantile(record.pilot[flagged] - record.full[flagged]))
