@@ -173,7 +173,7 @@ def _outcomes(data, valid, invalid):
         header = reader.header
         pairs = [(int(n), r) for chunk in reader for n, r in zip(chunk.line_numbers, chunk.records)]
     v = len(header)
-    i = invalid.index(b"reason,p_value", len(_strip(header))) + len(b"reason,p_value")
+    i = invalid.index(b"reason,p_value,n_draws", len(_strip(header))) + len(b"reason,p_value,n_draws")
     i += next(len(t) for t in _TERMS if invalid.startswith(t, i))
     out = []
     for line, record in pairs:

@@ -305,7 +305,7 @@ def test_filter_fdr_routes_every_row_once_byte_for_byte(frame_detector, tmp_path
     summary = filter_csv(frame_detector, source, tmp_path / "v.csv", tmp_path / "i.csv", fdr=0.1)
     valid = (tmp_path / "v.csv").read_bytes().splitlines(keepends=True)
     invalid = _rows((tmp_path / "i.csv").read_bytes())
-    assert invalid[0][-6:] == REJECT_FIELDS + FDR_FIELDS
+    assert invalid[0][-len(REJECT_FIELDS + FDR_FIELDS):] == REJECT_FIELDS + FDR_FIELDS
     records = data.splitlines(keepends=True)
     assert valid[0] == records[0]
     # every record once: valid ones byte for byte, rejected ones as their first fields
@@ -317,11 +317,14 @@ def test_filter_fdr_routes_every_row_once_byte_for_byte(frame_detector, tmp_path
     assert cut > 0
     expected_rejected = int((p_all <= cut).sum()) + 2  # plus the two unscorable rows
     assert summary.n_rejected == expected_rejected and summary.n_unscored == 2
-    scored = [r for r in invalid[1:] if r[-2]]
-    assert all(float(r[-2]) <= cut * (1 + 1e-5) and float(r[-1]) == pytest.approx(cut, rel=1e-5) for r in scored)
-    assert all(r[-3].startswith("p-value") for r in scored)
+    # appended: log_px, band_lower, band_upper, reason, p_value, n_draws, bh_cut
+    scored = [r for r in invalid[1:] if r[-3]]
+    assert all(float(r[-3]) <= cut * (1 + 1e-5) and float(r[-1]) == pytest.approx(cut, rel=1e-5) for r in scored)
+    assert all(r[-4].startswith("p-value") for r in scored)
+    # BH needs every p-value at K draws
+    assert all(int(r[-2]) == frame_detector.n_importance_samples for r in scored)
     # the BH band's edge is where the p-values cut
-    assert all(float(r[-6]) < float(r[-5]) for r in scored)
+    assert all(float(r[-7]) < float(r[-6]) for r in scored)
 
 
 def test_filter_fdr_on_a_clean_batch_rejects_nothing_and_refuses_a_bad_level(frame_detector, tmp_path):
@@ -360,7 +363,7 @@ def test_cli_fit_false_rejection_info_and_filter_fdr(tmp_path, capsys):
     assert main(["filter", str(batch), "-m", str(model), "--valid", str(tmp_path / "v.csv"),
                  "--invalid", str(tmp_path / "i.csv"), "--fdr", "0.1", "-q"]) == 0
     header = _rows((tmp_path / "i.csv").read_bytes())[0]
-    assert header[-2:] == ["p_value", "bh_cut"]
+    assert header[-3:] == ["p_value", "n_draws", "bh_cut"]
     assert main(["filter", str(batch), "-m", str(model), "--valid", str(tmp_path / "v2.csv"),
                  "--invalid", str(tmp_path / "i2.csv"), "--fdr", "1.5", "-q"]) == 2
 

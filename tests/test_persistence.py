@@ -136,6 +136,18 @@ def test_the_fitted_state_is_described_once_and_travels_whole(which, request, tm
     assert list(older.proposal_curve_) == []
 
 
+def test_a_band_recalibrated_with_other_sides_is_saved_and_loaded(numeric_model, tmp_path):
+    detector, X = numeric_model
+    other = pickle.loads(pickle.dumps(detector))
+    other.calibrate(X, threshold_percentiles=(1, None))
+    assert other.thresholds_[1] is None and other.threshold_percentiles == detector.threshold_percentiles
+    path = tmp_path / "m.vf"
+    save_model(other, path)
+    loaded = load_model(path)
+    assert loaded.thresholds_ == other.thresholds_
+    np.testing.assert_array_equal(loaded.predict(X), other.predict(X))
+
+
 def test_a_model_file_missing_a_required_fitted_attribute_is_refused(model_file, tmp_path):
     header, payload = _parts(model_file.read_bytes())
     del header["fitted"]["validation_scores_"]

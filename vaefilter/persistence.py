@@ -279,8 +279,7 @@ def _check_values(path, header):
     lower, upper = thresholds
     if lower is not None and upper is not None and not lower < upper:
         bad(f"fitted.thresholds_={thresholds!r}", "must have lower < upper (an empty or one-value band)")
-    if [lower is None, upper is None] != [p is None for p in percentiles]:
-        bad(f"fitted.thresholds_={thresholds!r}", f"do not match threshold_percentiles {percentiles!r}")
+    # the band's sides need not be threshold_percentiles': calibrate(X, threshold_percentiles=...) may change them
     seed = fitted.get("importance_seed_")
     if not (_is_int(seed) and 0 <= seed < 2**63):
         bad(f"fitted.importance_seed_={seed!r}", "must be a whole number >= 0")
