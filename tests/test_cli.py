@@ -31,7 +31,7 @@ import pytest
 import vaefilter.cli as cli
 import vaefilter.pipeline as pipeline
 from vaefilter.cli import main
-from vaefilter.csvio import CsvReader
+from vaefilter.io.csvio import CsvReader
 from vaefilter.datasets import titanic_csv_path
 from vaefilter.persistence import MAGIC, pack_model_file, read_header, unpack_model_file
 

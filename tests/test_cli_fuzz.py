@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from vaefilter.cli import main
-from vaefilter.csvio import CsvReader, count_records
+from vaefilter.io.csvio import CsvReader, count_records
 
 MODEL_COLUMNS = ["a", "b", "c"]
 _TERMS = (b"\r\n", b"\n", b"\r")

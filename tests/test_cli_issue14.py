@@ -25,13 +25,13 @@ import torch
 
 import vaefilter.cli as cli
 import vaefilter.pipeline as pipeline
-from vaefilter import csvio
+from vaefilter.io import csvio
 from vaefilter.band import band_from_scores
 from vaefilter.cli import main
 from vaefilter.columns import TableSchema
 from vaefilter.datasets import titanic_csv_path
 from vaefilter.persistence import load_model, pack_model_file, unpack_model_file
-from vaefilter.texttypes import parse_text_table
+from vaefilter.io.texttypes import parse_text_table
 
 FIT = ["--epochs", "5", "--hidden", "16", "--latent-dim", "2", "--importance-samples", "8",
        "--proposal-steps", "10", "--posterior-search-steps", "2", "-q"]

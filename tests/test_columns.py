@@ -6,7 +6,7 @@ import pytest
 
 from vaefilter import VAEOutlierDetector
 from vaefilter.columns import TableSchema
-from vaefilter.texttypes import infer_text_table, parse_text_table
+from vaefilter.io.texttypes import infer_text_table, parse_text_table
 from vaefilter.datasets import load_titanic
 
 

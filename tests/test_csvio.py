@@ -1,4 +1,4 @@
-"""Tests for vaefilter.csvio: byte-exact chunked reading and atomic writing."""
+"""Tests for vaefilter.io.csvio: byte-exact chunked reading and atomic writing."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaefilter import csvio
-from vaefilter.csvio import (
+from vaefilter.io import csvio
+from vaefilter.io.csvio import (
     AtomicWriter,
     CsvChunk,
     CsvFormatError,

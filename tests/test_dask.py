@@ -12,7 +12,7 @@ distributed = pytest.importorskip("distributed")
 dd = pytest.importorskip("dask.dataframe")
 
 from vaefilter import cli, pipeline  # noqa: E402
-from vaefilter.csvio import CsvReader  # noqa: E402
+from vaefilter.io.csvio import CsvReader  # noqa: E402
 from vaefilter.dask import (  # noqa: E402
     FilterFilesError,
     expand_inputs,
@@ -93,7 +93,7 @@ def inputs(workdir):
 
 # ------------------------------------------------------------ data frames
 def test_score_dataframe_equals_single_process_scores(detector, client):
-    from vaefilter.texttypes import infer_text_table
+    from vaefilter.io.texttypes import infer_text_table
 
     frame = infer_text_table(_table(400, 3).astype(str), categorical={"colour"})
     frame.index = np.arange(1000, 1400)
@@ -110,7 +110,7 @@ def test_score_dataframe_equals_single_process_scores(detector, client):
 
 
 def test_a_row_that_cannot_be_scored_is_invalid_not_a_failed_partition(detector, client):
-    from vaefilter.texttypes import infer_text_table
+    from vaefilter.io.texttypes import infer_text_table
 
     frame = infer_text_table(_table(50, 4).astype(str), categorical={"colour"})
     frame.loc[7, "x0"] = np.nan  # never missing in training: scored out of support, not a failed partition
@@ -122,7 +122,7 @@ def test_a_row_that_cannot_be_scored_is_invalid_not_a_failed_partition(detector,
 
 
 def test_explain_dataframe_matches_explain(detector, client):
-    from vaefilter.texttypes import infer_text_table
+    from vaefilter.io.texttypes import infer_text_table
 
     frame = infer_text_table(_table(120, 5).astype(str), categorical={"colour"})
     explained = explain_dataframe(detector, dd.from_pandas(frame, npartitions=3)).compute()
@@ -311,7 +311,7 @@ def test_grid_search_through_joblibs_dask_backend(client):
 
 # ---------------------------------------------------------------- Parquet
 def test_parquet_rows_end_up_in_exactly_one_output(model_path, detector, client, workdir):
-    from vaefilter.texttypes import infer_text_table
+    from vaefilter.io.texttypes import infer_text_table
 
     folder = workdir / "pq"
     folder.mkdir()

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from vaefilter import fused_mlp
-from vaefilter.network import _mlp
+from vaefilter.model import fused_mlp
+from vaefilter.model.network import _mlp
 
 
 def _network(sizes, seed=0):

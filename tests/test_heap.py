@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vaefilter import heap
+from vaefilter.scoring import heap
 
 _ON_GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -18,9 +18,9 @@ _ON_GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 # take again.
 _SCRIPT = """
 import json, resource, numpy as np, torch
-from vaefilter.likelihoods import FactorizedLikelihood, GaussianColumns
-from vaefilter.marginal import estimate_log_marginal
-from vaefilter.network import VAENetwork
+from vaefilter.model.likelihoods import FactorizedLikelihood, GaussianColumns
+from vaefilter.scoring.marginal import estimate_log_marginal
+from vaefilter.model.network import VAENetwork
 torch.manual_seed(0)
 torch.set_num_threads(1)
 likelihood = FactorizedLikelihood([GaussianColumns(range(10), np.zeros(10), np.ones(10))], 10)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from scipy import integrate, stats
 
-from vaefilter.likelihoods import (
+from vaefilter.model.likelihoods import (
     OUT_OF_SUPPORT_LOG_PROB,
     UNSEEN_CATEGORY_PROB,
     BernoulliColumns,
@@ -126,7 +126,7 @@ def test_summed_log_prob_keeps_gradients_and_missing_cells_on_the_per_column_pat
 
 def test_gaussian_in_place_sum_with_the_missing_cell_mask_always_on(monkeypatch):
     # a GPU always takes the masked path (reading isnan().any() would stall it)
-    from vaefilter import likelihoods
+    from vaefilter.model import likelihoods
 
     family, params, x = _gaussian_case(seed=3)
     x[2, 0, 4] = float("nan")

@@ -5,9 +5,9 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from vaefilter.likelihoods import FactorizedLikelihood, GaussianColumns
-from vaefilter.marginal import estimate_log_marginal, log_marginal_without_columns, rows_per_pass
-from vaefilter.network import VAENetwork
+from vaefilter.model.likelihoods import FactorizedLikelihood, GaussianColumns
+from vaefilter.scoring.marginal import estimate_log_marginal, log_marginal_without_columns, rows_per_pass
+from vaefilter.model.network import VAENetwork
 
 DEFAULT_K = 100
 

@@ -8,10 +8,10 @@ import torch
 from scipy.stats import multivariate_normal
 
 from vaefilter import VAEOutlierDetector
-from vaefilter import marginal
-from vaefilter.marginal import encode_in_passes, estimate_log_marginal, search_in_passes
+from vaefilter.scoring import marginal
+from vaefilter.scoring.marginal import encode_in_passes, estimate_log_marginal, search_in_passes
 from vaefilter.datasets import load_titanic
-from vaefilter.posterior_search import LaplaceProposal, _derivatives, laplace_proposals, log_joint, misplacement
+from vaefilter.scoring.posterior_search import LaplaceProposal, _derivatives, laplace_proposals, log_joint, misplacement
 from test_marginal import exact_proposal_case, ppca_network
 
 

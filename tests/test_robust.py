@@ -15,7 +15,7 @@ from vaefilter import VAEOutlierDetector
 from vaefilter.band import exclude_lowest, n_set_aside
 from vaefilter.cli import main
 from vaefilter.persistence import load_model, pack_model_file, save_model, unpack_model_file, ModelFileError
-from vaefilter.training import TRIM_WARMUP_EPOCHS
+from vaefilter.model.training import TRIM_WARMUP_EPOCHS
 
 import json
 

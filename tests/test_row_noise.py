@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from vaefilter.row_noise import row_keys, row_normal
+from vaefilter.scoring.row_noise import row_keys, row_normal
 
 
 def test_draws_are_standard_normal_and_uncorrelated():

@@ -11,8 +11,8 @@ import torch
 from vaefilter import VAEOutlierDetector
 from vaefilter import pipeline
 from vaefilter.persistence import load_model, save_model
-from vaefilter.row_noise import keyed_normal, keyed_normal_at
-from vaefilter.sequential import DecisionMargins, draw_rounds
+from vaefilter.scoring.row_noise import keyed_normal, keyed_normal_at
+from vaefilter.scoring.sequential import DecisionMargins, draw_rounds
 
 K = 40
 DATA = Path(__file__).parent / "data"

@@ -10,7 +10,7 @@ from scipy import integrate, stats
 
 from vaefilter import VAEOutlierDetector
 from vaefilter.columns import ColumnSpec, TableSchema, infer_value_kind
-from vaefilter.likelihoods import (
+from vaefilter.model.likelihoods import (
     OUT_OF_SUPPORT_LOG_PROB,
     FactorizedLikelihood,
     PositiveColumns,

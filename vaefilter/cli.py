@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from .columns import CATEGORICAL, VALUE_KINDS
-from .csvio import CsvFormatError, check_encoding
+from .io.csvio import CsvFormatError, check_encoding
 from .drift import DEFAULT_ALPHA, render_drift
 from .estimator import VAEOutlierDetector
 from .persistence import ModelFileError, load_model, read_header

@@ -57,7 +57,7 @@ import pandas as pd
 
 from ._optional import import_optional
 from .band import band_pvalues
-from .csvio import atomic_directories, remove_temporaries
+from .io.csvio import atomic_directories, remove_temporaries
 from .drift import DEFAULT_ALPHA, batch_drift
 from .pipeline import REJECT_FIELDS, SCORE_FIELDS, check_paths, file_id, filter_csv, score_table, write_summary_json
 

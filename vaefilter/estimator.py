@@ -24,12 +24,12 @@ from .columns import VALUE_KINDS, TableSchema
 from .drift import DEFAULT_ALPHA, batch_drift, calibration_column_sample
 from ._torch import device_of, resolve_device, seeded_torch, to_numpy, to_tensor
 from .explanations import explain_rows, render_reasons
-from .likelihoods import build_likelihood
-from .marginal import check_finite_scores, encode_in_passes, estimate_log_marginal, log_marginal_without_columns
-from .proposal import refit_proposal
-from .sequential import DecisionMargins, fit_margins, sequential_log_marginal
-from .network import VAENetwork
-from .training import TrainingConfig, train
+from .model.likelihoods import build_likelihood
+from .scoring.marginal import check_finite_scores, encode_in_passes, estimate_log_marginal, log_marginal_without_columns
+from .scoring.proposal import refit_proposal
+from .scoring.sequential import DecisionMargins, fit_margins, sequential_log_marginal
+from .model.network import VAENetwork
+from .model.training import TrainingConfig, train
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Columns per rejected row whose deficit explain conditions on the rest of the
@@ -55,7 +55,7 @@ class FittedAttribute:
         ``'floats'`` a non-empty array of finite numbers; ``'rows'`` an
         array of row indices (int64); ``'matrix'`` a 2-D float array, or
         absent; ``'margins'`` sequential decisions' margins
-        (:class:`vaefilter.sequential.DecisionMargins`) or None; ``'plain'`` a JSON
+        (:class:`vaefilter.scoring.sequential.DecisionMargins`) or None; ``'plain'`` a JSON
         value as it is; ``'pairs'`` a list of (step, value) pairs.
     default : object
         The value for model files and pickles written before the attribute
@@ -154,7 +154,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Adam steps that refit the encoder, after training and with the
         decoder frozen, as the importance sampler's proposal (the 32-sample
         importance-weighted bound with DReG gradients; see
-        :mod:`vaefilter.proposal`). The model, hence the density being
+        :mod:`vaefilter.scoring.proposal`). The model, hence the density being
         estimated, does not change; the estimate at a given K gets tighter.
         0 keeps the ELBO-trained encoder.
 
@@ -164,7 +164,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         has a norm above 2) get a second proposal: at most this many Newton
         steps up log p(x, z) find the row's posterior mode, and the Laplace
         Gaussian there supplies half of the K draws, with mixture weights that keep the estimate unbiased
-        (see :mod:`vaefilter.posterior_search`). Where the encoder misses a
+        (see :mod:`vaefilter.scoring.posterior_search`). Where the encoder misses a
         row's posterior (digits, arrhythmia) this takes the K=100 estimate
         from 0.4-90 nats below the K=5000 one to within 0.1; on data where
         it does not, few rows are searched (0-0.4% on bench_speed's
@@ -179,7 +179,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         the band stop, the others go on in rounds (3K/10, then K). The margins
         of "clearly" are calibrated at fit time on the held-out rows against
         their full-K estimates (``decision_margins_``, see
-        :mod:`vaefilter.sequential`). A row that goes the distance gets its
+        :mod:`vaefilter.scoring.sequential`). A row that goes the distance gets its
         full-K score; a row's decision does not depend on the rows scored
         beside it. ``score_samples`` always uses K draws. False: K draws for
         every row everywhere.
@@ -267,7 +267,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Share of the rows given to ``fit`` that may be bad although they are
         meant to be valid. None (or 0) trusts every row. Otherwise the VAE is
         fitted by trimmed likelihood: after a warm-up of
-        ``vaefilter.training.TRIM_WARMUP_EPOCHS`` epochs on every row, each
+        ``vaefilter.model.training.TRIM_WARMUP_EPOCHS`` epochs on every row, each
         epoch scores every training row's -ELBO and trains on all but the
         ``trim_fraction`` share of highest loss; the validation loss that
         stops training is trimmed the same way. The calibration rows' lowest

@@ -32,7 +32,7 @@ import torch
 from .band import validate_percentiles
 from .columns import TableSchema
 from .estimator import FITTED_STATE, REQUIRED, VAEOutlierDetector
-from .network import VAENetwork
+from .model.network import VAENetwork
 
 MAGIC = b"VAEFILTER-MODEL2"
 FORMAT_VERSION = 2
@@ -125,8 +125,8 @@ def _margins_to_json(margins):
 
 
 def _margins_from_json(path, values):
-    """The :class:`~vaefilter.sequential.DecisionMargins` of a header entry (null: K draws for every row)."""
-    from .sequential import DecisionMargins
+    """The :class:`~vaefilter.scoring.sequential.DecisionMargins` of a header entry (null: K draws for every row)."""
+    from .scoring.sequential import DecisionMargins
 
     if values is None:
         return None

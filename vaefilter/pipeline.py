@@ -36,11 +36,11 @@ import numpy as np
 import pandas as pd
 
 from .band import band_pvalues, benjamini_hochberg, conformal_band
-from .csvio import AtomicOutputs, CsvReader, append_fields
+from .io.csvio import AtomicOutputs, CsvReader, append_fields
 from ._torch import resolve_device
 from .drift import DEFAULT_ALPHA, batch_drift
 from .persistence import load_model, model_bytes
-from .texttypes import infer_text_table, odd_cells, parse_text_table, quote_cell
+from .io.texttypes import infer_text_table, odd_cells, parse_text_table, quote_cell
 
 __all__ = [
     "MAX_REASON_CHARS",
@@ -66,7 +66,7 @@ __all__ = [
 SCORE_FIELDS = ["log_px", "is_valid", "reason", "p_value"]
 #: the fields ``filter`` appends to every rejected record; ``n_draws`` is the
 #: number of importance draws behind ``log_px`` (fewer than K where the row's
-#: decision was clear early, see :mod:`vaefilter.sequential`)
+#: decision was clear early, see :mod:`vaefilter.scoring.sequential`)
 REJECT_FIELDS = ["log_px", "band_lower", "band_upper", "reason", "p_value", "n_draws"]
 #: the field ``filter --fdr`` appends after those: the file's Benjamini-Hochberg cut
 FDR_FIELDS = ["bh_cut"]
@@ -397,7 +397,7 @@ def _score_chunk(detector, chunk, source, na_values=(), sequential=False):
 
 
 def chunk_results(detector, chunk, source, na_values=(), with_rows=False, sequential=False):
-    """(log_px, is_valid, reasons) for every record of a :class:`~vaefilter.csvio.CsvChunk`, in record order.
+    """(log_px, is_valid, reasons) for every record of a :class:`~vaefilter.io.csvio.CsvChunk`, in record order.
 
     ``log_px`` is NaN for a record that could not be parsed or scored; its
     reason then starts with ``'unparseable:'`` or ``'line N:'``. With
@@ -724,7 +724,7 @@ def _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
 
 def write_summary_json(data, path):
     """Write a summary (plain values) as JSON to ``path`` atomically (``'-'``: stdout)."""
-    from .csvio import AtomicWriter
+    from .io.csvio import AtomicWriter
 
     with AtomicWriter(path) as out:
         out.write((json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
@@ -974,7 +974,7 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
     -------
     FitSummary
     """
-    from .csvio import AtomicWriter
+    from .io.csvio import AtomicWriter
     from .estimator import VAEOutlierDetector
 
     started = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._torch import LOG_2PI, reparameterize
+from .._torch import LOG_2PI, reparameterize
 from .fused_mlp import mlp_forward
 from .likelihoods import FactorizedLikelihood
 

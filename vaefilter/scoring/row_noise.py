@@ -63,7 +63,7 @@ def keyed_normal(keys, n_draws, latent_dim):
 def keyed_normal_at(keys, draws, n_draws, latent_dim):
     """``keyed_normal(keys, n_draws, latent_dim)[:, draws]`` without computing the other draws.
 
-    Sequential decisions (:mod:`vaefilter.sequential`) score a row's K draws
+    Sequential decisions (:mod:`vaefilter.scoring.sequential`) score a row's K draws
     in rounds; each round must use exactly the draws a full-K run uses, so
     that a row that goes the distance gets the full-K estimate. The draws are
     indexed within the full K: value ``v = k * latent_dim + l`` is the cosine

@@ -9,7 +9,7 @@ The estimate of p(x) is unbiased; that of log p(x) is a stochastic lower bound
 whose gap shrinks as K grows (K = 1 is the ELBO).
 
 The K standard-normal draws ``eps`` of a row are derived from the row's own
-bytes and a seed (see :mod:`vaefilter.row_noise`): a row's score is then a
+bytes and a seed (see :mod:`vaefilter.scoring.row_noise`): a row's score is then a
 deterministic function of that row alone, independent of which rows are
 scored with it or in what order, while different rows get independent draws.
 """
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .heap import keep_freed_memory
-from ._torch import may_be_true, reparameterize, to_numpy
+from .._torch import may_be_true, reparameterize, to_numpy
 from .posterior_search import (
     SEARCH_THRESHOLD,
     LaplaceProposal,
@@ -81,10 +81,10 @@ class MarginalEstimate:
         importance weights): which columns the model finds unlikely.
     searched : ndarray of bool of shape (n_samples,) or None
         Rows whose second proposal came from the posterior search (see
-        :mod:`vaefilter.posterior_search`); None when the search is off.
+        :mod:`vaefilter.scoring.posterior_search`); None when the search is off.
     n_draws : ndarray of int of shape (n_samples,) or None
         Importance draws each row's estimate used: K for every row, except
-        under sequential decisions (:mod:`vaefilter.sequential`), where rows
+        under sequential decisions (:mod:`vaefilter.scoring.sequential`), where rows
         decided early stop with fewer; None when every row used K.
     """
 
@@ -281,7 +281,7 @@ def estimate_log_marginal(
     n_importance_samples : int
         K, draws from q(z|x) per row.
     seed : int
-        Seed of the per-row draws (see :func:`vaefilter.row_noise.row_normal`).
+        Seed of the per-row draws (see :func:`vaefilter.scoring.row_noise.row_normal`).
     activation_floats : int, optional
         Upper bound on rows x K x width of the widest hidden decoder
         activation in one pass; by default sized for the device of ``X``.
@@ -290,7 +290,7 @@ def estimate_log_marginal(
     search_steps : int
         At most this many Newton steps towards each row's posterior mode, where
         the Laplace approximation becomes a second proposal (see
-        :mod:`vaefilter.posterior_search`); 0 samples from q(z|x) alone.
+        :mod:`vaefilter.scoring.posterior_search`); 0 samples from q(z|x) alone.
 
     Returns
     -------

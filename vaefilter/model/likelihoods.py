@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._torch import LOG_2PI, may_be_true
+from .._torch import LOG_2PI, may_be_true
 
 # A value a family cannot produce (2 in a binary column, -0.1 in a [0, 1]
 # column) has probability zero. We keep scores finite so that a gate can rank

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .columns import BINARY, CATEGORICAL, NUMERIC  # noqa: F401  (CATEGORICAL re-exported)
+from ..columns import BINARY, CATEGORICAL, NUMERIC  # noqa: F401  (CATEGORICAL re-exported)
 
 #: cell texts read as missing
 MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
@@ -75,7 +75,7 @@ def infer_text_table(frame, categorical=(), na_values=()):
     Parameters
     ----------
     frame : DataFrame of str
-        Exact cell texts (see :class:`vaefilter.csvio.CsvReader`).
+        Exact cell texts (see :class:`vaefilter.io.csvio.CsvReader`).
     categorical : collection of str
         Columns to treat as categorical whatever their text.
     na_values : collection of str

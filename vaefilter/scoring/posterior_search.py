@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._torch import LOG_2PI
+from .._torch import LOG_2PI
 
 # Longest Newton step, in latent units (the prior's standard deviation is 1):
 # far-out rows need long moves (arrhythmia's farthest mode lies 19 units from
@@ -130,7 +130,7 @@ def _derivatives(network, x, z):
 
     The decoder's part is taken in closed form (see _decoder_with_tangents
     and _decoder_curvature), and the likelihood's from its families
-    (:meth:`~vaefilter.likelihoods.ColumnFamily.derivatives`): double
+    (:meth:`~vaefilter.model.likelihoods.ColumnFamily.derivatives`): double
     backward through everything cost 2-5 times as much, most of it in
     autograd's element-wise ops.
     """

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._torch import LOG_2PI, reparameterize
+from .._torch import LOG_2PI, reparameterize
 from .marginal import log_weights
 
 # Draws per row in the refitting objective: the bound is tightened for

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._optional import import_optional
-from .band import n_set_aside
+from .._optional import import_optional
+from ..band import n_set_aside
 
 # When the monitored loss has stalled for n_iter_no_change epochs, training
 # goes on from the best weights with the step size times LR_DECAY_FACTOR, up

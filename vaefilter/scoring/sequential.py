@@ -7,7 +7,7 @@ uncertainty; rows clearly inside or clearly outside the band stop, the rest
 go on in rounds up to K.
 
 The draws of a round are the very draws a full-K run uses (see
-:func:`vaefilter.row_noise.keyed_normal_at`), so a row that goes the
+:func:`vaefilter.scoring.row_noise.keyed_normal_at`), so a row that goes the
 distance gets the full-K estimate, and every decision is taken from the
 row's own weights: a row's decision and draws used do not depend on the rows
 scored beside it. Where the posterior search gives a row a second proposal,
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._torch import reparameterize, to_numpy
+from .._torch import reparameterize, to_numpy
 from .heap import keep_freed_memory
 from .marginal import (
     MarginalEstimate,
@@ -218,7 +218,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
     Parameters
     ----------
     network, X, n_importance_samples, seed, per_column, search_steps, activation_floats :
-        As :func:`vaefilter.marginal.estimate_log_marginal`.
+        As :func:`vaefilter.scoring.marginal.estimate_log_marginal`.
     thresholds : tuple of (float or None, float or None)
         The band.
     margins : DecisionMargins or None

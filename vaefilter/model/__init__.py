@@ -1,0 +1,1 @@
+"""The generative model: the network, the per-column likelihood families, training."""
