@@ -42,7 +42,6 @@ import argparse
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -52,10 +51,9 @@ import vaefilter
 from vaefilter.band import band_from_scores, band_pvalues, conformal_band
 from vaefilter.estimator import VAEOutlierDetector
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mixed_tables  # noqa: E402
+import mixed_tables
+from mixed_tables import TRAIN_SHARE
 
-TRAIN_SHARE = 0.6  # as bench_mixed.py
 SETTINGS = {
     "before": dict(validation_fraction=0.2, calibration_fraction=0.0),
     "after": dict(),

@@ -1,4 +1,4 @@
-"""Throughput of vaefilter.csvio against plain pandas read_csv + to_csv.
+"""Throughput of vaefilter.io.csvio against plain pandas read_csv + to_csv.
 
 Question: does byte-exact chunked reading plus atomic writing keep up with
 pandas?  Target: at least half of pandas' rows/s, with flat memory.
@@ -43,7 +43,7 @@ def make_csv(path: str, n_rows: int, seed: int = 0) -> None:
 
 
 def run_csvio(src: str, dst: str, chunk_rows: int) -> int:
-    from vaefilter.csvio import AtomicWriter, CsvReader
+    from vaefilter.io.csvio import AtomicWriter, CsvReader
 
     rows = 0
     with CsvReader(src, chunk_rows=chunk_rows) as reader, AtomicWriter(dst) as out:
@@ -67,7 +67,7 @@ def child(which: str, src: str, dst: str, chunk_rows: int) -> None:
     import pandas  # noqa: F401  imports are not what is being timed
 
     if which == "csvio":
-        import vaefilter.csvio  # noqa: F401
+        import vaefilter.io.csvio  # noqa: F401
     start = time.perf_counter()
     rows = run_csvio(src, dst, chunk_rows) if which == "csvio" else run_pandas(src, dst)
     seconds = time.perf_counter() - start

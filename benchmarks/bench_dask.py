@@ -32,17 +32,14 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import sys
 import tempfile
 import time
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets import machine_line, md_table, write_section  # noqa: E402
+from _common import machine_line, md_table, write_section
 
 
 def make_csv(path, n_rows, seed):

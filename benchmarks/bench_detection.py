@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -34,11 +33,11 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import datasets as ds  # noqa: E402
-from _common import GMM_COMPONENTS, GMM_COVARIANCES, KDE_BANDWIDTHS, fit_gmm, fit_kde  # noqa: E402, F401
+import datasets as ds
+from _common import machine_line, md_table, write_section
+from _common import fit_gmm, fit_kde
 
-from vaefilter import VAEOutlierDetector  # noqa: E402
+from vaefilter import VAEOutlierDetector
 
 # ------------------------------------------------------------- peers
 def peer_methods(seed, with_pyod):
@@ -131,7 +130,7 @@ def report(records, tasks, seeds, vae_configs, args, wall):
     out = []
     out.append(f"Run: `{' '.join(['python benchmarks/bench_detection.py'] + sys.argv[1:])}` — "
                f"{len(tasks)} tasks x {len(seeds)} seed(s) {list(seeds)}, wall time {wall:.0f} s.  ")
-    out.append(ds.machine_line() + "  ")
+    out.append(machine_line() + "  ")
     out.append("vaefilter configs: " + "; ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in vae_configs.items())
                + " (`random_state=seed, device='cpu'`); vaefilter is fitted, calibrated and scored on the rows in "
                "original units, every other method on the same rows standardised.\n")
@@ -149,7 +148,7 @@ def report(records, tasks, seeds, vae_configs, args, wall):
         ranks = np.array([(-row).argsort().argsort() + 1.0 for row in np.nan_to_num(task_means, nan=-1)])
         rows.append(["mean rank (1 = best)"] + [f"{ranks[:, j].mean():.2f}" for j in range(len(methods))])
         out.append(f"**{title}** (mean ± std over seeds)\n")
-        out.append(ds.md_table(["task"] + methods, rows) + "\n")
+        out.append(md_table(["task"] + methods, rows) + "\n")
 
     band_methods = [m for m in methods if m in vae_configs]
     for m in band_methods:
@@ -167,11 +166,11 @@ def report(records, tasks, seeds, vae_configs, args, wall):
         rows.append(["**mean over tasks**"] + [f"**{v:.2f}**" for v in means] + [""])
         out.append(f"**{m}: band decisions on the test rows** (false-rejection rate on test inliers, "
                    "detection rate on test outliers; band calibrated on the held-out calibration inliers)\n")
-        out.append(ds.md_table(["task", "FRR (25,75)", "detect (25,75)", "FRR (1,None)", "detect (1,None)", "epochs"], rows) + "\n")
+        out.append(md_table(["task", "FRR (25,75)", "detect (25,75)", "FRR (1,None)", "detect (1,None)", "epochs"], rows) + "\n")
 
     rows = [[m, f"{np.mean([r['secs'] for r in records if r['method'] == m and 'secs' in r]):.2f}"] for m in methods]
     out.append("**Mean seconds per task (fit + score)**\n")
-    out.append(ds.md_table(["method", "seconds"], rows) + "\n")
+    out.append(md_table(["method", "seconds"], rows) + "\n")
     return "\n".join(out)
 
 
@@ -218,7 +217,7 @@ def main():
         text += "\nFailed runs (left out of the means): " + ", ".join(f"{m} on {t}" for t, m in failed) + "\n"
     print(text)
     section = args.section or ("bench_detection_tuning" if args.vae_config else "bench_detection")
-    ds.write_section(section, f"## Detection ({section})\n\n" + text)
+    write_section(section, f"## Detection ({section})\n\n" + text)
 
 
 if __name__ == "__main__":

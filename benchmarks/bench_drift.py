@@ -19,7 +19,7 @@ default settings, nothing tuned here):
   own validation rows also early-stopped it, so they are not exchangeable
   with new rows: the "in-fit calibration" column measures what that costs);
 * every pool row is scored once, clean, with a planted fault
-  (``bench_mixed.plant_faults``: the seven fault kinds in rotation) and with
+  (``plant_faults``: the seven fault kinds in rotation) and with
   each numeric column shifted by +0.25 and +1 training standard deviation
   (whole-number columns by the nearest non-zero whole number, so the values
   stay in support); a batch is then m pool rows without replacement, and
@@ -56,9 +56,9 @@ from vaefilter.drift import batch_drift
 from vaefilter.estimator import VAEOutlierDetector
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import bench_mixed  # noqa: E402
-import mixed_tables  # noqa: E402
+from _common import make_titanic_csv
+from faults import plant_faults
+import mixed_tables
 
 RESULTS = HERE / "RESULTS.md"
 START, END = "<!-- bench_drift:start -->", "<!-- bench_drift:end -->"
@@ -111,7 +111,7 @@ def run_model(table, seed, batch_sizes):
     det.calibrate(cal)
     fresh = (det.validation_scores_, det.calibration_column_log_prob_, det.thresholds_)
 
-    planted, kind, _, _ = bench_mixed.plant_faults(train, pool, categorical, numeric, rng)
+    planted, kind, _, _ = plant_faults(train, pool, categorical, numeric, rng)
     faulty_rows = np.flatnonzero(kind != "")
     clean = _values(det, pool)
     faulty = _values(det, planted)
@@ -167,14 +167,12 @@ def markdown(frame, fmt="{:.3f}"):
 def timing(n_rows=50_000, repeats=2):
     """filter_csv on a Titanic-like CSV with the drift test and without, alternating: median seconds of
     ``repeats`` runs each."""
-    import bench_filter
-
     from vaefilter.datasets import load_titanic
     from vaefilter.pipeline import filter_csv
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "in.csv")
-        bench_filter.make_csv(path, n_rows)
+        make_titanic_csv(path, n_rows)
         det = VAEOutlierDetector(max_epochs=10, handle_missing="model", random_state=0, device="cpu")
         det.fit(load_titanic())
         out = {}
@@ -223,7 +221,7 @@ def report_text(records, tables, seeds, elapsed, timed, command):
         lines += ["False alarms on clean batches by calibration and by lower-edge test (alpha = 0.01):", "",
                   markdown(checks), ""]
     if timed is not None:
-        lines += [f"Cost in `filter_csv` on a {timed['n_rows']:,}-row Titanic-like CSV (`bench_filter.make_csv`, "
+        lines += [f"Cost in `filter_csv` on a {timed['n_rows']:,}-row Titanic-like CSV (`_common.make_titanic_csv`, "
                   "K = 100, default architecture, 10 epochs), median of "
                   f"{timed['repeats']} runs each, 1 thread: {timed['without']:.1f} s without the drift test, "
                   f"{timed['with_drift']:.1f} s with it (+{100 * (timed['with_drift'] / timed['without'] - 1):.1f}%; "

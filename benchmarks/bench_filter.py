@@ -47,41 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import make_titanic_csv
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 START, END = "<!-- bench_filter:start -->", "<!-- bench_filter:end -->"
-
-
-def make_csv(path, n_rows, seed=0):
-    """A Titanic-like CSV of n_rows rows; returns its size in bytes."""
-    from vaefilter.datasets import load_titanic
-
-    rng = np.random.default_rng(seed)
-    base = load_titanic()
-    columns = list(base.columns)
-
-    def text(values, fmt):
-        values = np.asarray(values, dtype=float)
-        out = np.char.mod(fmt, np.nan_to_num(values)).astype(object)
-        out[np.isnan(values)] = ""
-        return out
-
-    block = 200_000
-    with open(path, "w", newline="") as f:
-        f.write(",".join(columns) + "\n")
-        for start in range(0, n_rows, block):
-            n = min(block, n_rows - start)
-            rows = base.iloc[rng.integers(0, len(base), n)].reset_index(drop=True)
-            cells = {name: text(rows[name], "%d") for name in ("pclass", "survived", "sibsp", "parch")}
-            cells["age"] = text((rows["age"] + rng.normal(0, 2, n)).clip(0.2, 80), "%.1f")
-            cells["fare"] = text(rows["fare"] * rng.lognormal(0, 0.1, n), "%.4f")
-            for name in ("sex", "embarked"):
-                values = np.array(rows[name].astype(object).where(rows[name].notna(), ""), dtype=object)
-                quoted = (rng.random(n) < 0.1) & (values != "")
-                values[quoted] = ['"' + v + '"' for v in values[quoted]]
-                cells[name] = values
-            f.write("\n".join(map(",".join, zip(*(cells[c] for c in columns)))) + "\n")
-    return os.path.getsize(path)
 
 
 def fit_models(workdir, epochs):
@@ -141,7 +111,7 @@ def run(sizes, workdir, epochs, on_size=None):
     for n in sizes:
         source = os.path.join(workdir, f"in_{n}.csv")
         t = time.perf_counter()
-        size = make_csv(source, n)
+        size = make_titanic_csv(source, n)
         print(f"{n:,} rows: generated {size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s", flush=True)
         tools = [("pandas read_csv + to_csv", [sys.executable, "-c", PANDAS, source, os.path.join(workdir, "pd.csv")])]
         for k, model in models.items():
@@ -226,7 +196,6 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
     import pandas as pd
     import torch
 
-    sys.path.insert(0, str(HERE))
     import mixed_tables
     from vaefilter.pipeline import filter_csv, fit_csv
 
@@ -250,7 +219,7 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
         filter_csv(det, big, v, r, full_k=True)
         full_s = time.perf_counter() - t0
         # decisions and draws on the distinct rows, sequential against full K
-        from vaefilter.texttypes import parse_text_table
+        from vaefilter.io.texttypes import parse_text_table
 
         text = pd.read_csv(small, dtype=str, keep_default_na=False)
         typed, problems = parse_text_table(text, det.schema_)

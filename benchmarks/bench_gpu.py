@@ -18,17 +18,14 @@ where torch sees no GPU). It measures, in one run:
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import sys
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import datasets as ds  # noqa: E402
-from bench_speed import K_DEFAULT, make_data, scoring_flops_per_row  # noqa: E402
+from _common import md_table, write_section
+from _common import K_DEFAULT, make_data, scoring_flops_per_row
 
 
 def cuda_matmul_rate(m, k, n, repeats=10):
@@ -66,7 +63,7 @@ def main():
         print("bench_gpu: torch sees no CUDA GPU; nothing to measure here")
         return
     from vaefilter import VAEOutlierDetector
-    from vaefilter.marginal import CUDA_ACTIVATION_FLOATS
+    from vaefilter.scoring.marginal import CUDA_ACTIVATION_FLOATS
 
     t_start = time.perf_counter()
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -115,7 +112,7 @@ def main():
                            f"{100 * gflops / mm_big:.0f}%", f"{100 * gflops / mm_pass:.0f}%"])
         print(score_rows[-1], flush=True)
 
-    table = ds.md_table(["rows", "features", "score_samples (s)", f"rows/s (K={K_DEFAULT})",
+    table = md_table(["rows", "features", "score_samples (s)", f"rows/s (K={K_DEFAULT})",
                          "rows searched (of the first 20,000)", "rows/s without search", "scoring GFLOP/s",
                          "% of 8192^3 fp32 matmul", "% of pass-shape matmul"], score_rows)
     fit_text = ("**Fit**: not timed in this run (`--skip-fit`; the scoring model trained 2 epochs)." if skip_fit else
@@ -144,7 +141,7 @@ max |log p(x) difference| {diff.max():.1e} nats, mean {diff.mean():.1e}; the sam
 {100 * same_decision:.2f}% of rows.
 """
     print(text)
-    ds.write_section("bench_gpu", text)
+    write_section("bench_gpu", text)
 
 
 if __name__ == "__main__":

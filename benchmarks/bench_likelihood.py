@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import sys
 import time
 import warnings
 
@@ -47,11 +45,11 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import datasets as ds  # noqa: E402
-from _common import fit_gmm, fit_kde  # noqa: E402
+import datasets as ds
+from _common import machine_line, md_table, write_section
+from _common import fit_gmm, fit_kde
 
-from vaefilter import VAEOutlierDetector  # noqa: E402
+from vaefilter import VAEOutlierDetector
 
 KS = (1, 10, 100, 1000, 5000)
 
@@ -101,7 +99,7 @@ def ppca_defaults(seeds, d=10, q=2, noise_var=0.1, n_train=6000, n_test=2000):
               f"gap (target within ±{PPCA_TARGET_GAP})", f"Pearson r per row (target >= {PPCA_TARGET_CORR})",
               "both targets met", "epochs", "seconds (fit + score)", "columns not inferred continuous",
               "diagnostic: gap / r with those declared continuous"]
-    return ds.md_table(header, rows), np.mean(gaps), np.mean(corrs)
+    return md_table(header, rows), np.mean(gaps), np.mean(corrs)
 
 
 # value kinds whose support is narrower than the real line (see vaefilter/columns.py)
@@ -165,7 +163,7 @@ def test_loglik(tasks, seeds):
     header = ["task", "features", "whole-number columns", "zero-hurdle columns (vaefilter)", "vaefilter",
               "GMM(BIC), dequantised", "KDE(CV), dequantised", "vaefilter above both",
               "test inliers outside vaefilter's support (all seeds)"]
-    return ds.md_table(header, rows), wins, len(tasks)
+    return md_table(header, rows), wins, len(tasks)
 
 
 def hurdle_diagnostic(tasks, seeds):
@@ -196,7 +194,7 @@ def hurdle_diagnostic(tasks, seeds):
         rows.append([task.name, len(hurdles), f"{np.mean(zero_cells):.1f}"] + [pm(v) for v in res.values()])
         print(rows[-1], flush=True)
     header = ["task", "hurdle columns", "zero cells per test row", *res]
-    return ds.md_table(header, rows)
+    return md_table(header, rows)
 
 
 def k_gap(tasks, seeds, K=100, K_ref=5000):
@@ -240,7 +238,7 @@ def k_gap(tasks, seeds, K=100, K_ref=5000):
     header = ["task", f"mean K={K} - K={K_ref}, ELBO encoder, no search",
               "same, refitted proposal, no search", "same, defaults (refitted + search)", "median, defaults",
               f"mean abs K={K_ref} - K={K_ref} with other draws (defaults)", "rows searched (defaults)"]
-    return ds.md_table(header, rows), {name: np.mean(means[name]) for name in columns}
+    return md_table(header, rows), {name: np.mean(means[name]) for name in columns}
 
 
 def _gap(det, X, K, K_ref):
@@ -272,7 +270,7 @@ def k_convergence(task, seed=0, **params):
                      f"{secs / len(X_in) * 1e3:.2f}"])
     header = ["K", "mean log p(x) test inliers", "diff to K=5000", "max abs row diff", "mean log p(x) outliers",
               "diff to K=5000", "median ESS (inliers)", "ms/row"]
-    return ds.md_table(header, rows), len(X_in), len(X_out), len(sp.kept_columns)
+    return md_table(header, rows), len(X_in), len(X_out), len(sp.kept_columns)
 
 
 def ppca_data(n, d, q, noise_var, rng):
@@ -300,7 +298,7 @@ def linear_gaussian(quick):
         det.n_importance_samples = K
         s = det.score_samples(X_te)
         rows_a.append([f"vaefilter linear VAE (q={q}), K={K}", f"{s.mean():.4f}", f"{(s - true_ll).mean():+.4f}"])
-    text_a = ds.md_table(["model", "mean test log p(x)", "diff to truth"], rows_a)
+    text_a = md_table(["model", "mean test log p(x)", "diff to truth"], rows_a)
 
     # (b) exact check on the trained model itself, with a constant decoder variance
     exact_det = copy.deepcopy(det)
@@ -323,7 +321,7 @@ def linear_gaussian(quick):
         exact_det.n_importance_samples = K
         s = exact_det.score_samples(X_te)
         rows_b.append([K, f"{s.mean():.4f}", f"{(s - exact).mean():+.4f}", f"{np.abs(s - exact).max():.4f}"])
-    text_b = ds.md_table(["K", "mean estimate", "mean (estimate - exact)", "max abs row error"], rows_b)
+    text_b = md_table(["K", "mean estimate", "mean (estimate - exact)", "max abs row error"], rows_b)
     return text_a, text_b, exact.mean(), d, q, s2, n_train
 
 
@@ -340,7 +338,7 @@ def main():
         names = ("breast-cancer", "cardio")
         table = hurdle_diagnostic([t for t in ds.all_tasks() if t.name in names], [0, 1, 2])
         print(table)
-        ds.write_section("bench_likelihood_hurdles", f"""## Zero-hurdle columns, like for like (bench_likelihood --hurdles)
+        write_section("bench_likelihood_hurdles", f"""## Zero-hurdle columns, like for like (bench_likelihood --hurdles)
 
 Run: `python benchmarks/bench_likelihood.py --hurdles`, wall time {time.perf_counter() - started:.0f} s.
 {hurdle_diagnostic.__doc__.split(chr(10) + chr(10))[1]}
@@ -378,7 +376,7 @@ Held-out log-likelihood, nats/row, original units, data seeds 0-2; peers as in b
     text = f"""## Likelihood (bench_likelihood)
 
 Run: `python benchmarks/bench_likelihood.py{' --quick' if args.quick else ''}`, wall time {wall:.0f} s.  
-{ds.machine_line()}
+{machine_line()}
 
 **PPCA at the library defaults** (run first): 10-D probabilistic PCA, W with N(0, 1)
 entries, 2-D latent, noise variance 0.1 per column, b ~ N(0, 1), 6,000 training rows and
@@ -468,7 +466,7 @@ exactly (A, c = the decoder's mean head); the trained encoder stays the proposal
 
 {lin_b}
 """
-    ds.write_section("bench_likelihood", text)
+    write_section("bench_likelihood", text)
 
 
 if __name__ == "__main__":

@@ -52,12 +52,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import vaefilter
-import vaefilter.training
+import vaefilter.model.training
 from vaefilter.estimator import VAEOutlierDetector
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_mixed  # noqa: E402
-import mixed_tables  # noqa: E402
+from faults import KINDS, plant_faults
+from _common import markdown
+from mixed_tables import TRAIN_SHARE
+import mixed_tables
 
 SHARES = (0.01, 0.05, 0.10)
 MIS_SET = 0.05
@@ -74,16 +75,16 @@ def split(table, seed):
     frame, categorical, numeric = mixed_tables.load(table)
     rng = np.random.RandomState([seed, sorted(mixed_tables.TABLES).index(table)])
     order = rng.permutation(len(frame))
-    n_train = int(round(bench_mixed.TRAIN_SHARE * len(frame)))
+    n_train = int(round(TRAIN_SHARE * len(frame)))
     train = frame.iloc[order[:n_train]].reset_index(drop=True)
     for c in categorical:
         train[c] = train[c].cat.remove_unused_categories()
     test_clean = frame.iloc[order[n_train:]].reset_index(drop=True)
-    test, kind, _, _ = bench_mixed.plant_faults(train, test_clean, categorical, numeric, rng)
+    test, kind, _, _ = plant_faults(train, test_clean, categorical, numeric, rng)
     dirty = {}
     for share in SHARES:
         n_bad = int(round(share * n_train))
-        copy, train_kind, _, _ = bench_mixed.plant_faults(train, train, categorical, numeric, rng, n_faulty=n_bad)
+        copy, train_kind, _, _ = plant_faults(train, train, categorical, numeric, rng, n_faulty=n_bad)
         dirty[share] = (copy, train_kind)
     return train, test, kind, dirty
 
@@ -100,7 +101,7 @@ def evaluate(det, test, kind, planted_kind=None):
         "det_1pct": float((log_px[~clean] < oracle).mean()),
         "clean_log_px": float(log_px[clean].mean()),
     }
-    for k in bench_mixed.KINDS:
+    for k in KINDS:
         rows = kind == k
         keep = clean | rows
         out[f"auc_{k}"] = roc_auc_score(rows[keep], -log_px[keep])
@@ -110,7 +111,7 @@ def evaluate(det, test, kind, planted_kind=None):
         caught = np.isin(np.arange(len(planted)), flagged)
         out["caught"] = float(caught[planted].mean())
         out["precision"] = float(planted[flagged].mean()) if len(flagged) else np.nan
-        for k in bench_mixed.KINDS:
+        for k in KINDS:
             rows = planted_kind == k
             out[f"caught_{k}"] = float(caught[rows].mean()) if rows.any() else np.nan
     return out
@@ -174,30 +175,30 @@ def report(rec, title, tables, seeds, elapsed):
     metrics = ["auc", "det_1pct", "det_own", "frr_own", "clean_log_px", "caught", "precision"]
     summary = rec.groupby("arm")[metrics].mean().reindex(arms)
     per_table = rec.groupby(["arm", "table"]).auc.mean().unstack().reindex(arms)[list(tables)]
-    kinds = [f"auc_{k}" for k in bench_mixed.KINDS]
+    kinds = [f"auc_{k}" for k in KINDS]
     per_kind = rec.groupby("arm")[kinds].mean().reindex(arms)
-    per_kind.columns = list(bench_mixed.KINDS)
-    caught_cols = [f"caught_{k}" for k in bench_mixed.KINDS]
+    per_kind.columns = list(KINDS)
+    caught_cols = [f"caught_{k}" for k in KINDS]
     trimmed = rec[rec.trim.notna() & (rec.train == "dirty")]
     caught = trimmed.groupby("arm")[caught_cols].mean().reindex([a for a in arms if a in set(trimmed.arm)])
-    caught.columns = list(bench_mixed.KINDS)
+    caught.columns = list(KINDS)
     parts = [
         title, "",
         f"Tables: {', '.join(tables)}; seeds: {', '.join(map(str, seeds))}. Run time {elapsed:.0f} s "
         f"({elapsed / 60:.1f} min) on {torch.get_num_threads()} torch thread(s); max_epochs={MAX_EPOCHS}; "
-        f"TRIM_WARMUP_EPOCHS={vaefilter.training.TRIM_WARMUP_EPOCHS}. vaefilter imported from "
+        f"TRIM_WARMUP_EPOCHS={vaefilter.model.training.TRIM_WARMUP_EPOCHS}. vaefilter imported from "
         f"{Path(vaefilter.__file__).parent}.", "",
         "Mean over tables and seeds. auc: ROC-AUC of -log p(x), clean vs faulty test rows; det@1%: detection at "
         "exactly 1% false rejection of the clean test rows (oracle threshold); det own / FRR own: detection and "
         "false rejection at the 1st percentile of validation_scores_; clean log p: mean log p(x) of clean test "
         "rows (nats); caught: planted training rows set aside or excluded from calibration; precision: planted "
         "share of those set aside or excluded.", "",
-        bench_mixed.markdown(summary.rename(columns={"det_1pct": "det@1%", "det_own": "det own", "frr_own": "FRR own",
+        markdown(summary.rename(columns={"det_1pct": "det@1%", "det_own": "det own", "frr_own": "FRR own",
                                                      "clean_log_px": "clean log p"}), "training rows"), "",
-        "ROC-AUC per table:", "", bench_mixed.markdown(per_table, "training rows"), "",
-        "ROC-AUC per fault kind (of the test rows):", "", bench_mixed.markdown(per_kind, "training rows"), "",
+        "ROC-AUC per table:", "", markdown(per_table, "training rows"), "",
+        "ROC-AUC per fault kind (of the test rows):", "", markdown(per_kind, "training rows"), "",
         "Planted training rows set aside or excluded from calibration, per fault kind:", "",
-        bench_mixed.markdown(caught, "training rows"), "",
+        markdown(caught, "training rows"), "",
     ]
     return "\n".join(parts)
 
@@ -228,7 +229,7 @@ def main(argv=None):
                 print(f"[{time.perf_counter() - start:6.0f} s] {table} seed {seed}: baselines", file=sys.stderr, flush=True)
         base = pd.DataFrame(records)
         for warmup in TUNE_WARMUPS:
-            vaefilter.training.TRIM_WARMUP_EPOCHS = warmup
+            vaefilter.model.training.TRIM_WARMUP_EPOCHS = warmup
             trimmed = []
             for seed in seeds:
                 for table in tables:

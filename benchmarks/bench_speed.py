@@ -34,25 +34,7 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import datasets as ds  # noqa: E402
-
-HIDDEN, LATENT, K_DEFAULT = (128, 128), 8, 100
-
-
-def make_data(n, d, seed=0):
-    """Low-rank Gaussian data with noise: 5 latent factors, d features."""
-    rng = np.random.RandomState(seed)
-    W = rng.normal(size=(5, d))
-    return (rng.normal(size=(n, 5)) @ W + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
-
-
-def scoring_flops_per_row(d, K, hidden=HIDDEN, latent=LATENT, out_per_col=2):
-    enc = [d, *hidden, 2 * latent]
-    dec = [latent, *reversed(hidden), out_per_col * d]
-    f = lambda sizes: 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))  # noqa: E731
-    return f(enc) + K * f(dec)
-
+from _common import HIDDEN, K_DEFAULT, LATENT, machine_line, make_data, md_table, scoring_flops_per_row, write_section
 
 def matmul_rate(m, k, n, repeats=5):
     a, b = torch.randn(m, k), torch.randn(k, n)
@@ -285,7 +267,7 @@ def main():
     mm_big = matmul_rate(4096, 4096, 4096, repeats=3)
     def rates(n_threads):
         torch.set_num_threads(n_threads)
-        pass_rows = 8192 * n_threads  # draws per scoring pass at the defaults (vaefilter.marginal)
+        pass_rows = 8192 * n_threads  # draws per scoring pass at the defaults (vaefilter.scoring.marginal)
         return (matmul_rate(4096, 4096, 4096, repeats=3), matmul_rate(pass_rows, 128, 128),
                 matmul_rate(pass_rows, 8, 128), pass_rows)
 
@@ -329,7 +311,7 @@ def main():
         print("pyod not installed: skipped")
 
     # ------------------------------------------------------------ report
-    table = ds.md_table(
+    table = md_table(
         ["rows", "features", "epochs (best)", "fit (s)", "s/epoch", "proposal refit (s)",
          f"score rows/s (K={K_DEFAULT})", "rows searched", "score rows/s without search", "scoring GFLOP/s",
          "4096^3 matmul GFLOP/s, by turns", "% of it", "% of scoring-shape matmul", "page faults per 1e4 rows",
@@ -339,13 +321,13 @@ def main():
           f"{r['score_rows_per_s_no_search']:.0f}", f"{r['gflops_scoring']:.1f}", f"{r['matmul_gflops']:.0f}",
           f"**{100 * r['gflops_scoring'] / r['matmul_gflops']:.0f}%**", f"{100 * r['gflops_scoring'] / mm_score:.0f}%",
           f"{r['page_faults']:,}", f"{1e6 / r['score_rows_per_s']:.0f}", f"{r['maxrss_mb']:.0f}"] for r in rows])
-    th_table = ds.md_table(
+    th_table = md_table(
         ["torch threads", "s/epoch (1e4 x 30)", "score rows/s (1e4 x 30)"],
         [[r["threads"], f"{r['s_per_epoch']:.3f}", f"{r['score_rows_per_s']:.0f}"] for r in thread_rows])
     text = f"""## Speed (bench_speed)
 
 Run: `python benchmarks/bench_speed.py{' --quick' if args.quick else ''}{f' --threads {args.threads}' if args.threads else ''}`, wall time {time.perf_counter() - t_start:.0f} s.  
-{ds.machine_line()}
+{machine_line()}
 The machine is shared with other engineers' test runs, so timings carry noise (tens of %).
 
 **Dense float32 matmul rate (torch)**: 4096x4096 @ 4096x4096: **{mm_big:.1f} GFLOP/s** with {grid_threads}
@@ -385,11 +367,11 @@ run (see vaefilter/heap.py). 1e6-row scoring is extrapolated, not run.
                      f"scoring **{r['score_rows_per_s']:.0f} rows/s** at K=100.\n")
     if pyod_rows:
         text += "\n**PyOD VAE, same architecture** (encoder/decoder [128,128], latent 8, batch 128, dropout 0):\n\n"
-        text += ds.md_table(["rows", "features", "s/epoch", "score rows/s (1 pass)"],
+        text += md_table(["rows", "features", "s/epoch", "score rows/s (1 pass)"],
                             [[f"{r['n']:.0e}", r["d"], f"{r['s_per_epoch']:.2f}", f"{r['score_rows_per_s']:.0f}"] for r in pyod_rows])
         text += "\n"
     print(text)
-    ds.write_section("bench_speed", text)
+    write_section("bench_speed", text)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from sklearn import datasets as skd
 
 import vaefilter.estimator as estimator_module
 from vaefilter import VAEOutlierDetector
-from vaefilter.training import TrainingConfig
+from vaefilter.model.training import TrainingConfig
 
 
 def _ppca(seed, n_features, latent, noise, n=6000, n_test=2000):

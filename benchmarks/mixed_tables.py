@@ -60,6 +60,8 @@ import numpy as np
 import pandas as pd
 
 MAX_ROWS = 5000
+#: share of each table the benchmarks train on (the rest is the test split)
+TRAIN_SHARE = 0.6
 SUBSAMPLE_SEED = 0
 
 
