@@ -52,7 +52,6 @@ from vaefilter.band import band_from_scores, band_pvalues, conformal_band
 from vaefilter.estimator import VAEOutlierDetector
 
 import mixed_tables
-from mixed_tables import TRAIN_SHARE
 
 SETTINGS = {
     "before": dict(validation_fraction=0.2, calibration_fraction=0.0),
@@ -62,14 +61,7 @@ SETTINGS = {
 
 def clean_split(table, seed):
     """bench_mixed.py's train / clean-test split of ``table`` for ``seed``."""
-    frame, categorical, _ = mixed_tables.load(table)
-    rng = np.random.RandomState([seed, sorted(mixed_tables.TABLES).index(table)])
-    order = rng.permutation(len(frame))
-    n_train = int(round(TRAIN_SHARE * len(frame)))
-    train = frame.iloc[order[:n_train]].reset_index(drop=True)
-    for c in categorical:
-        train[c] = train[c].cat.remove_unused_categories()
-    test = frame.iloc[order[n_train:]].reset_index(drop=True)
+    train, test, _, _, _ = mixed_tables.split(table, seed)
     return train, test
 
 

@@ -82,7 +82,6 @@ import vaefilter
 from vaefilter.estimator import VAEOutlierDetector
 
 import mixed_tables
-from mixed_tables import TRAIN_SHARE
 from _common import markdown
 from faults import CONTEXTUAL, KINDS, plant_faults
 
@@ -219,14 +218,7 @@ def run_peers(train, test, categorical, numeric, seed, timings):
 
 # ---------------------------------------------------------------- one split
 def run_split(table, seed, timings):
-    frame, categorical, numeric = mixed_tables.load(table)
-    rng = np.random.RandomState([seed, sorted(mixed_tables.TABLES).index(table)])
-    order = rng.permutation(len(frame))
-    n_train = int(round(TRAIN_SHARE * len(frame)))
-    train = frame.iloc[order[:n_train]].reset_index(drop=True)
-    for c in categorical:
-        train[c] = train[c].cat.remove_unused_categories()
-    test_clean = frame.iloc[order[n_train:]].reset_index(drop=True)
+    train, test_clean, categorical, numeric, rng = mixed_tables.split(table, seed)
     test, kind, planted, fallbacks = plant_faults(train, test_clean, categorical, numeric, rng)
 
     results = {}
@@ -275,7 +267,7 @@ def run_split(table, seed, timings):
     info = {
         "table": table,
         "seed": seed,
-        "rows": len(frame),
+        "rows": len(train) + len(test_clean),
         "train": len(train),
         "test": len(test),
         "faulty": int((~clean).sum()),

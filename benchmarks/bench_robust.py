@@ -57,7 +57,6 @@ from vaefilter.estimator import VAEOutlierDetector
 
 from faults import KINDS, plant_faults
 from _common import markdown
-from mixed_tables import TRAIN_SHARE
 import mixed_tables
 
 SHARES = (0.01, 0.05, 0.10)
@@ -72,14 +71,8 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 
 def split(table, seed):
     """bench_mixed's split and faulty test set, plus dirty training copies per share."""
-    frame, categorical, numeric = mixed_tables.load(table)
-    rng = np.random.RandomState([seed, sorted(mixed_tables.TABLES).index(table)])
-    order = rng.permutation(len(frame))
-    n_train = int(round(TRAIN_SHARE * len(frame)))
-    train = frame.iloc[order[:n_train]].reset_index(drop=True)
-    for c in categorical:
-        train[c] = train[c].cat.remove_unused_categories()
-    test_clean = frame.iloc[order[n_train:]].reset_index(drop=True)
+    train, test_clean, categorical, numeric, rng = mixed_tables.split(table, seed)
+    n_train = len(train)
     test, kind, _, _ = plant_faults(train, test_clean, categorical, numeric, rng)
     dirty = {}
     for share in SHARES:

@@ -207,3 +207,20 @@ QUICK_TABLES = ("titanic", "penguins", "cars")
 def load(name):
     """``(frame, categorical, numeric)`` of the table called ``name``."""
     return TABLES[name]()
+
+
+def split(table, seed):
+    """The benchmarks' train / clean-test split of ``table`` for ``seed``.
+
+    Returns ``(train, test, categorical, numeric, rng)``: ``rng`` continues
+    the split's stream, for planting faults the same way in every benchmark.
+    """
+    frame, categorical, numeric = load(table)
+    rng = np.random.RandomState([seed, sorted(TABLES).index(table)])
+    order = rng.permutation(len(frame))
+    n_train = int(round(TRAIN_SHARE * len(frame)))
+    train = frame.iloc[order[:n_train]].reset_index(drop=True)
+    for c in categorical:
+        train[c] = train[c].cat.remove_unused_categories()
+    test = frame.iloc[order[n_train:]].reset_index(drop=True)
+    return train, test, categorical, numeric, rng

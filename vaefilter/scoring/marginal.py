@@ -110,6 +110,12 @@ def log_weights(network, x, noise, per_column=False, laplace=None, searched=None
     log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
     if laplace is not None and noise.shape[1] > 1 and may_be_true(searched):
         z, log_q = _with_mixture_draws(network, z, log_q, mean, log_var, laplace, noise, searched)
+    return weights_of_draws(network, x, z, log_q, per_column)
+
+
+def weights_of_draws(network, x, z, log_q, per_column=False):
+    """Log importance weights log p(x | z) + log p(z) - log q(z) of draws ``z`` (rows x draws x latent)
+    whose proposal log-density is ``log_q``; with ``per_column``, also the per-column log p(x_j | z)."""
     params = network.decode(z)
     if per_column:
         columns = network.likelihood.column_log_prob(params, x.unsqueeze(1))

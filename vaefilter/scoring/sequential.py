@@ -47,6 +47,7 @@ from .marginal import (
     rows_per_pass,
     rows_to_search,
     search_rows,
+    weights_of_draws,
 )
 from .posterior_search import LaplaceProposal
 from .row_noise import keyed_normal_at, row_keys
@@ -135,13 +136,7 @@ def _draw_weights(network, x, mean, log_var, noise, draws, n_draws, laplace=None
         log_encoder = network.log_prior((z - mean.unsqueeze(1)) / std) - 0.5 * log_var.sum(-1, keepdim=True)
         shares = math.log(first / n_draws), math.log(1 - first / n_draws)
         log_q = torch.logaddexp(shares[0] + log_encoder, shares[1] + laplace.log_density(z))
-    params = network.decode(z)
-    if per_column:
-        columns = network.likelihood.column_log_prob(params, x.unsqueeze(1))
-        log_px_given_z = columns.sum(-1)
-    else:
-        columns, log_px_given_z = None, network.likelihood.log_prob(params, x.unsqueeze(1))
-    return log_px_given_z + network.log_prior(z) - log_q, columns
+    return weights_of_draws(network, x, z, log_q, per_column)
 
 
 def _score_draws(network, X, mean, log_var, keys, rows, draws, n_draws, state, activation_floats,
