@@ -186,3 +186,19 @@ def test_decisions_on_rows_the_encoder_misses_equal_full_k_decisions():
     full = detector.set_params(sequential_decisions=False).predict(unseen)
     assert (drawn < detector.n_importance_samples).mean() > 0.5  # most rows still stop early
     np.testing.assert_array_equal(sequential, full)
+
+
+def test_a_low_pilot_does_not_prove_a_row_stays_below_the_upper_edge():
+    """Digits 5-9 trained, 0-4 unseen, band (25, 75): unseen rows' q-only pilots lay ~11 nats below
+    their full-K estimates, which sit above the upper edge; a pilot 'inside' there was wrong."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X, y = digits.data, digits.target
+    inliers = np.random.RandomState(1).permutation(np.flatnonzero(y >= 5))
+    detector = VAEOutlierDetector(random_state=1).fit(X[inliers[180:]])
+    detector.calibrate(threshold_percentiles=(25, 75))
+    unseen = X[y < 5]
+    sequential = detector.predict(unseen)
+    full = detector.set_params(sequential_decisions=False).predict(unseen)
+    np.testing.assert_array_equal(sequential, full)
