@@ -76,7 +76,7 @@ _FROM_JSON = {
     "matrix": lambda rows: np.asarray(rows, dtype=np.float64),
     "plain": lambda value: value,
     "pairs": lambda pairs: [(int(step), float(value)) for step, value in pairs],
-    "margins": None,  # _margins_from_json, which names the file in its errors
+    "margins": lambda values: _margins_from_json(values),
 }
 
 
@@ -95,8 +95,10 @@ def _set_fitted_from_json(detector, fitted, path):
         if value is None:
             value = None if a.default is REQUIRED or a.default is None else _TO_JSON[a.form](a.default)
         if value is not None:
-            decode = _FROM_JSON[a.form] or (lambda values: _margins_from_json(path, values))
-            setattr(detector, a.name, decode(value))
+            try:
+                setattr(detector, a.name, _FROM_JSON[a.form](value))
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise ModelFileError(f"{path}: corrupt model header (fitted.{a.name}: {exc})") from None
         elif a.form != "names" and a.default is None:
             setattr(detector, a.name, None)  # null is a value here, not an absent attribute
 
@@ -124,18 +126,13 @@ def _margins_to_json(margins):
             for k, v_ in margins.to_dict().items()}
 
 
-def _margins_from_json(path, values):
+def _margins_from_json(values):
     """The :class:`~vaefilter.scoring.sequential.DecisionMargins` of a header entry (null: K draws for every row)."""
     from .scoring.sequential import DecisionMargins
 
-    if values is None:
-        return None
-    try:
-        plain = {k: [math.inf if v is None else v for v in v_] if isinstance(v_, list) else
-                 (math.inf if v_ is None else v_) for k, v_ in values.items()}
-        return DecisionMargins.from_dict(plain)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: corrupt model header (fitted.decision_margins_: {exc})") from None
+    plain = {k: [math.inf if v is None else v for v in v_] if isinstance(v_, list) else
+             (math.inf if v_ is None else v_) for k, v_ in values.items()}
+    return DecisionMargins.from_dict(plain)
 
 
 def pack_model_file(header, payload):
