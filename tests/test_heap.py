@@ -12,10 +12,10 @@ from vaefilter.scoring import heap
 
 _ON_GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# Scores 2,000 rows twice at K=100 through a random 10-feature network with
-# the default (128, 128) layers, and reports the minor page faults of the
-# second call: memory the heap gave back after the first call and had to
-# take again.
+# Scores 2,000 rows at K=100 through a random 10-feature network with the
+# default (128, 128) layers, then three times more, and reports the minor page
+# faults of those three calls: memory the heap gave back after a call and had
+# to take again.
 _SCRIPT = """
 import json, resource, numpy as np, torch
 from vaefilter.model.likelihoods import FactorizedLikelihood, GaussianColumns
@@ -28,7 +28,8 @@ network = VAENetwork(likelihood, 8, (128, 128)).eval()
 X = torch.randn(2000, 10)
 estimate_log_marginal(network, X, 100, 0, search_steps=10)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-estimate_log_marginal(network, X, 100, 0, search_steps=10)
+for _ in range(3):
+    estimate_log_marginal(network, X, 100, 0, search_steps=10)
 print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
 """
 
@@ -42,11 +43,13 @@ def _page_faults_of_a_second_scoring(**environment):
 
 @pytest.mark.skipif(not _ON_GLIBC, reason="the settings are glibc's")
 def test_scoring_reuses_the_memory_it_freed():
-    tuned = _page_faults_of_a_second_scoring()
-    untuned = _page_faults_of_a_second_scoring(**{heap.OPT_OUT_VARIABLE: "0"})
-    # untuned, each pass faults its activations back in: ~50,000 pages here
-    assert untuned > 10_000
-    assert tuned < untuned / 20
+    # Untuned, the three passes usually fault their activations back in, ~140,000 pages here, but
+    # not always (751 in one of five runs, and one pass gave 2,700 in a CI run: glibc's sliding mmap
+    # threshold then kept the memory by chance), so an untuned count proves nothing. Tuned, they
+    # reuse it every time: 0-700 pages. Two tuned runs that both stay low would both have to be
+    # lucky if the settings did nothing (measured so: 143,809 pages).
+    tuned = [_page_faults_of_a_second_scoring() for _ in range(2)]
+    assert max(tuned) < 5_000, tuned
 
 
 @pytest.mark.parametrize(
