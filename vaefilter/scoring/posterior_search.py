@@ -55,6 +55,12 @@ MAX_STEP = 5.0
 # the best one, and stops once none raises log p(x, z) by STOP_GAIN.
 STEP_FRACTIONS = (1.0, 0.5, 0.2, 0.05)
 STOP_GAIN = 1e-3
+# A full Newton step that raised log p(x, z) by less than this is the row's
+# last: Newton's method converges quadratically, and the next step would gain
+# far less (on digits, a step that gained 0.13 nats, the median of the second
+# steps, was followed by one of 3e-4); the proposal stays as good whether its
+# centre is 0.01 nats short of the mode or not.
+CONVERGED_GAIN = 0.5
 # Floor on the curvature (precision) of any direction, so the Laplace
 # Gaussian is never wider than 10 latent units along it. Directions of negative
 # curvature (away from a mode) take their absolute value: saddle-free Newton.
@@ -224,33 +230,56 @@ def _newton_step(gradient, curvature, axes):
 def laplace_proposals(network, x, start, max_steps, min_rows=None):
     """Newton's method on log p(x, z) from ``start``, then the Laplace Gaussian at the point reached.
 
-    A row stops at its first step whose line search gains less than STOP_GAIN
-    nats, or after ``max_steps`` steps. Only rows still moving are computed,
-    padded to at least ``min_rows`` rows (default: all rows of ``x``), since
-    BLAS picks its kernels, and so its rounding, by the matrix shape: a row's
-    result must not depend on how many other rows still move.
+    Each step tries the full Newton step first (one evaluation of log p(x, z)
+    per row) and only rows it does not raise try the shorter STEP_FRACTIONS.
+    A row stops when no step raises log p(x, z) by STOP_GAIN (it stays where
+    it is, with its curvature there), or once a full step raised it by less
+    than CONVERGED_GAIN: the row moves and keeps the curvature from the
+    start of that step, which saves one evaluation of the derivatives per
+    row. Otherwise it stops after ``max_steps`` steps. Only rows still moving
+    are computed, padded to at least ``min_rows`` rows (default: all rows of
+    ``x``), since BLAS picks its kernels, and so its rounding, by the matrix
+    shape: a row's result must not depend on how many other rows still move.
     """
     min_rows = x.shape[0] if min_rows is None else min(int(min_rows), x.shape[0])
     z = start.detach().clone()
-    fractions = torch.tensor(STEP_FRACTIONS, device=z.device, dtype=z.dtype)
+    shorter = torch.tensor(STEP_FRACTIONS[1:], device=z.device, dtype=z.dtype)
     value, gradient, negative_hessian = _derivatives(network, x, z)
+    curvature, axes = _eigen(negative_hessian)
     moving = torch.arange(z.shape[0], device=z.device)
     for _ in range(max_steps):
-        rows = _padded_rows(moving, min_rows)
-        step = _newton_step(gradient[rows], *_eigen(negative_hessian[rows]))
-        with torch.no_grad():
-            tried = torch.stack([log_joint(network, x[rows], z[rows] + f * step) for f in STEP_FRACTIONS], dim=1)
-        best_value, best = tried.max(dim=1)
-        gains = (best_value > value[rows] + STOP_GAIN)[: moving.numel()]
-        moving, step, best = moving[gains], step[: gains.numel()][gains], best[: gains.numel()][gains]
         if not moving.numel():
             break
-        z[moving] += fractions[best].unsqueeze(-1) * step
+        count = moving.numel()
         rows = _padded_rows(moving, min_rows)
-        moved = _derivatives(network, x[rows], z[rows])
-        for buffer, part in zip((value, gradient, negative_hessian), moved):
+        step = _newton_step(gradient[rows], curvature[rows], axes[rows])
+        with torch.no_grad():
+            gain = (log_joint(network, x[rows], z[rows] + step) - value[rows])[:count]
+        step = step[:count]
+        fraction = torch.ones(count, device=z.device, dtype=z.dtype)
+        backtrack = torch.nonzero(gain <= STOP_GAIN).squeeze(1)
+        if backtrack.numel():
+            # padded as every pass is; the full step is not retried
+            short = _padded_rows(backtrack, min_rows)
+            tried_rows, tried_step = moving[short], step[short]
+            with torch.no_grad():
+                tried = torch.stack([log_joint(network, x[tried_rows], z[tried_rows] + f * tried_step)
+                                     for f in STEP_FRACTIONS[1:]], dim=1)[: backtrack.numel()]
+            best_value, best = tried.max(dim=1)
+            gain[backtrack] = best_value - value[moving[backtrack]]
+            fraction[backtrack] = shorter[best]
+        moved = gain > STOP_GAIN
+        z[moving[moved]] += fraction[moved].unsqueeze(-1) * step[moved]
+        converged = moved & (fraction == 1) & (gain < CONVERGED_GAIN)
+        moving = moving[moved & ~converged]
+        if not moving.numel():
+            break
+        rows = _padded_rows(moving, min_rows)
+        found = _derivatives(network, x[rows], z[rows])
+        found = (*found[:2], *_eigen(found[2]))
+        for buffer, part in zip((value, gradient, curvature, axes), found):
             buffer[moving] = part[: moving.numel()]
-    return LaplaceProposal(z, *_eigen(negative_hessian))
+    return LaplaceProposal(z, curvature, axes)
 
 
 def _padded_rows(rows, min_rows):

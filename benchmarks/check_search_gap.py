@@ -1,0 +1,138 @@
+"""Does a change to the posterior search cost accuracy? A reduced K=100 vs K=5000 gap table.
+
+For each task and seed: fit at the defaults (the fitted model is cached, so a
+before/after comparison scores the same networks), then score the split's test
+inliers at K=100 and K=5000 and all test rows at K=100 (ROC-AUC of -log p(x)),
+timing K=100 with the search on and off by turns. ``--tag`` names the run's
+saved results; ``--compare A B`` prints the gap of B's K=100 estimate to A's
+and to B's own K=5000 reference (a cheaper search could make the reference
+worse too, so A's reference is the fair one), and both AUCs.
+
+    python benchmarks/check_search_gap.py --tag before
+    python benchmarks/check_search_gap.py --tag after
+    python benchmarks/check_search_gap.py --compare before after
+
+Tasks: digits classes 5-9 as inliers (where constants were chosen), and the
+report tasks digits-0to4, breast-cancer, arrhythmia, cardio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import time
+
+import numpy as np
+import torch
+from sklearn import datasets as skd
+from sklearn.metrics import roc_auc_score
+
+import datasets as ds
+from vaefilter import VAEOutlierDetector
+
+CACHE = os.environ.get("SEARCH_GAP_CACHE", "/tmp/vaefilter_search_gap")
+TUNE = ("digits-5to9",)
+REPORT = ("digits-0to4", "breast-cancer", "arrhythmia", "cardio")
+
+
+def task(name):
+    if name == "digits-5to9":
+        d = skd.load_digits()
+        X, y = d.data.astype(float), d.target
+        return ds.Task(name, "digits-5to9-vs-0to4", X[y >= 5], X[y <= 4])
+    if name == "digits-0to4":
+        return ds.digits_half_task()
+    if name == "breast-cancer":
+        return ds.breast_cancer_task()
+    return {t.name: t for t in ds.odds_tasks()}[name]
+
+
+def fitted(t, seed, sp):
+    path = os.path.join(CACHE, f"{t.name}-{seed}.pkl")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    det = VAEOutlierDetector(random_state=seed, device="cpu").fit(sp.X_train_raw)
+    os.makedirs(CACHE, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(det, f)
+    return det
+
+
+def timed(f, turns=3):
+    best = np.inf
+    for _ in range(turns):
+        t0 = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def run(names, seeds):
+    out = {}
+    for name in names:
+        t = task(name)
+        for seed in seeds:
+            sp = ds.split(t, seed)
+            det = fitted(t, seed, sp)
+            X_in = sp.X_test_raw[sp.y_test == 0]
+            steps = det.posterior_search_steps
+            det.set_params(n_importance_samples=100)
+            s_all = det.score_samples(sp.X_test_raw)
+            searched = float(det._log_marginal(det._validate_for_scoring(sp.X_test_raw)).searched.mean())
+            s_ref = det.set_params(n_importance_samples=5000).score_samples(X_in)
+            det.set_params(n_importance_samples=100)
+            t_search, t_plain = [], []
+            for _ in range(3):
+                t_search.append(timed(lambda: det.score_samples(sp.X_test_raw), 1))
+                det.set_params(posterior_search_steps=0)
+                t_plain.append(timed(lambda: det.score_samples(sp.X_test_raw), 1))
+                det.set_params(posterior_search_steps=steps)
+            out[f"{name}/{seed}"] = dict(
+                s100=s_all[sp.y_test == 0].tolist(), s5000=s_ref.tolist(), y=sp.y_test.tolist(),
+                s_all=s_all.tolist(), searched=searched, t_search=min(t_search), t_plain=min(t_plain))
+            r = out[f"{name}/{seed}"]
+            print(f"{name} seed {seed}: gap {np.mean(s_all[sp.y_test == 0] - s_ref):+.4f}, searched {searched:.0%}, "
+                  f"AUC {roc_auc_score(sp.y_test, -s_all):.4f}, time x{r['t_search'] / r['t_plain']:.2f}", flush=True)
+    return out
+
+
+def compare(a, b):
+    A, B = (json.load(open(os.path.join(CACHE, f"{tag}.json"))) for tag in (a, b))
+    print(f"| task/seed | gap {a} | gap {b} vs {a}'s K=5000 | gap {b} vs own K=5000 | AUC {a} | AUC {b} | "
+          f"searched | search cost × {a} | × {b} |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key in A:
+        if key not in B:
+            continue
+        ra, rb = A[key], B[key]
+        ref = np.asarray(ra["s5000"])
+        auc = [roc_auc_score(r["y"], -np.asarray(r["s_all"])) for r in (ra, rb)]
+        print(f"| {key} | {np.mean(np.asarray(ra['s100']) - ref):+.4f} | {np.mean(np.asarray(rb['s100']) - ref):+.4f} | "
+              f"{np.mean(np.asarray(rb['s100']) - np.asarray(rb['s5000'])):+.4f} | {auc[0]:.4f} | {auc[1]:.4f} | "
+              f"{rb['searched']:.0%} | {ra['t_search'] / ra['t_plain']:.2f} | {rb['t_search'] / rb['t_plain']:.2f} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tag")
+    p.add_argument("--tasks", nargs="*", default=list(TUNE + REPORT))
+    p.add_argument("--seeds", nargs="*", type=int, default=[0])
+    p.add_argument("--compare", nargs=2)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.compare:
+        compare(*args.compare)
+        return
+    out = run(args.tasks, args.seeds)
+    path = os.path.join(CACHE, f"{args.tag}.json")
+    if os.path.exists(path):
+        out = {**json.load(open(path)), **out}
+    with open(path, "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    main()
