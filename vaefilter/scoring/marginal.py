@@ -174,7 +174,7 @@ def search_in_passes(network, X, max_steps, activation_floats):
     searched = rows_to_search(network, X, mean, log_var, activation_floats)
     rows = torch.nonzero(searched).squeeze(1)
     if rows.numel():
-        found = search_rows(network, X[rows], mean[rows], max_steps, activation_floats)
+        found = search_rows(network, X[rows], mean[rows], log_var[rows], max_steps, activation_floats)
         for buffer, part in zip(proposal.tensors(), found.tensors()):
             buffer[rows] = part.to(buffer.dtype)
     return proposal, searched
@@ -190,15 +190,21 @@ def rows_to_search(network, X, mean, log_var, activation_floats):
     return _rows_to_search(network, X, mean, log_var, _search_pass_rows(network, activation_floats))
 
 
-def search_rows(network, X, mean, max_steps, activation_floats):
-    """The :class:`LaplaceProposal` of every row of ``X``, Newton's method started at ``mean``."""
+def search_rows(network, X, mean, log_var, max_steps, activation_floats):
+    """The :class:`LaplaceProposal` of every row of ``X``, started at the encoder's ``mean``.
+
+    The first step follows the gradient scaled by the encoder's variance
+    ``exp(log_var)``; Newton's method takes over from there (see
+    :func:`~vaefilter.scoring.posterior_search.laplace_proposals`).
+    """
     pass_rows = _search_pass_rows(network, activation_floats)
     # rows still moving are padded as every pass is (see MIN_ROWS_PER_PASS)
     min_rows = pass_rows if X.device.type == "cuda" else MIN_ROWS_PER_PASS
-    search_network, X_rows, mean_rows = _in_search_precision(network, X, mean)
+    search_network, X_rows, mean_rows, variance_rows = _in_search_precision(network, X, mean, log_var.exp())
     proposal = encoder_as_laplace(mean, torch.zeros_like(mean))
-    for start, stop, batch, batch_mean in fixed_shape_passes(X_rows, pass_rows, mean_rows):
-        found = laplace_proposals(search_network, batch, batch_mean, max_steps, min_rows)
+    for start, stop, batch, batch_mean, batch_variance in fixed_shape_passes(X_rows, pass_rows, mean_rows,
+                                                                             variance_rows):
+        found = laplace_proposals(search_network, batch, batch_mean, max_steps, min_rows, batch_variance)
         for buffer, part in zip(proposal.tensors(), found.tensors()):
             buffer[start:stop] = part[: stop - start].to(buffer.dtype)
     return proposal

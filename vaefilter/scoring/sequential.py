@@ -282,7 +282,8 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
                 n_draws[pilot_rows[stop]] = draws.numel()
                 to_search = pilot_rows[~stop]
                 if to_search.numel():
-                    found = search_rows(network, X[to_search], mean[to_search], search_steps, activation_floats)
+                    found = search_rows(network, X[to_search], mean[to_search], log_var[to_search], search_steps,
+                                        activation_floats)
                     laplace = {"index": to_search, "proposal": found}
                     searched[to_search] = True
                     state.weights[to_search] = -math.inf
