@@ -110,8 +110,8 @@ def run(names, seeds, draw_seeds):
 def compare(a, b):
     A, B = (json.load(open(os.path.join(CACHE, f"{tag}.json"))) for tag in (a, b))
     print(f"| task/seed | gap {a} | gap {b} vs {a}'s K=5000 | gap {b} vs own K=5000 | AUC {a} | AUC {b} | "
-          f"searched | search cost × {a} | × {b} |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"searched | search cost × {a} | × {b} | {b} - {a} per row, mean ± s.e. |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in A:
         if key not in B:
             continue
@@ -120,7 +120,22 @@ def compare(a, b):
         auc = [roc_auc_score(r["y"], -np.asarray(r["s_all"])) for r in (ra, rb)]
         print(f"| {key} | {np.mean(np.asarray(ra['s100']) - ref):+.4f} | {np.mean(np.asarray(rb['s100']) - ref):+.4f} | "
               f"{np.mean(np.asarray(rb['s100']) - np.asarray(rb['s5000'])):+.4f} | {auc[0]:.4f} | {auc[1]:.4f} | "
-              f"{rb['searched']:.0%} | {ra['t_search'] / ra['t_plain']:.2f} | {rb['t_search'] / rb['t_plain']:.2f} |")
+              f"{rb['searched']:.0%} | {ra['t_search'] / ra['t_plain']:.2f} | {rb['t_search'] / rb['t_plain']:.2f} | "
+              f"{_paired(ra, rb)} |")
+    means = {}
+    for key in A:
+        if key in B:
+            means.setdefault(key.split("/")[0], []).append(
+                [np.mean(np.asarray(r["s100"]) - np.asarray(A[key]["s5000"])) for r in (A[key], B[key])])
+    print(f"\n| task (mean over seeds) | gap {a} | gap {b} vs {a}'s K=5000 |\n|---|---:|---:|")
+    for name, gaps in means.items():
+        print(f"| {name} | {np.mean(gaps, axis=0)[0]:+.4f} | {np.mean(gaps, axis=0)[1]:+.4f} |")
+
+
+def _paired(ra, rb):
+    """Mean and standard error over rows of the difference between two runs' K=100 estimates."""
+    diff = np.asarray(rb["s100"]) - np.asarray(ra["s100"])
+    return f"{diff.mean():+.4f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.4f}"
 
 
 def main():
