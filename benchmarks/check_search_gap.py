@@ -13,6 +13,12 @@ worse too, so A's reference is the fair one), and both AUCs.
     python benchmarks/check_search_gap.py --tag before
     python benchmarks/check_search_gap.py --tag after
     python benchmarks/check_search_gap.py --compare before after
+    python benchmarks/check_search_gap.py --profile   # where scoring digits spends its time
+
+``--profile`` fits bench_speed's digits model (the whole table, random_state=0,
+handle_missing='model'), scores the table three times under cProfile and
+prints each stage's share, with the posterior search's evaluations of the
+derivatives and of log p(x, z) per searched row.
 
 Tasks: digits classes 5-9 as inliers (where constants were chosen), and the
 report tasks digits-0to4, breast-cancer, arrhythmia, cardio.
@@ -138,6 +144,69 @@ def _paired(ra, rb):
     return f"{diff.mean():+.4f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.4f}"
 
 
+PROFILED = {
+    "log_weights": "scoring passes (decoder K times, weights; incl. mixture draws)",
+    "mixture_draws": "  of which mixture draws (searched rows)",
+    "keyed_normal": "row noise",
+    "search_in_passes": "search, all",
+    "_rows_to_search": "  which rows (misplacement test)",
+    "search_rows": "  the search",
+    "_derivatives": "    derivatives (value, gradient, Hessian)",
+    "_line_search": "    line search",
+    "_value_and_gradient": "    gradient at the mean (q's step)",
+    "_eigen": "    eigendecompositions",
+}
+
+
+def profile(turns=3):
+    import cProfile
+    import pstats
+
+    from vaefilter.scoring import marginal, posterior_search
+
+    X = skd.load_digits().data.astype(np.float64)
+    det = VAEOutlierDetector(random_state=0, handle_missing="model", device="cpu").fit(X)
+    X_model = torch.tensor(det._validate_for_scoring(X), dtype=torch.float32)
+    counts = {"_derivatives": 0, "log_joint": 0}
+    searching = []
+    for name in counts:
+        def counted(network, x, z, _name=name, _function=getattr(posterior_search, name)):
+            counts[_name] += x.shape[0] if searching else 0
+            return _function(network, x, z)
+        setattr(posterior_search, name, counted)
+    search_rows = marginal.search_rows
+
+    def counting_search(*args, **kwargs):
+        searching.append(True)
+        try:
+            return search_rows(*args, **kwargs)
+        finally:
+            searching.pop()
+
+    marginal.search_rows = counting_search
+    estimate = marginal.estimate_log_marginal(det.network_, X_model, 100, 0, search_steps=det.posterior_search_steps)
+    marginal.search_rows = search_rows
+    n_searched = int(estimate.searched.sum())
+    per_row = {k: v / n_searched for k, v in counts.items()}
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(turns):
+        marginal.estimate_log_marginal(det.network_, X_model, 100, 0, search_steps=det.posterior_search_steps)
+    profiler.disable()
+    seconds = {}
+    for (path, _, name), (_, _, _, cumulative, _) in pstats.Stats(profiler).stats.items():
+        if "vaefilter" in path and (name in PROFILED or name == "estimate_log_marginal"):
+            seconds[name] = seconds.get(name, 0.0) + cumulative / turns
+    total = seconds["estimate_log_marginal"]
+    print(f"digits, {len(X)} rows, {n_searched} searched; per searched row: "
+          f"{per_row['_derivatives']:.2f} evaluations of the derivatives, {per_row['log_joint']:.2f} of log p(x, z) "
+          "(the rows of padded passes included)\n")
+    print(f"| stage | s per score of the table | share |\n|---|---:|---:|\n| total | {total:.3f} | 100% |")
+    for name, label in PROFILED.items():
+        if name in seconds:
+            print(f"| {label} | {seconds[name]:.3f} | {seconds[name] / total:.0%} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tag")
@@ -146,8 +215,12 @@ def main():
     p.add_argument("--draw-seeds", type=int, default=4,
                    help="K=100 estimates per row, each under other importance draws, averaged")
     p.add_argument("--compare", nargs=2)
+    p.add_argument("--profile", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.profile:
+        profile()
+        return
     if args.compare:
         compare(*args.compare)
         return
