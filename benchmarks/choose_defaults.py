@@ -100,6 +100,13 @@ SETTINGS = {
 }
 
 
+#: ``--relations``: the default of column_relations, chosen on the same tasks
+RELATION_SETTINGS = {
+    "column_relations='none'": {"column_relations": "none"},
+    "column_relations='linear'": {"column_relations": "linear"},
+}
+
+
 def _markdown(table):
     lines = ["| setting | " + " | ".join(table.columns) + " |", "|---" * (len(table.columns) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for name, row in table.iterrows()]
@@ -109,12 +116,14 @@ def _markdown(table):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--relations", action="store_true", help="compare the column_relations settings instead")
     args = parser.parse_args()
+    settings = RELATION_SETTINGS if args.relations else SETTINGS
     torch.set_num_threads(1)
     tasks = tuning_tasks(args.quick)
     rows = []
     started = time.time()
-    for name, setting in SETTINGS.items():
+    for name, setting in settings.items():
         row = {"setting": name}
         for task, task_params, X_train, X_test in tasks:
             if "latent_dim" in setting and "latent_dim" in task_params:

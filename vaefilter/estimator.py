@@ -237,6 +237,18 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         to 0.13 nats/row and the old 0.1 up to 9 nats/row (20-D
         probabilistic PCA, where it sits above the data's noise).
 
+    column_relations : {'linear', 'none'}, default='linear'
+        'linear': p(x | z) is a product of p(x_j | z, x_<j), where each
+        Gaussian, log-normal or whole-number column's location moves
+        linearly with the residuals of the numeric columns before it (see
+        :mod:`vaefilter.model.relations`), so exact relations between
+        columns (a width that is max - min, a log-area twice a log-radius)
+        need no latent precision; with Gaussian columns the model then
+        contains the full-covariance Gaussian. The per-column terms of
+        ``explain`` are then log p(x_j | z, x_<j). 'none': p(x | z) =
+        prod_j p(x_j | z), the model before this parameter (files written
+        before it load as 'none').
+
     categorical_features : 'from_dtype', list of str or int, or None, default='from_dtype'
         Columns of a DataFrame modelled as categorical (a softmax over the
         training categories plus an 'unseen' bucket). 'from_dtype' takes the
@@ -396,6 +408,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "min_variance": [Interval(Real, 0, None, closed="neither")],
+        "column_relations": [StrOptions({"linear", "none"})],
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "column_kinds": [dict, None],
         "handle_missing": [StrOptions({"error", "model"})],
@@ -423,6 +436,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         n_iter_no_change=10,
         tol=1e-4,
         min_variance=1e-3,
+        column_relations="linear",
         categorical_features="from_dtype",
         column_kinds=None,
         handle_missing="error",
@@ -447,6 +461,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.min_variance = min_variance
+        self.column_relations = column_relations
         self.categorical_features = categorical_features
         self.column_kinds = column_kinds
         self.handle_missing = handle_missing
@@ -493,6 +508,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 missing_columns=self.schema_.missing_columns,
                 value_kinds=self.schema_.value_kinds,
                 log_scale_columns=self.schema_.log_scale_columns,
+                relations=self.column_relations == "linear",
             )
             network = VAENetwork(likelihood, self.latent_dim, hidden).to(device)
 

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._torch import LOG_2PI, may_be_true
+from .relations import RELATED_KINDS, LinearRelations
 
 # A value a family cannot produce (2 in a binary column, -0.1 in a [0, 1]
 # column) has probability zero. We keep scores finite so that a gate can rank
@@ -215,6 +216,12 @@ class GaussianColumns(ColumnFamily):
         # standardise first: a missing cell then sits at the training mean, 0
         return torch.nan_to_num((x_cols - self.loc) / self.scale, nan=0.0).clamp(-INPUT_CLIP, INPUT_CLIP)
 
+    def related_values(self, x_cols):
+        """(value on the standardised scale, has a residual) per cell, for :mod:`.relations`."""
+        usable = ~torch.isnan(x_cols)
+        standardised = (torch.where(usable, x_cols, self.loc) - self.loc) / self.scale
+        return standardised.clamp(-INPUT_CLIP, INPUT_CLIP), usable
+
     def _mean_and_variance(self, params):
         mean, raw_variance = params.chunk(2, dim=-1)
         # torch's CPU softplus is ~10x slower on a strided view than on a copy
@@ -360,6 +367,12 @@ class WholeNumberColumns(ColumnFamily):
         neutral = torch.zeros_like(standardised)
         return torch.where(usable, standardised, neutral).clamp(-INPUT_CLIP, INPUT_CLIP)
 
+    def related_values(self, x_cols):
+        """(t(x) standardised at the bin's centre, in support) per cell, for :mod:`.relations`."""
+        usable = self.in_support(x_cols)
+        safe = torch.where(usable, x_cols, torch.zeros_like(x_cols))
+        return self._transform(safe + 0.5 * self.log_scale.to(x_cols.dtype)).clamp(-INPUT_CLIP, INPUT_CLIP), usable
+
     def _location_and_scale(self, params):
         mean, raw_variance = params.chunk(2, dim=-1)
         variance = self.min_variance + F.softplus(raw_variance.contiguous())
@@ -437,6 +450,10 @@ class PositiveColumns(GaussianColumns):
 
     def network_input(self, x_cols):
         return super().network_input(self._log_values(x_cols))
+
+    def related_values(self, x_cols):
+        # a zero of a hurdle column, like a missing cell, has no residual
+        return super().related_values(self._log_values(x_cols))
 
     def _log_prob(self, params, x_cols):
         positive, log_x = self._positive_and_log(x_cols)
@@ -684,13 +701,41 @@ class FactorizedLikelihood(nn.Module):
         Width of the model matrix.
     """
 
-    def __init__(self, families, n_features):
+    def __init__(self, families, n_features, relations=False):
         super().__init__()
         self.families = nn.ModuleList(families)
         self.n_features = int(n_features)
         covered = sorted(c for family in self._value_families() for c in family.columns.tolist())
         if covered != list(range(self.n_features)):
             raise ValueError("column families must cover every column exactly once")
+        self.relations = self._build_relations() if relations else None
+
+    def _related_families(self):
+        """(family, offset of its parameters) for the families :mod:`.relations` links, in order."""
+        offsets = np.cumsum([0] + [family.n_params for family in self.families])
+        return [(family, int(offset)) for family, offset in zip(self.families, offsets)
+                if family.kind in RELATED_KINDS]
+
+    def _build_relations(self):
+        locations, spreads = [], []
+        for family, offset in self._related_families():
+            n = family.n_columns
+            locations += range(offset, offset + n)
+            spreads += range(offset + n, offset + 2 * n)
+        # one related column has nothing to relate to
+        return LinearRelations(locations, spreads) if len(locations) > 1 else None
+
+    def _related_values(self, x):
+        """The related columns of ``x`` on their families' standardised scales, and where each has a residual."""
+        parts = [family.related_values(family.select(x)) for family, _ in self._related_families()]
+        return torch.cat([values for values, _ in parts], -1), torch.cat([usable for _, usable in parts], -1)
+
+    def _shifted(self, params, x):
+        """The decoder's parameters with the related locations moved by the residuals before them."""
+        if self.relations is None:
+            return params
+        values, usable = self._related_values(x)
+        return self.relations.shifted(params, values, usable)
 
     def _value_families(self):
         return [family for family in self.families if not getattr(family, "adds_to_columns", False)]
@@ -710,7 +755,11 @@ class FactorizedLikelihood(nn.Module):
         return torch.cat([family.network_input(family.select(x)) for family in self.families], dim=-1)
 
     def column_log_prob(self, params, x):
-        """log p(x_j | z) per original column, shape (..., n_features)."""
+        """log p(x_j | z) per original column, shape (..., n_features).
+
+        With relations, a related column's term is log p(x_j | z, x_<j).
+        """
+        params = self._shifted(params, x)
         shape = torch.broadcast_shapes(params.shape[:-1], x.shape[:-1]) + (self.n_features,)
         out = params.new_zeros(shape)
         for family, family_params in zip(self.families, self._split_params(params)):
@@ -719,6 +768,7 @@ class FactorizedLikelihood(nn.Module):
 
     def log_prob(self, params, x):
         """log p(x | z) summed over columns, shape (...)."""
+        params = self._shifted(params, x)
         total = None
         for family, family_params in zip(self.families, self._split_params(params)):
             part = family.summed_log_prob(family_params, family.select(x))
@@ -731,6 +781,16 @@ class FactorizedLikelihood(nn.Module):
         ``params`` (n, n_params), ``directions`` (k, n, n_params); see
         :meth:`ColumnFamily.derivatives`.
         """
+        if self.relations is not None:
+            # the shift is linear in params: H = J^T H' J, g = J^T g'
+            _, usable = self._related_values(x)
+            value, gradient, along = self._factorised_derivatives(
+                self._shifted(params, x), x, self.relations.jacobian_times(directions, usable))
+            return (value, self.relations.jacobian_transpose_times(gradient, usable),
+                    self.relations.jacobian_transpose_times(along, usable))
+        return self._factorised_derivatives(params, x, directions)
+
+    def _factorised_derivatives(self, params, x, directions):
         value, gradients, hessian_directions = 0.0, [], []
         sizes = [family.n_params for family in self.families]
         for family, family_params, family_directions in zip(
@@ -750,14 +810,44 @@ class FactorizedLikelihood(nn.Module):
         return out
 
     def mean(self, params):
-        """E[x_j | z] per column in original units (the most probable category for categorical columns)."""
+        """E[x_j | z] per column in original units (the most probable category for categorical columns).
+
+        With relations, a related column's law given z alone has the
+        variance its parents' residuals add (exact for Gaussian columns, the
+        matching spread for the others).
+        """
+        if self.relations is not None:
+            params = self._with_marginal_spread(params)
         out = self._assemble(params, "mean")
         for family, family_params in self._adding_families(params):
             out[..., family.columns] = family.adjust_mean(family_params, out[..., family.columns])
         return out
 
     def sample(self, params, generator=None):
-        """x ~ p(x | z): zeros where a zero family draws one, NaN where the missingness model draws a missing cell."""
+        """x ~ p(x | z): zeros where a zero family draws one, NaN where the missingness model draws a missing cell.
+
+        With relations, the related columns are drawn one after another, each
+        given z and the values drawn before it.
+        """
+        out = self._factorised_sample(params, generator)
+        if self.relations is None:
+            return out
+        for family, _ in self._related_families():
+            for column in family.columns.tolist():
+                drawn = self._factorised_sample(self._shifted(params, out), generator)
+                out[..., column] = drawn[..., column]
+        return out
+
+    def _with_marginal_spread(self, params):
+        relations = self.relations
+        min_variance = self._related_families()[0][0].min_variance
+        variance = min_variance + F.softplus(params.index_select(-1, relations.spreads))
+        excess = (relations.marginal_spread(variance) - min_variance).clamp_min(1e-30)
+        # softplus^-1(v) = v + log(1 - exp(-v))
+        raw = excess + torch.log(-torch.expm1(-excess))
+        return params.index_copy(-1, relations.spreads, raw)
+
+    def _factorised_sample(self, params, generator):
         out = self._assemble(params, "sample", generator=generator)
         for family, family_params in self._adding_families(params):
             out[..., family.columns] = family.adjust_sample(family_params, out[..., family.columns], generator)
@@ -769,7 +859,8 @@ class FactorizedLikelihood(nn.Module):
         return [(family, family_params) for family, family_params in pairs if getattr(family, "adds_to_columns", False)]
 
     def config(self):
-        return {"n_features": self.n_features, "families": [family.config() for family in self.families]}
+        return {"n_features": self.n_features, "families": [family.config() for family in self.families],
+                "relations": self.relations is not None}
 
     @classmethod
     def from_config(cls, config):
@@ -783,7 +874,8 @@ class FactorizedLikelihood(nn.Module):
                 spec.setdefault("loc", np.zeros(n))
                 spec.setdefault("scale", np.ones(n))
             families.append(family_cls(**spec))
-        return cls(families, config["n_features"])
+        # files written before relations existed have none
+        return cls(families, config["n_features"], relations=config.get("relations", False))
 
 
 def _is_binary(column):
@@ -836,7 +928,7 @@ def _by_value_kind(candidates, value_kinds, forced_binary):
 
 
 def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary_columns=(), missing_columns=(),
-                     value_kinds=None, log_scale_columns=()):
+                     value_kinds=None, log_scale_columns=(), relations=False):
     """Choose a family for every column of the training model matrix ``X``.
 
     Parameters
@@ -866,6 +958,9 @@ def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary
         (a mass at zero and a log-normal above it).
     log_scale_columns : collection of int
         Whole-number columns whose discretised law lives on the log scale.
+    relations : bool, default=False
+        Link the Gaussian, log-normal and whole-number columns by linear
+        relations (see :mod:`vaefilter.model.relations`).
     """
     categorical_sizes = dict(categorical_sizes or {})
     missing = set(missing_columns)
@@ -907,4 +1002,4 @@ def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary
         families.append(ZeroColumns(with_zeros, modelled(with_zeros)))
     if missing:
         families.append(MissingnessColumns(sorted(missing)))
-    return FactorizedLikelihood(families, X.shape[1])
+    return FactorizedLikelihood(families, X.shape[1], relations=relations)
