@@ -106,6 +106,12 @@ RELATION_SETTINGS = {
     "column_relations='linear'": {"column_relations": "linear"},
 }
 
+#: ``--continuous-family``: Gaussian or Student-t continuous columns
+FAMILY_SETTINGS = {
+    "continuous_family='gaussian'": {"continuous_family": "gaussian"},
+    "continuous_family='student_t'": {"continuous_family": "student_t"},
+}
+
 
 def _markdown(table):
     lines = ["| setting | " + " | ".join(table.columns) + " |", "|---" * (len(table.columns) + 1) + "|"]
@@ -117,8 +123,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--relations", action="store_true", help="compare the column_relations settings instead")
+    parser.add_argument("--continuous-family", action="store_true",
+                        help="compare the continuous_family settings instead")
     args = parser.parse_args()
-    settings = RELATION_SETTINGS if args.relations else SETTINGS
+    settings = RELATION_SETTINGS if args.relations else FAMILY_SETTINGS if args.continuous_family else SETTINGS
     torch.set_num_threads(1)
     tasks = tuning_tasks(args.quick)
     rows = []

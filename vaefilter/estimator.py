@@ -249,6 +249,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         prod_j p(x_j | z), the model before this parameter (files written
         before it load as 'none').
 
+    continuous_family : {'gaussian', 'student_t'}, default='gaussian'
+        Law of the continuous columns given z: Gaussian, or Student-t with
+        degrees of freedom learned per column (at least 2), whose heavier
+        tails cost less for rare large residuals.
+
     categorical_features : 'from_dtype', list of str or int, or None, default='from_dtype'
         Columns of a DataFrame modelled as categorical (a softmax over the
         training categories plus an 'unseen' bucket). 'from_dtype' takes the
@@ -409,6 +414,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "tol": [Interval(Real, 0, None, closed="left")],
         "min_variance": [Interval(Real, 0, None, closed="neither")],
         "column_relations": [StrOptions({"linear", "none"})],
+        "continuous_family": [StrOptions({"gaussian", "student_t"})],
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "column_kinds": [dict, None],
         "handle_missing": [StrOptions({"error", "model"})],
@@ -437,6 +443,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         tol=1e-4,
         min_variance=1e-3,
         column_relations="linear",
+        continuous_family="gaussian",
         categorical_features="from_dtype",
         column_kinds=None,
         handle_missing="error",
@@ -462,6 +469,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.tol = tol
         self.min_variance = min_variance
         self.column_relations = column_relations
+        self.continuous_family = continuous_family
         self.categorical_features = categorical_features
         self.column_kinds = column_kinds
         self.handle_missing = handle_missing
@@ -509,6 +517,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 value_kinds=self.schema_.value_kinds,
                 log_scale_columns=self.schema_.log_scale_columns,
                 relations=self.column_relations == "linear",
+                continuous_family=self.continuous_family,
             )
             network = VAENetwork(likelihood, self.latent_dim, hidden).to(device)
 

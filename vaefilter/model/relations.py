@@ -16,7 +16,7 @@ linear function of the residuals of the columns before it::
 
     location_j' = location_j(z) + sum_{k<j} B_jk (u_k - location_k(z))
 
-where u_k is column k's value on that family's standardised scale (clipped
+(Student-t columns likewise), where u_k is column k's value on that family's standardised scale (clipped
 to +-INPUT_CLIP, and residual 0 where the cell is missing, zero in a
 hurdle column, or out of support). Every factor is still a proper density
 or mass of x_j given z and the columns before it, so the product is a
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 #: families whose first parameter block is a location on a standardised scale
-RELATED_KINDS = ("gaussian", "positive", "whole_number")
+RELATED_KINDS = ("gaussian", "student_t", "positive", "whole_number")
 
 
 class LinearRelations(nn.Module):
