@@ -164,3 +164,28 @@ def test_positive_zero_and_missing_parents_have_no_residual():
     assert child_term(0.0) == pytest.approx(alone)
     assert child_term(float("nan")) == pytest.approx(alone)
     assert child_term(math.e) < alone - 1  # log e = 1 standardised: the child's location moves by 5
+
+
+def test_relations_table_names_the_learned_relation(related_fits):
+    fits, _ = related_fits
+    table = fits["linear"].relations(3)
+    assert list(table.columns) == ["column", "parent", "coefficient"] and len(table) == 3
+    # 'high' is width + low: both its parents carry large coefficients
+    top = table.iloc[0]
+    assert top["column"] in ("high", "area") and abs(top["coefficient"]) > 0.5
+    assert fits["none"].relations().empty
+
+
+def test_info_and_report_show_the_relations(related_fits, tmp_path, capsys):
+    from vaefilter.cli import main
+    from vaefilter.report import build_report
+
+    fits, test = related_fits
+    path = tmp_path / "m.vaefilter"
+    save_model(fits["linear"], path)
+    assert main(["info", "--model", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "column_relations=linear" in out and "strongest relations" in out
+    assert "high <- " in out or "area <- " in out
+    html = build_report(fits["linear"], test)
+    assert "Strongest relations between columns" in html

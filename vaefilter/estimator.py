@@ -29,6 +29,7 @@ from .scoring.marginal import check_finite_scores, encode_in_passes, estimate_lo
 from .scoring.proposal import refit_proposal
 from .scoring.sequential import DecisionMargins, fit_margins, sequential_log_marginal
 from .model.network import VAENetwork
+from .model.relations import strongest_relations
 from .model.training import TrainingConfig, train
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -1024,6 +1025,26 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         conditioned = self.column_typical_[candidates] - conditional
         np.put_along_axis(updated, candidates, np.maximum(conditioned, np.take_along_axis(updated, candidates, 1)), 1)
         deficits[rows] = updated
+
+    def relations(self, n=None):
+        """The linear relations between numeric columns the model learned (``column_relations='linear'``).
+
+        Parameters
+        ----------
+        n : int, optional
+            Only the ``n`` strongest.
+
+        Returns
+        -------
+        relations : DataFrame with columns ``column``, ``parent``, ``coefficient``
+            ``coefficient`` is B_jk of :mod:`vaefilter.model.relations`: how
+            far one standardised unit of the parent's residual moves the
+            column's location, in the column's standardised units; largest
+            magnitude first. Empty without relations.
+        """
+        check_is_fitted(self)
+        rows = strongest_relations(self.network_.likelihood, list(self.schema_.names), n)
+        return pd.DataFrame(rows, columns=["column", "parent", "coefficient"])
 
     # ------------------------------------------------------- generative side
     def encode(self, X):

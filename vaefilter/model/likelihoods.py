@@ -769,7 +769,7 @@ class FactorizedLikelihood(nn.Module):
             raise ValueError("column families must cover every column exactly once")
         self.relations = self._build_relations() if relations else None
 
-    def _related_families(self):
+    def related_families(self):
         """(family, offset of its parameters) for the families :mod:`.relations` links, in order."""
         offsets = np.cumsum([0] + [family.n_params for family in self.families])
         return [(family, int(offset)) for family, offset in zip(self.families, offsets)
@@ -777,7 +777,7 @@ class FactorizedLikelihood(nn.Module):
 
     def _build_relations(self):
         locations, spreads = [], []
-        for family, offset in self._related_families():
+        for family, offset in self.related_families():
             n = family.n_columns
             locations += range(offset, offset + n)
             spreads += range(offset + n, offset + 2 * n)
@@ -786,7 +786,7 @@ class FactorizedLikelihood(nn.Module):
 
     def _related_values(self, x):
         """The related columns of ``x`` on their families' standardised scales, and where each has a residual."""
-        parts = [family.related_values(family.select(x)) for family, _ in self._related_families()]
+        parts = [family.related_values(family.select(x)) for family, _ in self.related_families()]
         return torch.cat([values for values, _ in parts], -1), torch.cat([usable for _, usable in parts], -1)
 
     def _shifted(self, params, x):
@@ -891,7 +891,7 @@ class FactorizedLikelihood(nn.Module):
         out = self._factorised_sample(params, generator)
         if self.relations is None:
             return out
-        for family, _ in self._related_families():
+        for family, _ in self.related_families():
             for column in family.columns.tolist():
                 drawn = self._factorised_sample(self._shifted(params, out), generator)
                 out[..., column] = drawn[..., column]
@@ -899,7 +899,7 @@ class FactorizedLikelihood(nn.Module):
 
     def _with_marginal_spread(self, params):
         relations = self.relations
-        min_variance = self._related_families()[0][0].min_variance
+        min_variance = self.related_families()[0][0].min_variance
         variance = min_variance + F.softplus(params.index_select(-1, relations.spreads))
         excess = (relations.marginal_spread(variance) - min_variance).clamp_min(1e-30)
         # softplus^-1(v) = v + log(1 - exp(-v))

@@ -94,3 +94,22 @@ class LinearRelations(nn.Module):
 
     def config(self):
         return {"locations": self.locations.tolist(), "spreads": self.spreads.tolist()}
+
+
+def strongest_relations(likelihood, names, n=None):
+    """The learned coefficients B_jk as (column, parent, coefficient) rows, largest |B| first.
+
+    A coefficient is in units of the two columns' standardised scales (log
+    scale for log-normal and log-scale whole-number columns): 1.0 means one
+    training standard deviation of the parent's residual moves the column's
+    location by one of its own.
+    """
+    relations = getattr(likelihood, "relations", None)
+    if relations is None:
+        return []
+    order = [int(c) for family, _ in likelihood.related_families() for c in family.columns.tolist()]
+    coefficients = relations.coefficients().detach().cpu().numpy()
+    rows = [(str(names[order[j]]), str(names[order[k]]), float(coefficients[j, k]))
+            for j in range(len(order)) for k in range(j)]
+    rows.sort(key=lambda row: -abs(row[2]))
+    return rows if n is None else rows[:n]
