@@ -784,6 +784,12 @@ class FactorizedLikelihood(nn.Module):
         # one related column has nothing to relate to
         return LinearRelations(locations, spreads) if len(locations) > 1 else None
 
+    def log_prior_of_weights(self):
+        """log p(B) of the relations' coefficients (0 without relations), up to a constant."""
+        if self.relations is None:
+            return torch.zeros(())
+        return self.relations.log_prior()
+
     def _related_values(self, x):
         """The related columns of ``x`` on their families' standardised scales, and where each has a residual."""
         parts = [family.related_values(family.select(x)) for family, _ in self.related_families()]

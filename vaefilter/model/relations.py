@@ -31,6 +31,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: standard deviation of the Gaussian prior on each coefficient (training is MAP)
+PRIOR_SCALE = float("inf")
+
 #: families whose first parameter block is a location on a standardised scale
 RELATED_KINDS = ("gaussian", "student_t", "positive", "whole_number")
 
@@ -58,6 +61,10 @@ class LinearRelations(nn.Module):
     @property
     def n_related(self):
         return int(self.locations.numel())
+
+    def log_prior(self):
+        """log N(B; 0, PRIOR_SCALE^2) summed over the coefficients, up to a constant."""
+        return -0.5 * self.coefficients().square().sum() / PRIOR_SCALE**2
 
     def coefficients(self):
         """B, strictly lower triangular."""
