@@ -427,8 +427,14 @@ class WholeNumberColumns(ColumnFamily):
         return torch.where(usable, standardised, neutral).clamp(-INPUT_CLIP, INPUT_CLIP)
 
     def related_values(self, x_cols):
-        """(t(x) standardised at the bin's centre, in support) per cell, for :mod:`.relations`."""
-        usable = self.in_support(x_cols)
+        """(t(x) standardised at the bin's centre, has a residual) per cell, for :mod:`.relations`.
+
+        A cell in the bottom bin has none: that bin takes the whole lower
+        tail, so its centre says nothing of how far below the decoder's
+        location the value lies (a blank pixel predicted at -3 sd would
+        otherwise pass a +3 sd residual on).
+        """
+        usable = self.in_support(x_cols) & ~(self.nonnegative & (x_cols <= 0))
         safe = torch.where(usable, x_cols, torch.zeros_like(x_cols))
         return self._transform(safe + 0.5 * self.log_scale.to(x_cols.dtype)).clamp(-INPUT_CLIP, INPUT_CLIP), usable
 
