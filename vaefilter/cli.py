@@ -451,9 +451,8 @@ def run_info(args):
           f"continuous_family={detector.continuous_family}")
     strongest = detector.relations(SHOWN_RELATIONS)
     if len(strongest):
-        print("strongest relations (column <- parent: coefficient, standardised units):")
-        for row in strongest.itertuples():
-            print(f"  {row.column} <- {row.parent}: {row.coefficient:+.3f}")
+        listed = "; ".join(f"{row.column} <- {row.parent} {row.coefficient:+.3f}" for row in strongest.itertuples())
+        print(f"strongest relations (column <- parent, coefficient in standardised units): {listed}")
     curve, val_curve = detector.loss_curve_, detector.validation_loss_curve_
     print(f"training: {detector.n_iter_} epochs, best epoch {detector.best_epoch_}, final -ELBO "
           f"{curve[-1]:.3f} train / {val_curve[-1] if val_curve else float('nan'):.3f} validation (nats/row)")
