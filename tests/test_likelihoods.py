@@ -155,3 +155,22 @@ def test_gaussian_closed_form_derivatives_match_autograd():
     for found, expected in zip(closed, autograd):
         torch.testing.assert_close(found, expected, rtol=1e-12, atol=1e-12)
     assert closed[1][0, 0] == 0 and closed[1][1, 1] == 0  # nothing to move for a missing cell
+
+
+def test_student_t_is_a_density_of_the_original_value_with_learned_tails():
+    from vaefilter.model.likelihoods import StudentTColumns
+
+    family = StudentTColumns([0], loc=[10.0], scale=[4.0], min_variance=0.1)
+    with torch.no_grad():
+        family.raw_df.fill_(0.2)
+    df = 2.0 + math.e
+    params = torch.tensor([[0.5, 0.3]])
+    scale = 4.0 * math.sqrt(0.1 + math.log1p(math.exp(0.3)))
+    for value in (13.0, -40.0):
+        expected = stats.t(df, 10.0 + 4.0 * 0.5, scale).logpdf(value)
+        assert float(family.log_prob(params, torch.tensor([[value]]))) == pytest_approx(expected)
+    # the tails are learned: the degrees of freedom get a gradient
+    family.log_prob(params, torch.tensor([[-40.0]])).sum().backward()
+    assert family.raw_df.grad is not None and float(family.raw_df.grad.abs()) > 0
+    draws = family.sample(params.expand(20000, 2), generator=torch.Generator().manual_seed(0)).squeeze(-1)
+    assert stats.kstest(draws.numpy(), stats.t(df, 12.0, scale).cdf).pvalue > 0.01

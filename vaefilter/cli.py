@@ -358,6 +358,9 @@ def run_fit(args):
     return EXIT_OK
 
 
+#: relations ``info`` lists
+SHOWN_RELATIONS = 5
+
 #: rows that ``fit`` and ``info`` list by name when ``trim_fraction`` set some aside
 SHOWN_ROWS = 10
 
@@ -444,7 +447,12 @@ def run_info(args):
         print(f"band uncertainty: {line}")
     print(f"model: latent_dim={detector.latent_dim} hidden={list(detector.hidden_layer_sizes)} "
           f"K={detector.n_importance_samples} likelihood={detector.likelihood} "
-          f"posterior_search_steps={detector.posterior_search_steps}")
+          f"posterior_search_steps={detector.posterior_search_steps} column_relations={detector.column_relations} "
+          f"continuous_family={detector.continuous_family}")
+    strongest = detector.relations(SHOWN_RELATIONS)
+    if len(strongest):
+        listed = "; ".join(f"{row.column} <- {row.parent} {row.coefficient:+.3f}" for row in strongest.itertuples())
+        print(f"strongest relations (column <- parent, coefficient in standardised units): {listed}")
     curve, val_curve = detector.loss_curve_, detector.validation_loss_curve_
     print(f"training: {detector.n_iter_} epochs, best epoch {detector.best_epoch_}, final -ELBO "
           f"{curve[-1]:.3f} train / {val_curve[-1] if val_curve else float('nan'):.3f} validation (nats/row)")

@@ -29,6 +29,7 @@ from .scoring.marginal import check_finite_scores, encode_in_passes, estimate_lo
 from .scoring.proposal import refit_proposal
 from .scoring.sequential import DecisionMargins, fit_margins, sequential_log_marginal
 from .model.network import VAENetwork
+from .model.relations import strongest_relations
 from .model.training import TrainingConfig, train
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -237,6 +238,23 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         to 0.13 nats/row and the old 0.1 up to 9 nats/row (20-D
         probabilistic PCA, where it sits above the data's noise).
 
+    column_relations : {'linear', 'none'}, default='linear'
+        'linear': p(x | z) is a product of p(x_j | z, x_<j), where each
+        Gaussian, log-normal or whole-number column's location moves
+        linearly with the residuals of the numeric columns before it (see
+        :mod:`vaefilter.model.relations`), so exact relations between
+        columns (a width that is max - min, a log-area twice a log-radius)
+        need no latent precision; with Gaussian columns the model then
+        contains the full-covariance Gaussian. The per-column terms of
+        ``explain`` are then log p(x_j | z, x_<j). 'none': p(x | z) =
+        prod_j p(x_j | z), the model before this parameter (files written
+        before it load as 'none').
+
+    continuous_family : {'gaussian', 'student_t'}, default='gaussian'
+        Law of the continuous columns given z: Gaussian, or Student-t with
+        degrees of freedom learned per column (at least 2), whose heavier
+        tails cost less for rare large residuals.
+
     categorical_features : 'from_dtype', list of str or int, or None, default='from_dtype'
         Columns of a DataFrame modelled as categorical (a softmax over the
         training categories plus an 'unseen' bucket). 'from_dtype' takes the
@@ -396,6 +414,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "min_variance": [Interval(Real, 0, None, closed="neither")],
+        "column_relations": [StrOptions({"linear", "none"})],
+        "continuous_family": [StrOptions({"gaussian", "student_t"})],
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "column_kinds": [dict, None],
         "handle_missing": [StrOptions({"error", "model"})],
@@ -423,6 +443,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         n_iter_no_change=10,
         tol=1e-4,
         min_variance=1e-3,
+        column_relations="linear",
+        continuous_family="gaussian",
         categorical_features="from_dtype",
         column_kinds=None,
         handle_missing="error",
@@ -447,6 +469,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.min_variance = min_variance
+        self.column_relations = column_relations
+        self.continuous_family = continuous_family
         self.categorical_features = categorical_features
         self.column_kinds = column_kinds
         self.handle_missing = handle_missing
@@ -493,6 +517,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 missing_columns=self.schema_.missing_columns,
                 value_kinds=self.schema_.value_kinds,
                 log_scale_columns=self.schema_.log_scale_columns,
+                relations=self.column_relations == "linear",
+                continuous_family=self.continuous_family,
             )
             network = VAENetwork(likelihood, self.latent_dim, hidden).to(device)
 
@@ -999,6 +1025,26 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         conditioned = self.column_typical_[candidates] - conditional
         np.put_along_axis(updated, candidates, np.maximum(conditioned, np.take_along_axis(updated, candidates, 1)), 1)
         deficits[rows] = updated
+
+    def relations(self, n=None):
+        """The linear relations between numeric columns the model learned (``column_relations='linear'``).
+
+        Parameters
+        ----------
+        n : int, optional
+            Only the ``n`` strongest.
+
+        Returns
+        -------
+        relations : DataFrame with columns ``column``, ``parent``, ``coefficient``
+            ``coefficient`` is B_jk of :mod:`vaefilter.model.relations`: how
+            far one standardised unit of the parent's residual moves the
+            column's location, in the column's standardised units; largest
+            magnitude first. Empty without relations.
+        """
+        check_is_fitted(self)
+        rows = strongest_relations(self.network_.likelihood, list(self.schema_.names), n)
+        return pd.DataFrame(rows, columns=["column", "parent", "coefficient"])
 
     # ------------------------------------------------------- generative side
     def encode(self, X):

@@ -327,6 +327,9 @@ def load_model(path):
             params[name] = tuple(params[name])
         # files written before calibration_fraction existed set the band on the early-stopping rows
         params.setdefault("calibration_fraction", 0.0)
+        # and before column_relations, without relations
+        params.setdefault("column_relations", "none")
+        params.setdefault("continuous_family", "gaussian")
         detector = VAEOutlierDetector(**params)
         _set_fitted_from_json(detector, header["fitted"], path)
         detector.schema_ = TableSchema.from_dict(header["schema"])

@@ -255,9 +255,11 @@ def _model_section(detector):
     settings = pd.DataFrame(
         {
             "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples",
-                        "posterior_search_steps", "handle_missing", "n_features_in_"],
+                        "posterior_search_steps", "column_relations", "continuous_family", "handle_missing",
+                        "n_features_in_"],
             "value": [str(detector.latent_dim), str(tuple(detector.hidden_layer_sizes)), str(detector.likelihood),
                       str(detector.n_importance_samples), str(detector.posterior_search_steps),
+                      str(detector.column_relations), str(detector.continuous_family),
                       str(detector.handle_missing), str(detector.n_features_in_)],
         }
     )
@@ -273,12 +275,29 @@ def _model_section(detector):
         "among the calibration rows' log p(x): the share of valid rows at least as unusual.</p>",
         '<div class="side"><div><h3>Settings</h3>' + _table(settings, index=False) + "</div>",
         f"<div><h3>Columns ({_esc(kind_text)})</h3>" + _table(columns, index=False) + "</div></div>",
+        _relations_note(detector),
         _trim_note(detector),
         "<h3>Training</h3>",
         _img(plotting.plot_training(detector), "training and held-out loss per epoch"),
         _img(plotting.plot_proposal_refit(detector), "held-out importance-sampling bound during the proposal refit"),
     ]
     return "\n".join(parts)
+
+
+#: relations the report lists
+SHOWN_RELATIONS = 8
+
+
+def _relations_note(detector):
+    """The strongest learned relations between columns, or '' without them."""
+    strongest = detector.relations(SHOWN_RELATIONS)
+    if not len(strongest):
+        return ""
+    strongest["coefficient"] = strongest["coefficient"].map("{:+.3f}".format)
+    return ("<h3>Strongest relations between columns</h3>"
+            '<p class="note">Each numeric column\'s location moves linearly with the residuals of the columns '
+            "before it (coefficients in standardised units; see <code>column_relations</code>).</p>"
+            + _table(strongest, index=False))
 
 
 #: row indices listed in the report's trim_fraction note, per kind

@@ -175,6 +175,8 @@ def train(network, X_train, X_val, config: TrainingConfig, seed):
             for batch_noise, start in zip(noise, range(0, n_epoch_rows, config.batch_size)):
                 batch = X_train[order[start : start + config.batch_size]]
                 loss = network.negative_elbo(batch, batch_noise).mean()
+                # MAP: the weights' log-prior spread over the training rows (only the relations have one)
+                loss = loss - network.likelihood.log_prior_of_weights() / n_rows
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -390,7 +390,8 @@ def log_marginal_without_columns(network, X, columns, n_importance_samples, seed
             noise = keyed_normal(batch_keys, n_importance_samples, network.latent_dim)
             z = reparameterize(mean, log_var, noise)
             log_q = network.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
-            per_column = network.likelihood.column_log_prob(network.decode(z), batch.unsqueeze(1))
+            # scored on the blanked row: a column related to the left-out one sees no residual of it
+            per_column = network.likelihood.column_log_prob(network.decode(z), blanked.unsqueeze(1))
             left_out_part = per_column.gather(-1, batch_columns.unsqueeze(1).expand(-1, per_column.shape[1], 1))
             w = per_column.sum(-1) - left_out_part.squeeze(-1) + network.log_prior(z) - log_q
             out[start:stop] = (torch.logsumexp(w, dim=1) - math.log(n_importance_samples))[: stop - start]
