@@ -74,3 +74,87 @@ def test_records_name_each_kind_of_problem_and_render_the_reason_text():
 def test_unknown_text_reads_back_as_none():
     assert parse_reason("unparseable: line 3: expected 2 fields, found 1", ["a"]) is None
     assert parse_reason("", ["a"]) is None
+
+
+# ------------------------------------------------ the vectorised records against the per-row rule
+KINDS_SCHEMA = TableSchema([
+    ColumnSpec("cat", "categorical", categories=["a", "b", "c"], dtype="category"),
+    ColumnSpec("cat_missing", "categorical", categories=["x", "y"], has_missing=True, dtype="category"),
+    ColumnSpec("count", "numeric", value_kind="count"),
+    ColumnSpec("integer", "numeric", value_kind="integer", has_missing=True),
+    ColumnSpec("positive", "numeric", value_kind="positive"),
+    ColumnSpec("nonnegative", "numeric", value_kind="nonnegative", has_missing=True),
+    ColumnSpec("binary", "binary", dtype="bool"),
+    ColumnSpec("proportion", "numeric", value_kind="proportion"),
+    ColumnSpec("continuous", "numeric"),
+])
+
+
+def _per_row_records(log_px, thresholds, deficits, values, schema, X_model):
+    """The rule explain_rows implemented cell by cell before it was vectorised (the reference)."""
+    from vaefilter.explanations import MAX_COLUMNS_NAMED, MIN_DEFICIT_NATS, cell_problem
+
+    lower, upper = thresholds
+    names = [str(n) for n in schema.names]
+    records = []
+    for i, score in enumerate(log_px):
+        if lower is not None and score < lower:
+            problems = [cell_problem(schema, j, X_model[i, j]) for j in range(len(names))]
+            flagged = np.array([bool(note) for _, note in problems])
+            order = np.lexsort((-deficits[i], ~flagged))[:MAX_COLUMNS_NAMED]
+            named = []
+            for j in order:
+                kind, note = problems[j]
+                if deficits[i, j] < MIN_DEFICIT_NATS and not note:
+                    break
+                named.append(ColumnProblem(names[j], kind, float(deficits[i, j]), values[i][j], note))
+            records.append(Explanation(float(score), "below", float(lower), tuple(named)))
+        elif upper is not None and score > upper:
+            records.append(Explanation(float(score), "above", float(upper)))
+        else:
+            records.append(None)
+    return records
+
+
+def _random_cells(rng, n):
+    """Model-matrix rows mixing values inside and outside each column's support, unseen codes and missing cells."""
+    choices = [
+        [0.0, 1.0, 2.0, 3.0, np.nan],  # 3: unseen category; NaN: never missing
+        [0.0, 1.0, 2.0, np.nan],
+        [0.0, 4.0, 2.5, -1.0, np.nan],
+        [-3.0, 7.0, 0.5, np.nan],
+        [0.1, 5.0, 0.0, -2.0, np.nan],
+        [0.0, 3.5, -0.5, np.nan],
+        [0.0, 1.0, 0.5, np.nan],
+        [0.0, 0.3, 1.0, 1.5, -0.1, np.nan],
+        [-1e3, 0.0, 2.0, np.nan],
+    ]
+    return np.column_stack([rng.choice(c, size=n, p=None) for c in choices])
+
+
+def test_vectorised_records_equal_the_per_row_rule_on_every_kind_of_cell():
+    rng = np.random.default_rng(0)
+    n = 3000
+    X_model = _random_cells(rng, n)
+    # deficits with ties, values around the naming floor, a few NaN
+    deficits = rng.choice([0.0, 0.5, 0.99, 1.0, 2.5, 2.5, 7.0, 40.0], size=X_model.shape) + rng.choice(
+        [0.0, 0.0, 0.0, rng.normal()], size=X_model.shape)
+    deficits[rng.random(X_model.shape) < 0.01] = np.nan
+    values = [[f"v{i}_{j}" if j < 2 else X_model[i, j] for j in range(X_model.shape[1])] for i in range(n)]
+    log_px = rng.normal(-10, 8, size=n)
+    log_px[rng.random(n) < 0.02] = np.nan
+    for band in [(-14.8, -3.0), (-14.8, None), (None, -3.0), (-9.0, -9.0)]:
+        got = explain_rows(log_px, band, deficits, values, KINDS_SCHEMA, X_model)
+        want = _per_row_records(log_px, band, deficits, values, KINDS_SCHEMA, X_model)
+        assert repr(got) == repr(want)  # repr: a NaN deficit equals itself there
+        assert render_reasons(got) == render_reasons(want)
+    # each kind of problem occurs, so the comparison covers them
+    kinds = {c.problem for r in got if r is not None for c in r.columns}
+    assert kinds == {DEFICIT, MISSING, UNSEEN_CATEGORY, OUT_OF_SUPPORT}
+
+
+def test_outside_support_is_where_describe_cell_has_words():
+    X_model = _random_cells(np.random.default_rng(1), 500)
+    mask = KINDS_SCHEMA.outside_support(X_model)
+    words = np.array([[bool(KINDS_SCHEMA.describe_cell(j, v)) for j, v in enumerate(row)] for row in X_model])
+    assert mask.any() and (mask == words).all()
