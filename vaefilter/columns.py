@@ -281,9 +281,17 @@ class TableSchema:
     def _encode_column(spec, series):
         missing = series.isna().to_numpy()
         if spec.kind == CATEGORICAL:
-            codes = {c: i for i, c in enumerate(spec.categories)}
             unseen = len(spec.categories)
-            values = np.array([codes.get(str(v), unseen) for v in series.to_numpy()], dtype=np.float64)
+            known = pd.Index(spec.categories, dtype=object)
+            if isinstance(series.dtype, pd.CategoricalDtype) and known.is_unique:
+                # the same match by str(value), once per distinct category instead of once per
+                # cell (a third of the typing time of a 30,000-row titanic chunk)
+                lookup = known.get_indexer([str(c) for c in series.cat.categories])
+                lookup = np.append(np.where(lookup < 0, unseen, lookup), unseen).astype(np.float64)
+                values = lookup[series.cat.codes.to_numpy()]  # code -1 (missing) -> the appended unseen
+            else:
+                codes = {c: i for i, c in enumerate(spec.categories)}
+                values = np.array([codes.get(str(v), unseen) for v in series.to_numpy()], dtype=np.float64)
         elif spec.kind == BINARY and pd.api.types.is_bool_dtype(series.dtype):
             values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
