@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -36,6 +37,15 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # row: each costs one more pass of K draws for that row, and the reason names
 # at most three columns.
 CONDITIONED_CANDIDATES = 4
+# The conditioned deficits of a row use at most this share of K draws (or the
+# draws its decision used, if fewer); None: as many as the decision used.
+# Conditioning costs CONDITIONED_CANDIDATES passes per row below the band: at
+# its decision's draws it cost as many decodes as deciding every row did
+# (titanic 25 vs 26.5 draws per row of the file, modechoice 46 vs 46), and
+# most of it on the few rows near the edge that need all K to be decided
+# (47-72% of it). Set by cost; benchmarks/check_reasons.py measures what it
+# does to the reasons.
+CONDITIONED_DRAW_SHARE = 0.3
 
 #: A fitted attribute that every fitted detector has (no default for older files).
 REQUIRED = object()
@@ -986,6 +996,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         device = device_of(network)
         # under sequential decisions, each row at the draws its decision used
         draws = np.full(len(rows), self.n_importance_samples) if n_draws is None else np.asarray(n_draws)[rows]
+        if CONDITIONED_DRAW_SHARE is not None:
+            draws = np.minimum(draws, max(1, math.ceil(CONDITIONED_DRAW_SHARE * self.n_importance_samples)))
         without = np.empty(candidates.shape)
         for k in np.unique(draws):
             group = np.flatnonzero(draws == k)
