@@ -158,3 +158,66 @@ def test_outside_support_is_where_describe_cell_has_words():
     mask = KINDS_SCHEMA.outside_support(X_model)
     words = np.array([[bool(KINDS_SCHEMA.describe_cell(j, v)) for j, v in enumerate(row)] for row in X_model])
     assert mask.any() and (mask == words).all()
+
+
+def _small_titanic_detector(**params):
+    import pandas as pd  # noqa: F401
+
+    from vaefilter import VAEOutlierDetector
+    from vaefilter.datasets import load_titanic
+
+    frame = load_titanic().drop(columns=["survived"]).iloc[:400].reset_index(drop=True)
+    det = VAEOutlierDetector(latent_dim=2, hidden_layer_sizes=(16,), max_epochs=3, n_importance_samples=20,
+                             proposal_steps=0, handle_missing="model", random_state=0, **params).fit(frame)
+    return det, frame
+
+
+def _faulty_rows(frame):
+    import pandas as pd
+
+    rows = frame.iloc[:60].copy()
+    rows = rows.astype({c: float for c in ("sibsp", "pclass", "fare", "age")})
+    rows["sex"] = rows["sex"].cat.add_categories(["femal"])
+    rows.loc[0:9, "sex"] = "femal"  # unseen category
+    rows.loc[10:19, "sibsp"] = 2.5  # out of support: a whole-number column
+    rows.loc[20:29, "fare"] = -5.0  # out of support: never negative
+    rows.loc[30:39, "pclass"] = None  # missing where training never was
+    rows.loc[40:49, "age"] = rows.loc[40:49, "age"] * 100
+    return rows
+
+
+def test_explain_reasons_equal_the_per_row_rule_on_its_own_deficits():
+    det, frame = _small_titanic_detector()
+    rows = _faulty_rows(frame)
+    for sequential in (False, True):
+        explained, records = det.explain(rows, return_records=True, sequential=sequential)
+        deficits = explained[list(det.schema_.names)].to_numpy()
+        want = _per_row_records(explained["log_px"].to_numpy(), det.thresholds_, deficits,
+                                rows.to_numpy(dtype=object), det.schema_, det.schema_.encode(rows))
+        assert repr(records) == repr(want)
+        assert explained["reason"].tolist() == render_reasons(want)
+        kinds = {c.problem for r in records if r is not None for c in r.columns}
+        assert {UNSEEN_CATEGORY, OUT_OF_SUPPORT, MISSING} <= kinds
+
+
+def test_conditioned_deficits_take_at_most_their_share_of_k_draws(monkeypatch):
+    import vaefilter.estimator as estimator
+
+    det, frame = _small_titanic_detector(threshold_percentiles=(90, None))
+    rows = _faulty_rows(frame)
+    seen = []
+    original = estimator.log_marginal_without_columns
+
+    def recording(network, X, columns, k, seed, *args, **kwargs):
+        seen.append(k)
+        return original(network, X, columns, k, seed, *args, **kwargs)
+
+    monkeypatch.setattr(estimator, "log_marginal_without_columns", recording)
+    capped = det.explain(rows)
+    assert seen == [6]  # ceil(0.3 * 20), every row below the band at full K
+    seen.clear()
+    monkeypatch.setattr(estimator, "CONDITIONED_DRAW_SHARE", None)
+    uncapped = det.explain(rows)
+    assert seen == [20]
+    # the cap moves the conditioned candidates' numbers, not the scores
+    np.testing.assert_array_equal(capped["log_px"], uncapped["log_px"])
