@@ -194,15 +194,20 @@ def explain_rows(log_px, thresholds, deficits, values, schema, X_model):
     X_below = np.asarray(X_model, dtype=np.float64)[below]
     flagged = schema.outside_support(X_below)
     problems = {(int(r), int(j)): cell_problem(schema, int(j), X_below[r, j]) for r, j in np.argwhere(flagged)}
-    order, n_named = _named_order(np.asarray(deficits, dtype=np.float64)[below], flagged)
+    deficits_below = np.asarray(deficits, dtype=np.float64)[below]
+    order, n_named = _named_order(deficits_below, flagged)
+    # plain Python numbers from here: numpy scalar indexing in this loop over rows cost more than the loop
+    named_deficits = np.take_along_axis(deficits_below, order, 1).tolist()
+    order, n_named, scores = order.tolist(), n_named.tolist(), log_px[below].tolist()
+    plain = (DEFICIT, "")
     edge = float(lower)
-    for r, i in enumerate(below):
-        row_deficits, row_values = deficits[i], values[i]
+    for r, i in enumerate(below.tolist()):
+        row_values = values[i]
         named = []
-        for j in order[r, : n_named[r]]:
-            kind, note = problems.get((r, int(j)), (DEFICIT, ""))
-            named.append(ColumnProblem(names[j], kind, float(row_deficits[j]), row_values[j], note))
-        records[i] = Explanation(float(log_px[i]), BELOW, edge, tuple(named))
+        for k, j in enumerate(order[r][: n_named[r]]):
+            kind, note = problems.get((r, j), plain)
+            named.append(ColumnProblem(names[j], kind, named_deficits[r][k], row_values[j], note))
+        records[i] = Explanation(scores[r], BELOW, edge, tuple(named))
     return records
 
 
