@@ -95,3 +95,23 @@ def test_importing_vaefilter_makes_idle_openmp_threads_sleep_unless_told_otherwi
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_a_run_keeps_the_objects_alive_before_it_out_of_the_collector_and_puts_them_back(detector, monkeypatch):
+    import gc
+
+    import vaefilter.pipeline as pipeline
+
+    frozen_during = []
+    original = pipeline.chunk_results
+
+    def recording(*args):
+        frozen_during.append(gc.get_freeze_count())
+        return original(*args)
+
+    monkeypatch.setattr(pipeline, "chunk_results", recording)
+    before = gc.get_freeze_count()
+    filter_csv(detector, io.BytesIO(_batch()), io.BytesIO(), io.BytesIO())
+    score_csv(detector, io.BytesIO(_batch()), io.BytesIO())
+    assert len(frozen_during) == 2 and min(frozen_during) > before
+    assert gc.get_freeze_count() == before == 0

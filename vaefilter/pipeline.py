@@ -21,6 +21,7 @@ column, a model file that cannot be read, a device this machine lacks) raise.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import queue
@@ -229,6 +230,23 @@ def _prepare(model, input, device, outputs):
     started = time.perf_counter()
     check_paths(inputs={"the input": input, "--model": model}, outputs=outputs)
     return started, load_detector(model, device)
+
+
+@contextlib.contextmanager
+def _long_lived_objects_frozen():
+    """The objects alive before a run (modules, the model, torch's and pandas' own) out of the
+    garbage collector's reach while it runs (:func:`gc.freeze`), put back afterwards.
+
+    A pass creates many short-lived objects (a reason per rejected row), and
+    each full collection walked the ~250,000 objects the imports leave behind:
+    on 30,000 titanic rows that took explain_rows from 0.09 s to 0.28 s, and
+    the filter 3-7% longer (4.39-4.60 s against 4.27-4.30 s, 1 thread).
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _open_input(source, detector, chunk_rows, encoding, delimiter, name=None):
@@ -618,7 +636,8 @@ def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_ro
     """
     started, detector = _prepare(model, input, device, {"--output": output})
     csv = dict(encoding=encoding, delimiter=delimiter)
-    with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, _outputs([output]) as (out,):
+    with _long_lived_objects_frozen(), _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, \
+            _outputs([output]) as (out,):
         summary = RunSummary(reader.name, {"scored": _name(output)})
         csv["terminator"] = reader.line_terminator
         out.write(append_fields(reader.header, _appended_names(reader.columns, SCORE_FIELDS), **csv))
@@ -687,7 +706,7 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
     drift = None if drift_alpha is None else _DriftBatch()
     band = ["" if t is None else f"{t:.6f}" for t in detector.thresholds_]
     csv = dict(encoding=encoding, delimiter=delimiter)
-    with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, \
+    with _long_lived_objects_frozen(), _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, \
             _outputs([valid, invalid]) as (valid_out, invalid_out):
         summary = RunSummary(reader.name, {"valid": _name(valid), "invalid": _name(invalid)})
         csv["terminator"] = reader.line_terminator
@@ -707,7 +726,8 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
             for chunk, log_px, is_valid, reasons, n_draws in _results(detector, reader, na_values, progress,
                                                                       summary, drift, sequential=not full_k):
                 hand_over(chunk, log_px, is_valid, reasons, n_draws)
-    return _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
+    with _long_lived_objects_frozen():
+        return _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
 
 
 def _finish_filter(summary, detector, drift, drift_alpha, started, summary_json):
@@ -773,7 +793,7 @@ def filter_csv_fdr(model, input, valid, invalid, fdr, *, delimiter=",", encoding
         raise ValueError(f"--fdr must be a number in (0, 1), got {fdr!r}")
     drift = None if drift_alpha is None else _DriftBatch()
     csv = dict(encoding=encoding, delimiter=delimiter)
-    with _rereadable(input) as path:
+    with _long_lived_objects_frozen(), _rereadable(input) as path:
         # pass 1: every record's score; reasons kept only for the unscored rows (rejected whatever BH says)
         spooled = path is not input
         name = ("<stdin>" if _is_path(input) else _name(input)) if spooled else None
