@@ -876,7 +876,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         deficit are measured given the rest of the row instead,
         ``typical - log p(x_j | x_-j)``, on draws the column itself does not
         pull (a wild value drags z, and with it every column the dragged z
-        mispredicts); the larger of the two estimates is kept. Values outside
+        mispredicts), at ``CONDITIONED_DRAW_SHARE`` (0.3) of K draws or the
+        row's own, if fewer; the larger of the two estimates is kept. Values outside
         a column's support (its value kind) are named first.
 
         Parameters
@@ -888,7 +889,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         sequential : bool, default=False
             Decide rows as ``predict`` does (see ``sequential_decisions``):
             a row decided early has ``log_px`` and deficits estimated from
-            the draws it used, its conditioned deficits at as many draws; the
+            the draws it used, its conditioned deficits at as many draws (at
+            most 0.3 K, as at full K); the
             frame then has an ``n_draws`` column after ``reason``.
 
         Returns
