@@ -315,8 +315,12 @@ class _DriftBatch:
         ordinals = self.n_records + np.arange(len(log_px))
         self.n_records += len(log_px)
         self.scores.append(log_px[~np.isnan(log_px)])
-        scored = [k for k in typed.index if k not in problems and not np.isnan(log_px[k])]
-        if not scored:
+        # the index holds positions into the chunk (CsvChunk.frame)
+        positions = typed.index.to_numpy()
+        keep = ~np.isnan(log_px[positions]) & ~np.isin(positions, np.fromiter(problems, dtype=np.int64,
+                                                                               count=len(problems)))
+        scored = positions[keep]
+        if not len(scored):
             return
         keys = np.concatenate([self.keys, _row_priorities(ordinals[scored])])
         rows = typed.loc[scored] if self.rows is None else pd.concat([self.rows, typed.loc[scored]])
@@ -407,10 +411,11 @@ def _score_chunk(detector, chunk, source, na_values=(), sequential=False):
     n_draws[positions] = scored["n_draws"].to_numpy(dtype=np.int64)
     log_px[positions] = scored["log_px"].to_numpy(dtype=float)
     is_valid[positions] = scored["is_valid"].to_numpy(dtype=bool)
-    for position, reason in zip(positions, scored["reason"]):
-        if not np.isfinite(log_px[position]) and reason.startswith(("column ", _NOT_FINITE)):
-            reason = f"line {chunk.line_numbers[position]}: {reason}"
+    for position, reason in zip(positions.tolist(), scored["reason"].tolist()):
         reasons[position] = reason
+    for position in positions[~np.isfinite(log_px[positions])].tolist():
+        if reasons[position].startswith(("column ", _NOT_FINITE)):
+            reasons[position] = f"line {chunk.line_numbers[position]}: {reasons[position]}"
     return log_px, is_valid, [_cut(r) for r in reasons], typed, problems, n_draws
 
 
