@@ -46,6 +46,9 @@ CONDITIONED_CANDIDATES = 4
 # (47-72% of it). Set by cost; benchmarks/check_reasons.py measures what it
 # does to the reasons.
 CONDITIONED_DRAW_SHARE = 0.3
+# Candidates whose posterior deficit is below this many nats are not conditioned
+# (None: every candidate is).
+CONDITIONED_MIN_DEFICIT = None
 
 #: A fitted attribute that every fitted detector has (no default for older files).
 REQUIRED = object()
@@ -1000,18 +1003,27 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         draws = np.full(len(rows), self.n_importance_samples) if n_draws is None else np.asarray(n_draws)[rows]
         if CONDITIONED_DRAW_SHARE is not None:
             draws = np.minimum(draws, max(1, math.ceil(CONDITIONED_DRAW_SHARE * self.n_importance_samples)))
-        without = np.empty(candidates.shape)
-        for k in np.unique(draws):
-            group = np.flatnonzero(draws == k)
-            without[group] = log_marginal_without_columns(
-                network, to_tensor(X_model[rows[group]], device), candidates[group], int(k), self.importance_seed_,
-            )
-        conditional = log_px[rows, None] - without  # log p(x_j | x_-j)
+        # (row, candidate) slots to condition: all, or those whose posterior deficit reaches the floor
+        wanted = np.ones(candidates.shape, dtype=bool)
+        if CONDITIONED_MIN_DEFICIT is not None:
+            wanted = np.take_along_axis(deficits[rows], candidates, 1) >= CONDITIONED_MIN_DEFICIT
+        slot_rows, slot_columns = np.nonzero(wanted)
+        slot_draws = draws[slot_rows]
+        without = np.full(candidates.shape, np.nan)
+        for k in np.unique(slot_draws):
+            group = np.flatnonzero(slot_draws == k)
+            # one left-out column per slot: the row's own draws for each (common random numbers)
+            without[slot_rows[group], slot_columns[group]] = log_marginal_without_columns(
+                network, to_tensor(X_model[rows[slot_rows[group]]], device),
+                candidates[slot_rows[group], slot_columns[group]][:, None], int(k), self.importance_seed_,
+            )[:, 0]
+        conditional = log_px[rows, None] - without  # log p(x_j | x_-j); NaN where not conditioned
         # both estimates are lower bounds of the candidate's surprise (the
         # importance-sampled log p(x_-j) is biased low): keep the larger
         updated = deficits[rows]
         conditioned = self.column_typical_[candidates] - conditional
-        np.put_along_axis(updated, candidates, np.maximum(conditioned, np.take_along_axis(updated, candidates, 1)), 1)
+        posterior = np.take_along_axis(updated, candidates, 1)
+        np.put_along_axis(updated, candidates, np.where(wanted, np.maximum(conditioned, posterior), posterior), 1)
         deficits[rows] = updated
 
     # ------------------------------------------------------- generative side
