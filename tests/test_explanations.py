@@ -221,3 +221,31 @@ def test_conditioned_deficits_take_at_most_their_share_of_k_draws(monkeypatch):
     assert seen == [20]
     # the cap moves the conditioned candidates' numbers, not the scores
     np.testing.assert_array_equal(capped["log_px"], uncapped["log_px"])
+
+
+def test_candidates_below_the_posterior_deficit_floor_are_not_conditioned(monkeypatch):
+    import vaefilter.estimator as estimator
+
+    det, frame = _small_titanic_detector()
+    X_model = det.schema_.encode(frame.iloc[:3])
+    log_px = det.score_samples(frame.iloc[:3])
+    n_features = X_model.shape[1]
+    deficits = np.zeros((3, n_features))
+    deficits[:, :4] = [5.0, 0.2, 3.0, 0.49]  # the four candidates: two reach the 0.5-nat floor
+    sent = []
+    original = estimator.log_marginal_without_columns
+
+    def recording(network, X, columns, k, seed, *args, **kwargs):
+        sent.append(np.asarray(columns).copy())
+        return original(network, X, columns, k, seed, *args, **kwargs)
+
+    monkeypatch.setattr(estimator, "log_marginal_without_columns", recording)
+    conditioned = deficits.copy()
+    det._condition_deficits(X_model, log_px, conditioned, np.arange(3))
+    assert sorted(np.concatenate(sent).ravel().tolist()) == [0, 0, 0, 2, 2, 2]
+    np.testing.assert_array_equal(conditioned[:, [1, 3]], deficits[:, [1, 3]])  # kept as they were
+    assert (conditioned[:, [0, 2]] >= deficits[:, [0, 2]]).all()
+    sent.clear()
+    monkeypatch.setattr(estimator, "CONDITIONED_MIN_DEFICIT", None)
+    det._condition_deficits(X_model, log_px, deficits.copy(), np.arange(3))
+    assert sorted(np.concatenate(sent).ravel().tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
