@@ -45,6 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import vaefilter  # noqa: F401 - first, before torch loads: the OpenMP wait policy the CLI runs with
 import numpy as np
 
 from _common import make_titanic_csv

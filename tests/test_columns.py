@@ -74,3 +74,22 @@ def test_missing_cells_are_an_error_unless_modelled():
     frame = load_titanic().head(100)
     with pytest.raises(ValueError, match="missing value at row .* column 'age'"):
         VAEOutlierDetector(max_epochs=2).fit(frame)
+
+
+def test_encoding_a_categorical_dtype_matches_the_cell_by_cell_lookup():
+    # category dtype takes a per-category lookup; object dtype the per-cell one: the same codes
+    import pandas as pd
+
+    from vaefilter.columns import ColumnSpec, TableSchema
+
+    schema = TableSchema([ColumnSpec("c", "categorical", categories=["a", "b", "1"], has_missing=True,
+                                     dtype="category")])
+    cells = ["b", "a", None, "zz", "1", "b", None, "a"]
+    as_category = schema.encode(pd.DataFrame({"c": pd.Categorical(cells)}))
+    as_object = schema.encode(pd.DataFrame({"c": pd.Series(cells, dtype=object)}))
+    np.testing.assert_array_equal(as_category, as_object)
+    np.testing.assert_array_equal(as_category[:, 0], [1, 0, np.nan, 3, 2, 1, np.nan, 0])
+    only_unseen = schema.encode(pd.DataFrame({"c": pd.Categorical(["q", None], categories=["q"])}))
+    np.testing.assert_array_equal(only_unseen[:, 0], [3, np.nan])
+    empty_categories = schema.encode(pd.DataFrame({"c": pd.Categorical([None, None], categories=[])}))
+    assert np.isnan(empty_categories).all()

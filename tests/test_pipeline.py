@@ -80,3 +80,38 @@ def test_the_cli_takes_its_defaults_from_the_estimator():
     assert args.validation_fraction == defaults["validation_fraction"]
     assert tuple(args.percentiles) == tuple(defaults["threshold_percentiles"])
     assert args.device == defaults["device"]
+
+
+def test_importing_vaefilter_makes_idle_openmp_threads_sleep_unless_told_otherwise():
+    # spinning torch threads on a busy machine made 2-thread scoring 8-17x slower than 1 thread
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, vaefilter; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
+
+
+def test_a_run_keeps_the_objects_alive_before_it_out_of_the_collector_and_puts_them_back(detector, monkeypatch):
+    import gc
+
+    import vaefilter.pipeline as pipeline
+
+    frozen_during = []
+    original = pipeline.chunk_results
+
+    def recording(*args):
+        frozen_during.append(gc.get_freeze_count())
+        return original(*args)
+
+    monkeypatch.setattr(pipeline, "chunk_results", recording)
+    before = gc.get_freeze_count()
+    filter_csv(detector, io.BytesIO(_batch()), io.BytesIO(), io.BytesIO())
+    score_csv(detector, io.BytesIO(_batch()), io.BytesIO())
+    assert len(frozen_during) == 2 and min(frozen_during) > before
+    assert gc.get_freeze_count() == before == 0

@@ -281,9 +281,17 @@ class TableSchema:
     def _encode_column(spec, series):
         missing = series.isna().to_numpy()
         if spec.kind == CATEGORICAL:
-            codes = {c: i for i, c in enumerate(spec.categories)}
             unseen = len(spec.categories)
-            values = np.array([codes.get(str(v), unseen) for v in series.to_numpy()], dtype=np.float64)
+            known = pd.Index(spec.categories, dtype=object)
+            if isinstance(series.dtype, pd.CategoricalDtype) and known.is_unique:
+                # the same match by str(value), once per distinct category instead of once per
+                # cell (a third of the typing time of a 30,000-row titanic chunk)
+                lookup = known.get_indexer([str(c) for c in series.cat.categories])
+                lookup = np.append(np.where(lookup < 0, unseen, lookup), unseen).astype(np.float64)
+                values = lookup[series.cat.codes.to_numpy()]  # code -1 (missing) -> the appended unseen
+            else:
+                codes = {c: i for i, c in enumerate(spec.categories)}
+                values = np.array([codes.get(str(v), unseen) for v in series.to_numpy()], dtype=np.float64)
         elif spec.kind == BINARY and pd.api.types.is_bool_dtype(series.dtype):
             values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
@@ -325,12 +333,47 @@ class TableSchema:
             return "a category never seen in training" if int(value) == len(spec.categories) else ""
         return _support_note(spec.value_kind, value)
 
+    def outside_support(self, matrix):
+        """Boolean mask, shape of ``matrix``, of the model-matrix cells :meth:`describe_cell` describes
+        (those outside what training saw), computed a column at a time instead of a cell at a time."""
+        matrix = np.asarray(matrix, dtype=np.float64)
+        out = np.zeros(matrix.shape, dtype=bool)
+        for j, spec in enumerate(self.columns):
+            values = matrix[:, j]
+            missing = np.isnan(values)
+            present = values[~missing]
+            if spec.kind == CATEGORICAL:
+                # describe_cell's int(value): codes are whole numbers, the unseen bucket is the last
+                bad = np.trunc(present) == len(spec.categories)
+            else:
+                bad = _outside_kind(spec.value_kind, present)
+            out[~missing, j] = bad
+            if not spec.has_missing:
+                out[missing, j] = True
+        return out
+
     def to_dict(self):
         return {"columns": [asdict(c) for c in self.columns]}
 
     @classmethod
     def from_dict(cls, data):
         return cls([ColumnSpec(**c) for c in data["columns"]])
+
+
+def _outside_kind(value_kind, values):
+    """Mask of the (present) ``values`` that :func:`_support_note` describes, for a whole column at once."""
+    bad = np.zeros(values.shape, dtype=bool)
+    if value_kind in ("count", "integer"):
+        bad |= values != np.round(values)
+    if value_kind in ("count", "nonnegative"):
+        bad |= values < 0
+    if value_kind == "positive":
+        bad |= values <= 0
+    if value_kind == "binary":
+        bad |= (values != 0.0) & (values != 1.0)
+    if value_kind == "proportion":
+        bad |= ~((values >= 0.0) & (values <= 1.0))
+    return bad
 
 
 def _support_note(value_kind, value):

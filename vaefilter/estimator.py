@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -37,6 +38,23 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # row: each costs one more pass of K draws for that row, and the reason names
 # at most three columns.
 CONDITIONED_CANDIDATES = 4
+# The conditioned deficits of a row use at most this share of K draws (or the
+# draws its decision used, if fewer); None: as many as the decision used.
+# Conditioning costs CONDITIONED_CANDIDATES passes per row below the band: at
+# its decision's draws it cost as many decodes as deciding every row did
+# (titanic 25 vs 26.5 draws per row of the file, modechoice 46 vs 46), and
+# most of it on the few rows near the edge that need all K to be decided
+# (47-72% of it). Set by cost; benchmarks/check_reasons.py measures what it
+# does to the reasons.
+CONDITIONED_DRAW_SHARE = 0.3
+# Candidates whose posterior deficit is below this many nats are not conditioned
+# (None: every candidate is): half the naming floor (MIN_DEFICIT_NATS = 1). Of
+# the candidate slots, weighted by draws, 28% (titanic, fair) and 50%
+# (modechoice) lie below it. Chosen on those three tables by
+# benchmarks/check_reasons.py (bench_mixed part (d) unchanged to within a row,
+# the first named column of rows below the band unchanged on 97-99%; at 1.0 nats
+# 95-97%); RESULTS.md also reports it on four tables it was not chosen on.
+CONDITIONED_MIN_DEFICIT = 0.5
 
 #: A fitted attribute that every fitted detector has (no default for older files).
 REQUIRED = object()
@@ -892,7 +910,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         deficit are measured given the rest of the row instead,
         ``typical - log p(x_j | x_-j)``, on draws the column itself does not
         pull (a wild value drags z, and with it every column the dragged z
-        mispredicts); the larger of the two estimates is kept. Values outside
+        mispredicts), at ``CONDITIONED_DRAW_SHARE`` (0.3) of K draws or the
+        row's own, if fewer, and only for candidates whose posterior deficit
+        is at least ``CONDITIONED_MIN_DEFICIT`` (0.5) nats; the larger of the
+        two estimates is kept. Values outside
         a column's support (its value kind) are named first.
 
         Parameters
@@ -904,7 +925,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         sequential : bool, default=False
             Decide rows as ``predict`` does (see ``sequential_decisions``):
             a row decided early has ``log_px`` and deficits estimated from
-            the draws it used, its conditioned deficits at as many draws; the
+            the draws it used, its conditioned deficits at as many draws (at
+            most 0.3 K, as at full K); the
             frame then has an ``n_draws`` column after ``reason``.
 
         Returns
@@ -1012,18 +1034,29 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         device = device_of(network)
         # under sequential decisions, each row at the draws its decision used
         draws = np.full(len(rows), self.n_importance_samples) if n_draws is None else np.asarray(n_draws)[rows]
-        without = np.empty(candidates.shape)
-        for k in np.unique(draws):
-            group = np.flatnonzero(draws == k)
-            without[group] = log_marginal_without_columns(
-                network, to_tensor(X_model[rows[group]], device), candidates[group], int(k), self.importance_seed_,
-            )
-        conditional = log_px[rows, None] - without  # log p(x_j | x_-j)
+        if CONDITIONED_DRAW_SHARE is not None:
+            draws = np.minimum(draws, max(1, math.ceil(CONDITIONED_DRAW_SHARE * self.n_importance_samples)))
+        # (row, candidate) slots to condition: all, or those whose posterior deficit reaches the floor
+        wanted = np.ones(candidates.shape, dtype=bool)
+        if CONDITIONED_MIN_DEFICIT is not None:
+            wanted = np.take_along_axis(deficits[rows], candidates, 1) >= CONDITIONED_MIN_DEFICIT
+        slot_rows, slot_columns = np.nonzero(wanted)
+        slot_draws = draws[slot_rows]
+        without = np.full(candidates.shape, np.nan)
+        for k in np.unique(slot_draws):
+            group = np.flatnonzero(slot_draws == k)
+            # one left-out column per slot: the row's own draws for each (common random numbers)
+            without[slot_rows[group], slot_columns[group]] = log_marginal_without_columns(
+                network, to_tensor(X_model[rows[slot_rows[group]]], device),
+                candidates[slot_rows[group], slot_columns[group]][:, None], int(k), self.importance_seed_,
+            )[:, 0]
+        conditional = log_px[rows, None] - without  # log p(x_j | x_-j); NaN where not conditioned
         # both estimates are lower bounds of the candidate's surprise (the
         # importance-sampled log p(x_-j) is biased low): keep the larger
         updated = deficits[rows]
         conditioned = self.column_typical_[candidates] - conditional
-        np.put_along_axis(updated, candidates, np.maximum(conditioned, np.take_along_axis(updated, candidates, 1)), 1)
+        posterior = np.take_along_axis(updated, candidates, 1)
+        np.put_along_axis(updated, candidates, np.where(wanted, np.maximum(conditioned, posterior), posterior), 1)
         deficits[rows] = updated
 
     def relations(self, n=None):

@@ -21,6 +21,7 @@ column, a model file that cannot be read, a device this machine lacks) raise.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import queue
@@ -231,6 +232,23 @@ def _prepare(model, input, device, outputs):
     return started, load_detector(model, device)
 
 
+@contextlib.contextmanager
+def _long_lived_objects_frozen():
+    """The objects alive before a run (modules, the model, torch's and pandas' own) out of the
+    garbage collector's reach while it runs (:func:`gc.freeze`), put back afterwards.
+
+    A pass creates many short-lived objects (a reason per rejected row), and
+    each full collection walked the ~250,000 objects the imports leave behind:
+    on 30,000 titanic rows that took explain_rows from 0.09 s to 0.28 s, and
+    the filter 3-7% longer (4.39-4.60 s against 4.27-4.30 s, 1 thread).
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _open_input(source, detector, chunk_rows, encoding, delimiter, name=None):
     reader = CsvReader(source, chunk_rows=chunk_rows, encoding=encoding, delimiter=delimiter, name=name)
     missing = [n for n in detector.schema_.names if n not in reader.columns]
@@ -297,8 +315,12 @@ class _DriftBatch:
         ordinals = self.n_records + np.arange(len(log_px))
         self.n_records += len(log_px)
         self.scores.append(log_px[~np.isnan(log_px)])
-        scored = [k for k in typed.index if k not in problems and not np.isnan(log_px[k])]
-        if not scored:
+        # the index holds positions into the chunk (CsvChunk.frame)
+        positions = typed.index.to_numpy()
+        keep = ~np.isnan(log_px[positions]) & ~np.isin(positions, np.fromiter(problems, dtype=np.int64,
+                                                                               count=len(problems)))
+        scored = positions[keep]
+        if not len(scored):
             return
         keys = np.concatenate([self.keys, _row_priorities(ordinals[scored])])
         rows = typed.loc[scored] if self.rows is None else pd.concat([self.rows, typed.loc[scored]])
@@ -389,10 +411,11 @@ def _score_chunk(detector, chunk, source, na_values=(), sequential=False):
     n_draws[positions] = scored["n_draws"].to_numpy(dtype=np.int64)
     log_px[positions] = scored["log_px"].to_numpy(dtype=float)
     is_valid[positions] = scored["is_valid"].to_numpy(dtype=bool)
-    for position, reason in zip(positions, scored["reason"]):
-        if not np.isfinite(log_px[position]) and reason.startswith(("column ", _NOT_FINITE)):
-            reason = f"line {chunk.line_numbers[position]}: {reason}"
+    for position, reason in zip(positions.tolist(), scored["reason"].tolist()):
         reasons[position] = reason
+    for position in positions[~np.isfinite(log_px[positions])].tolist():
+        if reasons[position].startswith(("column ", _NOT_FINITE)):
+            reasons[position] = f"line {chunk.line_numbers[position]}: {reasons[position]}"
     return log_px, is_valid, [_cut(r) for r in reasons], typed, problems, n_draws
 
 
@@ -618,7 +641,8 @@ def score_csv(model, input, output, *, delimiter=",", encoding="utf-8", chunk_ro
     """
     started, detector = _prepare(model, input, device, {"--output": output})
     csv = dict(encoding=encoding, delimiter=delimiter)
-    with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, _outputs([output]) as (out,):
+    with _long_lived_objects_frozen(), _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, \
+            _outputs([output]) as (out,):
         summary = RunSummary(reader.name, {"scored": _name(output)})
         csv["terminator"] = reader.line_terminator
         out.write(append_fields(reader.header, _appended_names(reader.columns, SCORE_FIELDS), **csv))
@@ -687,7 +711,7 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
     drift = None if drift_alpha is None else _DriftBatch()
     band = ["" if t is None else f"{t:.6f}" for t in detector.thresholds_]
     csv = dict(encoding=encoding, delimiter=delimiter)
-    with _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, \
+    with _long_lived_objects_frozen(), _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, \
             _outputs([valid, invalid]) as (valid_out, invalid_out):
         summary = RunSummary(reader.name, {"valid": _name(valid), "invalid": _name(invalid)})
         csv["terminator"] = reader.line_terminator
@@ -707,7 +731,8 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
             for chunk, log_px, is_valid, reasons, n_draws in _results(detector, reader, na_values, progress,
                                                                       summary, drift, sequential=not full_k):
                 hand_over(chunk, log_px, is_valid, reasons, n_draws)
-    return _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
+    with _long_lived_objects_frozen():
+        return _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
 
 
 def _finish_filter(summary, detector, drift, drift_alpha, started, summary_json):
@@ -773,7 +798,7 @@ def filter_csv_fdr(model, input, valid, invalid, fdr, *, delimiter=",", encoding
         raise ValueError(f"--fdr must be a number in (0, 1), got {fdr!r}")
     drift = None if drift_alpha is None else _DriftBatch()
     csv = dict(encoding=encoding, delimiter=delimiter)
-    with _rereadable(input) as path:
+    with _long_lived_objects_frozen(), _rereadable(input) as path:
         # pass 1: every record's score; reasons kept only for the unscored rows (rejected whatever BH says)
         spooled = path is not input
         name = ("<stdin>" if _is_path(input) else _name(input)) if spooled else None
