@@ -50,10 +50,12 @@ def test_refit_leaves_the_model_unchanged(fitted_pair):
 def test_refit_tightens_the_estimate_at_default_k(fitted_pair, benign_split):
     _, test = benign_split
     elbo_encoder, refitted = fitted_pair
-    # measured: -0.196 nats/row with the ELBO encoder, -0.06 after the refit
+    # measured with column relations: -0.33 nats/row with the ELBO encoder, -0.22
+    # after the refit (and +0.003 at the defaults, whose posterior search closes
+    # the rest); with the factorised decoder -0.196 and -0.06
     elbo_gap = _gap_to_large_k(elbo_encoder, test)
     refit_gap = _gap_to_large_k(refitted, test)
-    assert refit_gap > -0.12
+    assert refit_gap > -0.3
     assert elbo_gap < refit_gap - 0.05
     # both estimate the same density: at large K they draw together (measured
     # with the value-kind model, log-normal columns here: 0.36 nats/row apart
