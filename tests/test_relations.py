@@ -189,3 +189,15 @@ def test_info_and_report_show_the_relations(related_fits, tmp_path, capsys):
     assert "high <- " in out or "area <- " in out
     html = build_report(fits["linear"], test)
     assert "Strongest relations between columns" in html
+
+
+def test_fit_from_the_shell_can_turn_relations_off(tmp_path, capsys):
+    from vaefilter.cli import main
+
+    train = tmp_path / "train.csv"
+    _related_table(300, 0).to_csv(train, index=False)
+    for mode in ("none", "linear"):
+        model = tmp_path / f"{mode}.vaefilter"
+        assert main(["fit", str(train), "-o", str(model), "--epochs", "3", "--column-relations", mode, "-q"]) == 0
+        assert load_model(model).column_relations == mode
+        assert (load_model(model).network_.likelihood.relations is None) == (mode == "none")
