@@ -103,14 +103,14 @@ def _related_table(n, seed):
 
 @pytest.fixture(scope="module")
 def related_fits():
-    train, test = _related_table(1500, 0), _related_table(400, 1)
-    params = dict(latent_dim=2, hidden_layer_sizes=(32, 32), max_epochs=80, random_state=0, device="cpu")
+    train, test = _related_table(1000, 0), _related_table(400, 1)
+    params = dict(latent_dim=2, hidden_layer_sizes=(32, 32), max_epochs=50, random_state=0, device="cpu")
     fits = {mode: VAEOutlierDetector(column_relations=mode, **params).fit(train) for mode in ("none", "linear")}
     return fits, test
 
 
 def test_relations_raise_the_held_out_likelihood_of_related_columns(related_fits):
-    # measured 2026-12-01: 'linear' above 'none' by ~3 nats/row here (an exact integer
+    # measured 2026-12-01: 'linear' above 'none' by 3.1-3.3 nats/row here (an exact integer
     # difference and a 1% log-linear relation, which the factorised decoder must code in z)
     fits, test = related_fits
     gain = fits["linear"].score_samples(test).mean() - fits["none"].score_samples(test).mean()
@@ -132,7 +132,7 @@ def test_a_broken_relation_is_blamed_on_a_related_column(related_fits):
 def test_samples_keep_the_relations(related_fits):
     fits, _ = related_fits
     drawn = fits["linear"].sample(2000, random_state=0)
-    # measured: 93% of draws keep width = high - low exactly, 7% without relations
+    # measured: 91-93% of draws keep width = high - low exactly, 7% without relations
     assert np.mean(drawn["high"] - drawn["low"] == drawn["width"]) > 0.8
     assert np.mean(drawn["width"] >= 0) > 0.99
 
@@ -198,6 +198,7 @@ def test_fit_from_the_shell_can_turn_relations_off(tmp_path, capsys):
     _related_table(300, 0).to_csv(train, index=False)
     for mode in ("none", "linear"):
         model = tmp_path / f"{mode}.vaefilter"
-        assert main(["fit", str(train), "-o", str(model), "--epochs", "3", "--column-relations", mode, "-q"]) == 0
+        assert main(["fit", str(train), "-o", str(model), "--epochs", "3", "--hidden", "16", "--latent-dim", "2",
+                     "--proposal-steps", "5", "--column-relations", mode, "-q"]) == 0
         assert load_model(model).column_relations == mode
         assert (load_model(model).network_.likelihood.relations is None) == (mode == "none")
