@@ -854,9 +854,9 @@ class FactorizedLikelihood(nn.Module):
         """
         if self.relations is not None:
             # the shift is linear in params: H = J^T H' J, g = J^T g'
-            _, usable = self._related_values(x)
+            values, usable = self._related_values(x)
             value, gradient, along = self._factorised_derivatives(
-                self._shifted(params, x), x, self.relations.jacobian_times(directions, usable))
+                self.relations.shifted(params, values, usable), x, self.relations.jacobian_times(directions, usable))
             return (value, self.relations.jacobian_transpose_times(gradient, usable),
                     self.relations.jacobian_transpose_times(along, usable))
         return self._factorised_derivatives(params, x, directions)
