@@ -17,7 +17,11 @@ Tuning tasks:
 * ``amounts``: a generated shop table: counts, prices, discounts with zeros,
   a shop category, all driven by a 2-D latent.
 
-    python benchmarks/choose_defaults.py [--quick]
+* ``--discrete-relations``: six mixed-type tables (vega_datasets' iris with
+  its species, barley, airports' state and position, stocks; statsmodels'
+  grunfeld and 3,000 rows of randhie), 30% held out.
+
+    python benchmarks/choose_defaults.py [--quick | --relations | --continuous-family | --discrete-relations]
 """
 
 from __future__ import annotations
@@ -85,6 +89,40 @@ def wide_tuning_tasks():
     return [(name, {}, *_table(_statsmodels_table(name), 0)) for name in ("star98", "fertility", "macrodata")]
 
 
+def _categorical(frame, names):
+    for name in names:
+        frame[name] = frame[name].astype(str).astype("category")
+    return frame
+
+
+def _mixed_tuning_tables():
+    """Mixed-type tables no reported benchmark uses (bench_mixed and check_reasons use others)."""
+    from statsmodels import datasets as smd
+    from vega_datasets import local_data
+
+    iris = _categorical(local_data.iris(), ["species"])
+    barley = _categorical(local_data.barley(), ["variety", "site"])
+    grunfeld = _categorical(smd.grunfeld.load_pandas().data, ["firm"])
+    airports = _categorical(local_data.airports()[["state", "latitude", "longitude"]].dropna(), ["state"])
+    stocks = local_data.stocks()
+    stocks = _categorical(stocks.assign(year=stocks["date"].dt.year)[["symbol", "year", "price"]], ["symbol"])
+    randhie = smd.randhie.load_pandas().data  # four binary columns (0/1) among ten
+    randhie = randhie.iloc[np.random.RandomState(0).permutation(len(randhie))[:3000]]
+    return {"iris+species": iris, "barley": barley, "grunfeld": grunfeld, "airports": airports,
+            "stocks": stocks, "randhie-3000": randhie}
+
+
+def mixed_tuning_tasks():
+    """(name, params, train frame, test frame) for the mixed tables (``--discrete-relations``)."""
+    tasks = []
+    for name, frame in _mixed_tuning_tables().items():
+        frame = frame.reset_index(drop=True)
+        order = np.random.RandomState(0).permutation(len(frame))
+        n_test = int(round(0.3 * len(frame)))
+        tasks.append((name, {}, frame.iloc[order[n_test:]], frame.iloc[order[:n_test]]))
+    return tasks
+
+
 def tuning_tasks(quick=False):
     tasks = [
         ("ppca-10d", {"latent_dim": 2}, *_ppca(100, 10, 2, 0.1)),
@@ -130,6 +168,13 @@ RELATION_SETTINGS = {
     "'linear', prior scale 0.1": {"column_relations": "linear", "relations_prior_scale": 0.1},
 }
 
+#: ``--discrete-relations``: whether the categories of binary and categorical columns shift the others
+DISCRETE_SETTINGS = {
+    "column_relations='none'": {"column_relations": "none"},
+    "column_relations='numeric'": {"column_relations": "numeric"},
+    "column_relations='linear' (with categories)": {"column_relations": "linear"},
+}
+
 #: ``--continuous-family``: Gaussian or Student-t continuous columns
 FAMILY_SETTINGS = {
     "continuous_family='gaussian'": {"continuous_family": "gaussian"},
@@ -149,10 +194,16 @@ def main():
     parser.add_argument("--relations", action="store_true", help="compare the column_relations settings instead")
     parser.add_argument("--continuous-family", action="store_true",
                         help="compare the continuous_family settings instead")
+    parser.add_argument("--discrete-relations", action="store_true",
+                        help="compare relations with and without the categories' shifts, on mixed-type tables")
     args = parser.parse_args()
-    settings = RELATION_SETTINGS if args.relations else FAMILY_SETTINGS if args.continuous_family else SETTINGS
+    settings = (RELATION_SETTINGS if args.relations else FAMILY_SETTINGS if args.continuous_family
+                else DISCRETE_SETTINGS if args.discrete_relations else SETTINGS)
     torch.set_num_threads(1)
-    tasks = tuning_tasks(args.quick) + (wide_tuning_tasks() if args.relations else [])
+    if args.discrete_relations:
+        tasks = mixed_tuning_tasks()
+    else:
+        tasks = tuning_tasks(args.quick) + (wide_tuning_tasks() if args.relations else [])
     rows = []
     started = time.time()
     for name, setting in settings.items():

@@ -168,9 +168,11 @@ def _add_fit_parser(commands):
                    help="share of the training rows that may be bad, in [0, 0.5): after a warm-up the model "
                         "trains on all but that share of least likely rows, and as many of the least likely "
                         "calibration rows are left out of the band (default: trust every row)")
-    p.add_argument("--column-relations", choices=("linear", "none"), default=d["column_relations"],
-                   help="'linear': each numeric column's location moves linearly with the residuals of the "
-                        f"numeric columns before it; 'none': columns independent given z (default {d['column_relations']})")
+    p.add_argument("--column-relations", choices=("linear", "numeric", "none"), default=d["column_relations"],
+                   help="'numeric': each numeric column's location moves linearly with the residuals of the "
+                        "numeric columns before it; 'linear': and with the categories of the binary and "
+                        "categorical columns; 'none': columns independent given z "
+                        f"(default {d['column_relations']})")
     p.add_argument("--continuous-family", choices=("gaussian", "student_t"), default=d["continuous_family"],
                    help=f"law of the continuous columns given z (default {d['continuous_family']})")
     p.add_argument("--seed", type=int, default=CLI_SEED, help=f"random seed (default {CLI_SEED})")

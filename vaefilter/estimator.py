@@ -256,17 +256,22 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         to 0.13 nats/row and the old 0.1 up to 9 nats/row (20-D
         probabilistic PCA, where it sits above the data's noise).
 
-    column_relations : {'linear', 'none'}, default='linear'
-        'linear': p(x | z) is a product of p(x_j | z, x_<j), where each
+    column_relations : {'linear', 'numeric', 'none'}, default='linear'
+        'numeric': p(x | z) is a product of p(x_j | z, x_<j), where each
         Gaussian, log-normal or whole-number column's location moves
         linearly with the residuals of the numeric columns before it (see
         :mod:`vaefilter.model.relations`), so exact relations between
         columns (a width that is max - min, a log-area twice a log-radius)
         need no latent precision; with Gaussian columns the model then
-        contains the full-covariance Gaussian. The per-column terms of
+        contains the full-covariance Gaussian. 'linear': besides, the
+        categories of the binary and categorical columns (first in the
+        factorisation) move those locations and the logits of the discrete
+        columns after them, so a number that depends on a category (a
+        species' body mass) is scored given it. The per-column terms of
         ``explain`` are then log p(x_j | z, x_<j). 'none': p(x | z) =
         prod_j p(x_j | z), the model before this parameter (files written
-        before it load as 'none').
+        before it load as 'none', files with numeric relations only as
+        'numeric').
 
     continuous_family : {'gaussian', 'student_t'}, default='gaussian'
         Law of the continuous columns given z: Gaussian, or Student-t with
@@ -432,7 +437,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "min_variance": [Interval(Real, 0, None, closed="neither")],
-        "column_relations": [StrOptions({"linear", "none"})],
+        "column_relations": [StrOptions({"linear", "numeric", "none"})],
         "continuous_family": [StrOptions({"gaussian", "student_t"})],
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "column_kinds": [dict, None],
@@ -535,7 +540,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 missing_columns=self.schema_.missing_columns,
                 value_kinds=self.schema_.value_kinds,
                 log_scale_columns=self.schema_.log_scale_columns,
-                relations=self.column_relations == "linear",
+                relations=self.column_relations in ("linear", "numeric"),
+                discrete_relations=self.column_relations == "linear",
                 continuous_family=self.continuous_family,
             )
             network = VAENetwork(likelihood, self.latent_dim, hidden).to(device)
@@ -1060,7 +1066,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         deficits[rows] = updated
 
     def relations(self, n=None):
-        """The linear relations between numeric columns the model learned (``column_relations='linear'``).
+        """The linear relations between columns the model learned (``column_relations`` 'linear' or 'numeric').
 
         Parameters
         ----------
@@ -1070,13 +1076,18 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Returns
         -------
         relations : DataFrame with columns ``column``, ``parent``, ``coefficient``
-            ``coefficient`` is B_jk of :mod:`vaefilter.model.relations`: how
-            far one standardised unit of the parent's residual moves the
-            column's location, in the column's standardised units; largest
-            magnitude first. Empty without relations.
+            Between numeric columns, ``coefficient`` is B_jk of
+            :mod:`vaefilter.model.relations`: how far one standardised unit
+            of the parent's residual moves the column's location, in the
+            column's standardised units. A discrete parent is named
+            ``column=category``: its coefficient is how far that category,
+            against the training mix, moves the column's location (in its
+            standardised units) or a discrete column's logit (in nats).
+            Largest magnitude first; empty without relations.
         """
         check_is_fitted(self)
-        rows = strongest_relations(self.network_.likelihood, list(self.schema_.names), n)
+        categories = {j: list(spec.categories) for j, spec in enumerate(self.schema_.columns) if spec.categories}
+        rows = strongest_relations(self.network_.likelihood, list(self.schema_.names), n, categories)
         return pd.DataFrame(rows, columns=["column", "parent", "coefficient"])
 
     # ------------------------------------------------------- generative side

@@ -329,6 +329,8 @@ def load_model(path):
         params.setdefault("calibration_fraction", 0.0)
         # and before column_relations, without relations
         params.setdefault("column_relations", "none")
+        if params["column_relations"] == "linear" and "discrete_relations" not in header["network"]["likelihood"]:
+            params["column_relations"] = "numeric"  # before the categories' shifts, 'linear' had none
         params.setdefault("continuous_family", "gaussian")
         detector = VAEOutlierDetector(**params)
         _set_fitted_from_json(detector, header["fitted"], path)

@@ -21,7 +21,7 @@ from scipy import stats
 from torch.nn import functional as F
 
 from .._torch import LOG_2PI, may_be_true
-from .relations import RELATED_KINDS, LinearRelations
+from .relations import RELATED_KINDS, DiscreteParents, LinearRelations
 
 # A value a family cannot produce (2 in a binary column, -0.1 in a [0, 1]
 # column) has probability zero. We keep scores finite so that a gate can rank
@@ -766,7 +766,7 @@ class FactorizedLikelihood(nn.Module):
         Width of the model matrix.
     """
 
-    def __init__(self, families, n_features, relations=False):
+    def __init__(self, families, n_features, relations=False, discrete_relations=False):
         super().__init__()
         self.families = nn.ModuleList(families)
         self.n_features = int(n_features)
@@ -774,6 +774,7 @@ class FactorizedLikelihood(nn.Module):
         if covered != list(range(self.n_features)):
             raise ValueError("column families must cover every column exactly once")
         self.relations = self._build_relations() if relations else None
+        self.discrete = self._build_discrete() if discrete_relations else None
 
     def related_families(self):
         """(family, offset of its parameters) for the families :mod:`.relations` links, in order."""
@@ -782,19 +783,44 @@ class FactorizedLikelihood(nn.Module):
                 if family.kind in RELATED_KINDS]
 
     def _build_relations(self):
+        locations, spreads = self._numeric_positions()
+        # one related column has nothing to relate to
+        return LinearRelations(locations, spreads) if len(locations) > 1 else None
+
+    def _numeric_positions(self):
         locations, spreads = [], []
         for family, offset in self.related_families():
             n = family.n_columns
             locations += range(offset, offset + n)
             spreads += range(offset + n, offset + 2 * n)
-        # one related column has nothing to relate to
-        return LinearRelations(locations, spreads) if len(locations) > 1 else None
+        return locations, spreads
+
+    def _build_discrete(self):
+        offsets = np.cumsum([0] + [family.n_params for family in self.families])
+        parents = []
+        for family, offset in zip(self.families, offsets):
+            if family.kind == "bernoulli":
+                parents += [{"column": int(c), "support": 2, "values": [1], "logits": [int(offset) + i],
+                             "binary": True} for i, c in enumerate(family.columns.tolist())]
+            elif family.kind == "categorical":
+                start = int(offset)
+                for c, n in zip(family.columns.tolist(), family.n_categories):
+                    parents.append({"column": int(c), "support": n, "values": list(range(n)),
+                                    "logits": list(range(start, start + n)), "binary": False})
+                    start += n
+        locations, spreads = self._numeric_positions()
+        # a lone discrete column with no numeric column has nothing to relate to
+        if not parents or (not locations and len(parents) < 2):
+            return None
+        return DiscreteParents(parents, locations, spreads)
 
     def log_prior_of_weights(self):
         """log p(B) of the relations' coefficients (0 without relations), up to a constant."""
-        if self.relations is None:
-            return torch.zeros(())
-        return self.relations.log_prior()
+        prior = torch.zeros(())
+        for linked in (self.relations, self.discrete):
+            if linked is not None:
+                prior = prior + linked.log_prior()
+        return prior
 
     def _related_values(self, x):
         """The related columns of ``x`` on their families' standardised scales, and where each has a residual."""
@@ -802,11 +828,17 @@ class FactorizedLikelihood(nn.Module):
         return torch.cat([values for values, _ in parts], -1), torch.cat([usable for _, usable in parts], -1)
 
     def _shifted(self, params, x):
-        """The decoder's parameters with the related locations moved by the residuals before them."""
+        """The decoder's parameters moved by the discrete columns' categories, then by the numeric residuals before them."""
+        params = self._discrete_shifted(params, x)
         if self.relations is None:
             return params
         values, usable = self._related_values(x)
         return self.relations.shifted(params, values, usable)
+
+    def _discrete_shifted(self, params, x):
+        if self.discrete is None:
+            return params
+        return self.discrete.shifted(params, self.discrete.residuals(x))
 
     def _value_families(self):
         return [family for family in self.families if not getattr(family, "adds_to_columns", False)]
@@ -852,6 +884,8 @@ class FactorizedLikelihood(nn.Module):
         ``params`` (n, n_params), ``directions`` (k, n, n_params); see
         :meth:`ColumnFamily.derivatives`.
         """
+        # the discrete columns' shift is a constant in params: same derivatives, at the shifted point
+        params = self._discrete_shifted(params, x)
         if self.relations is not None:
             # the shift is linear in params: H = J^T H' J, g = J^T g'
             values, usable = self._related_values(x)
@@ -887,7 +921,7 @@ class FactorizedLikelihood(nn.Module):
         variance its parents' residuals add (exact for Gaussian columns, the
         matching spread for the others).
         """
-        if self.relations is not None:
+        if self.discrete is not None or self.relations is not None:
             params = self._with_marginal_spread(params)
         out = self._assemble(params, "mean")
         for family, family_params in self._adding_families(params):
@@ -901,22 +935,40 @@ class FactorizedLikelihood(nn.Module):
         given z and the values drawn before it.
         """
         out = self._factorised_sample(params, generator)
-        if self.relations is None:
-            return out
-        for family, _ in self.related_families():
-            for column in family.columns.tolist():
+        if self.discrete is not None:
+            for parent in self.discrete.parents:
                 drawn = self._factorised_sample(self._shifted(params, out), generator)
-                out[..., column] = drawn[..., column]
+                out[..., parent["column"]] = drawn[..., parent["column"]]
+        if self.relations is not None:
+            for family, _ in self.related_families():
+                for column in family.columns.tolist():
+                    drawn = self._factorised_sample(self._shifted(params, out), generator)
+                    out[..., column] = drawn[..., column]
+        elif self.discrete is not None and self.discrete.n_numeric:
+            # independent given z and the categories: one draw given the drawn categories
+            drawn = self._factorised_sample(self._shifted(params, out), generator)
+            columns = [c for family, _ in self.related_families() for c in family.columns.tolist()]
+            out[..., columns] = drawn[..., columns]
         return out
 
     def _with_marginal_spread(self, params):
-        relations = self.relations
+        """``params`` with the discrete parents' expected shift, and each related column's variance given z alone."""
+        decoder = params
+        if self.discrete is not None:
+            params = self.discrete.shifted(params, self.discrete.expected_residuals(decoder))
+        spreads = self.relations.spreads if self.relations is not None else self.discrete.spreads
+        if not spreads.numel():
+            return params
         min_variance = self.related_families()[0][0].min_variance
-        variance = min_variance + F.softplus(params.index_select(-1, relations.spreads))
-        excess = (relations.marginal_spread(variance) - min_variance).clamp_min(1e-30)
+        variance = min_variance + F.softplus(params.index_select(-1, spreads))
+        if self.relations is not None:
+            variance = self.relations.marginal_spread(variance)
+        if self.discrete is not None:
+            variance = variance + self.discrete.shift_variance(decoder)
+        excess = (variance - min_variance).clamp_min(1e-30)
         # softplus^-1(v) = v + log(1 - exp(-v))
         raw = excess + torch.log(-torch.expm1(-excess))
-        return params.index_copy(-1, relations.spreads, raw)
+        return params.index_copy(-1, spreads, raw)
 
     def _factorised_sample(self, params, generator):
         out = self._assemble(params, "sample", generator=generator)
@@ -931,7 +983,7 @@ class FactorizedLikelihood(nn.Module):
 
     def config(self):
         return {"n_features": self.n_features, "families": [family.config() for family in self.families],
-                "relations": self.relations is not None}
+                "relations": self.relations is not None, "discrete_relations": self.discrete is not None}
 
     @classmethod
     def from_config(cls, config):
@@ -946,7 +998,8 @@ class FactorizedLikelihood(nn.Module):
                 spec.setdefault("scale", np.ones(n))
             families.append(family_cls(**spec))
         # files written before relations existed have none
-        return cls(families, config["n_features"], relations=config.get("relations", False))
+        return cls(families, config["n_features"], relations=config.get("relations", False),
+                   discrete_relations=config.get("discrete_relations", False))
 
 
 def _is_binary(column):
@@ -999,7 +1052,8 @@ def _by_value_kind(candidates, value_kinds, forced_binary):
 
 
 def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary_columns=(), missing_columns=(),
-                     value_kinds=None, log_scale_columns=(), relations=False, continuous_family="gaussian"):
+                     value_kinds=None, log_scale_columns=(), relations=False, continuous_family="gaussian",
+                     discrete_relations=False):
     """Choose a family for every column of the training model matrix ``X``.
 
     Parameters
@@ -1034,6 +1088,10 @@ def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary
         relations (see :mod:`vaefilter.model.relations`).
     continuous_family : {'gaussian', 'student_t'}, default='gaussian'
         Family of the continuous columns.
+    discrete_relations : bool, default=False
+        Shift the related numeric columns' locations, and the binary and
+        categorical columns' logits, by the categories of the discrete
+        columns before them (see :class:`vaefilter.model.relations.DiscreteParents`).
     """
     categorical_sizes = dict(categorical_sizes or {})
     missing = set(missing_columns)
@@ -1076,4 +1134,7 @@ def build_likelihood(X, likelihood, min_variance, categorical_sizes=None, binary
         families.append(ZeroColumns(with_zeros, modelled(with_zeros)))
     if missing:
         families.append(MissingnessColumns(sorted(missing)))
-    return FactorizedLikelihood(families, X.shape[1], relations=relations)
+    built = FactorizedLikelihood(families, X.shape[1], relations=relations, discrete_relations=discrete_relations)
+    if built.discrete is not None:
+        built.discrete.set_frequencies(torch.as_tensor(X, dtype=torch.float64))
+    return built
