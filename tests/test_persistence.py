@@ -349,3 +349,24 @@ def test_forged_header_values_are_refused_naming_the_field(model_file, tmp_path,
 
 def test_unchanged_header_still_loads(model_file):
     assert load_model(model_file).thresholds_
+
+
+def test_files_with_numeric_relations_only_load_as_numeric(tmp_path):
+    # last round's 'linear' had no categories' shifts: its files carry no 'discrete_relations'
+    # entry and must load as 'numeric' (a refit as 'linear' would build another model)
+    frame = load_titanic().iloc[:300]
+    detector = VAEOutlierDetector(**SMALL, column_relations="numeric", handle_missing="model").fit(frame)
+    path = tmp_path / "m.vf"
+    save_model(detector, path)
+    header, payload = _parts(path.read_bytes())
+    assert header["network"]["likelihood"].pop("discrete_relations") is False
+    header["params"]["column_relations"] = "linear"
+    older = tmp_path / "older.vf"
+    older.write_bytes(_assemble(header, payload))
+    loaded = load_model(older)
+    assert loaded.column_relations == "numeric" and loaded.network_.likelihood.discrete is None
+    np.testing.assert_array_equal(loaded.score_samples(frame), detector.score_samples(frame))
+    # this round's 'linear' files keep their name and their shifts
+    current = VAEOutlierDetector(**SMALL, handle_missing="model").fit(frame)
+    save_model(current, path)
+    assert load_model(path).column_relations == "linear" and load_model(path).network_.likelihood.discrete is not None

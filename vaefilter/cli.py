@@ -461,7 +461,7 @@ def run_info(args):
     strongest = detector.relations(SHOWN_RELATIONS)
     if len(strongest):
         listed = "; ".join(f"{row.column} <- {row.parent} {row.coefficient:+.3f}" for row in strongest.itertuples())
-        print(f"strongest relations (column <- parent, coefficient in standardised units): {listed}")
+        print(f"strongest relations (column <- parent, coefficient: standardised units, nats for a logit): {listed}")
     curve, val_curve = detector.loss_curve_, detector.validation_loss_curve_
     print(f"training: {detector.n_iter_} epochs, best epoch {detector.best_epoch_}, final -ELBO "
           f"{curve[-1]:.3f} train / {val_curve[-1] if val_curve else float('nan'):.3f} validation (nats/row)")

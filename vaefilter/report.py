@@ -295,8 +295,10 @@ def _relations_note(detector):
         return ""
     strongest["coefficient"] = strongest["coefficient"].map("{:+.3f}".format)
     return ("<h3>Strongest relations between columns</h3>"
-            '<p class="note">Each numeric column\'s location moves linearly with the residuals of the columns '
-            "before it (coefficients in standardised units; see <code>column_relations</code>).</p>"
+            '<p class="note">Each numeric column\'s location moves linearly with the residuals of the numeric '
+            "columns before it and with the categories of the discrete ones (a parent named "
+            "<code>column=category</code>); a discrete column's logits move with the categories before it. "
+            "Coefficients in standardised units, nats for a logit; see <code>column_relations</code>.</p>"
             + _table(strongest, index=False))
 
 
