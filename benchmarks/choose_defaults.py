@@ -196,6 +196,7 @@ def main():
                         help="compare the continuous_family settings instead")
     parser.add_argument("--discrete-relations", action="store_true",
                         help="compare relations with and without the categories' shifts, on mixed-type tables")
+    parser.add_argument("--seed", type=int, default=0, help="the fits' random_state (default 0)")
     args = parser.parse_args()
     settings = (RELATION_SETTINGS if args.relations else FAMILY_SETTINGS if args.continuous_family
                 else DISCRETE_SETTINGS if args.discrete_relations else SETTINGS)
@@ -212,7 +213,7 @@ def main():
             if "latent_dim" in setting and "latent_dim" in task_params:
                 row[task] = float("nan")  # the task fixes its latent dimension
                 continue
-            row[task], _ = held_out_loglik(task_params, X_train, X_test, setting)
+            row[task], _ = held_out_loglik(task_params, X_train, X_test, setting, seed=args.seed)
         rows.append(row)
         print(row, flush=True)
     table = pd.DataFrame(rows).set_index("setting")
