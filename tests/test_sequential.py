@@ -56,12 +56,13 @@ def test_margins_keep_the_rounds_they_were_calibrated_for():
 
     def sizes(draws):
         margins = DecisionMargins(draws, (0.5,) * len(draws), (0.4,) * len(draws), inf, inf)
-        return [r.numel() for r in rounds_for(100, margins)]
+        rounds, se_factor = rounds_for(100, margins)
+        return [r.numel() for r in rounds], se_factor
 
-    assert sizes((6, 10, 30, 60)) == [6, 10, 30, 60, 100]
-    assert sizes((10, 30)) == [10, 30, 100]
-    assert sizes((7, 30)) == [100]
-    assert [r.numel() for r in rounds_for(100, None)] == [100]
+    assert sizes((6, 10, 30, 60)) == ([6, 10, 30, 60, 100], 1.0)
+    assert sizes((10, 30)) == ([10, 30, 100], 2.0)  # with the standard errors they were measured with
+    assert sizes((7, 30))[0] == [100]
+    assert [r.numel() for r in rounds_for(100, None)[0]] == [100]
 
 
 def test_decisions_equal_full_k_decisions_with_fewer_draws(fitted, rows):
