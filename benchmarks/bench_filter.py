@@ -237,13 +237,14 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
             draws=float(seq["n_draws"].mean()), K=det.n_importance_samples,
             searched_full=float(np.mean(searched_full)) if searched_full is not None else 0.0,
             searched_seq=float(np.mean(searched_seq)) if searched_seq is not None else 0.0,
+            load=os.getloadavg()[0],
         ))
         row = out[-1]
         print(f"{name:16s} {row['rows']:,} rows: pandas {pandas_s:.2f} s, filter {filter_s:.2f} s "
               f"({row['share']:.1%} of pandas), full K {full_s:.2f} s ({row['full_share']:.1%}); "
               f"disagreements {row['disagree']}/{row['distinct']}, draws/row {row['draws']:.1f} of {row['K']}, "
               f"searched {row['searched_full']:.1%} (full K) / {row['searched_seq']:.1%} (sequential); "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
+              f"load {row['load']:.1f}", flush=True)
     return out
 
 
@@ -253,14 +254,15 @@ def real_table_markdown(rows, command, elapsed, threads):
         f"Run: `{command}` — {elapsed:.0f} s; torch threads {threads}; load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (2 cores shared with other jobs).",
         "",
-        "| table | cols | rows | pandas s | filter s | filter / pandas | full-K filter s | full-K / pandas | "
-        "draws/row (of K) | searched, full K | searched, sequential | decisions ≠ full K |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| table | cols | rows | pandas s | filter s | filter rows/s | filter / pandas | full-K filter s | "
+        "full-K / pandas | draws/row (of K) | searched, full K | searched, sequential | decisions ≠ full K | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['table']} | {r['columns']} | {r['rows']:,} | {r['pandas_s']:.2f} | {r['filter_s']:.2f} | "
-                     f"{r['share']:.1%} | {r['full_s']:.2f} | {r['full_share']:.1%} | {r['draws']:.1f} ({r['K']}) | "
-                     f"{r['searched_full']:.1%} | {r['searched_seq']:.1%} | {r['disagree']} of {r['distinct']} |")
+                     f"{r['rows'] / r['filter_s']:,.0f} | {r['share']:.1%} | {r['full_s']:.2f} | {r['full_share']:.1%} | "
+                     f"{r['draws']:.1f} ({r['K']}) | {r['searched_full']:.1%} | {r['searched_seq']:.1%} | "
+                     f"{r['disagree']} of {r['distinct']} | {r['load']:.1f} |")
     return "\n".join(lines)
 
 

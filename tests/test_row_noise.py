@@ -1,6 +1,7 @@
 """Per-row draws: standard normal, independent across rows, fixed by (row, seed)."""
 
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 
@@ -33,3 +34,17 @@ def test_different_rows_get_independent_draws():
     assert len(set(row_keys(x, 0).tolist())) == 1000
     first = row_normal(x, 1, 1, seed=0)[:, 0, 0].numpy()
     assert abs(np.corrcoef(first[:-1], first[1:])[0, 1]) < 0.1
+
+
+@pytest.mark.parametrize("n_draws, latent_dim", [(40, 3), (7, 3), (9, 5), (100, 8)])
+def test_draws_picked_from_the_full_k_are_the_full_k_draws(n_draws, latent_dim):
+    """keyed_normal_at hashes each Box-Muller pair once, whether a pick holds its cosine, its sine or both."""
+    from vaefilter.scoring.row_noise import keyed_normal, keyed_normal_at
+
+    keys = torch.randint(0, 2**32, (11,), dtype=torch.int64, generator=torch.Generator().manual_seed(0))
+    full = keyed_normal(keys, n_draws, latent_dim)
+    half = n_draws // 2
+    picks = [torch.arange(n_draws), torch.arange(half), half + torch.arange(n_draws - half),
+             torch.tensor([n_draws - 1, 0, half]), torch.tensor([1, half + 1, 1])]
+    for draws in picks:
+        assert torch.equal(keyed_normal_at(keys, draws, n_draws, latent_dim), full[:, draws]), draws

@@ -12,7 +12,7 @@ from vaefilter import VAEOutlierDetector
 from vaefilter import pipeline
 from vaefilter.persistence import load_model, save_model
 from vaefilter.scoring.row_noise import keyed_normal, keyed_normal_at
-from vaefilter.scoring.sequential import DecisionMargins, draw_rounds
+from vaefilter.scoring.sequential import DecisionMargins, draw_rounds, rounds_for
 
 K = 40
 DATA = Path(__file__).parent / "data"
@@ -41,12 +41,28 @@ def rows():
 def test_round_draws_are_the_full_k_draws():
     keys = torch.randint(0, 2**32, (9,), dtype=torch.int64)
     rounds = draw_rounds(K)
-    assert [r.numel() for r in rounds] == [4, 12, K]
+    assert [r.numel() for r in rounds] == [4, 12, 24, K]  # 5% of K (2 draws) is too few for a round
     full = keyed_normal(keys, K, 3)
     for draws in rounds:
         assert torch.equal(keyed_normal_at(keys, draws, K, 3), full[:, draws])
     # each round takes the same share of both halves (q's and the Laplace Gaussian's)
     assert (rounds[0] < K // 2).sum() == (rounds[0] >= K // 2).sum()
+
+
+def test_margins_keep_the_rounds_they_were_calibrated_for():
+    """Model files whose margins were fitted for the earlier rounds (10, 30 of 100) keep those rounds;
+    margins for rounds no rule gives take all K."""
+    inf = float("inf")
+
+    def sizes(draws):
+        margins = DecisionMargins(draws, (0.5,) * len(draws), (0.4,) * len(draws), inf, inf)
+        rounds, se_factor = rounds_for(100, margins)
+        return [r.numel() for r in rounds], se_factor
+
+    assert sizes((6, 10, 30, 60)) == ([6, 10, 30, 60, 100], 1.0)
+    assert sizes((10, 30)) == ([10, 30, 100], 2.0)  # with the standard errors they were measured with
+    assert sizes((7, 30))[0] == [100]
+    assert [r.numel() for r in rounds_for(100, None)[0]] == [100]
 
 
 def test_decisions_equal_full_k_decisions_with_fewer_draws(fitted, rows):

@@ -194,8 +194,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     sequential_decisions : bool, default=True
         ``predict``, ``decision_function`` and ``explain(sequential=True)``
         (the CLI's ``filter``) spend draws where a decision needs them: every
-        row starts with K/10 of its K draws, rows clearly inside or outside
-        the band stop, the others go on in rounds (3K/10, then K). The margins
+        row starts with 6% of its K draws, rows clearly inside or outside
+        the band stop, the others go on in rounds (10%, 30%, 60%, then K). The margins
         of "clearly" are calibrated at fit time on the held-out rows against
         their full-K estimates (``decision_margins_``, see
         :mod:`vaefilter.scoring.sequential`). A row that goes the distance gets its

@@ -75,8 +75,18 @@ def keyed_normal_at(keys, draws, n_draws, latent_dim):
     values = (draws.unsqueeze(1) * latent_dim + torch.arange(latent_dim, device=keys.device)).reshape(-1)
     is_cosine = values < n_pairs
     pair = torch.where(is_cosine, values, values - n_pairs)
-    u = _uniform(keys, torch.cat([pair, n_pairs + pair]))
-    radius = torch.sqrt(-2.0 * torch.log(u[:, : pair.numel()]))
-    angle = (2.0 * math.pi) * u[:, pair.numel():]
-    normal = torch.where(is_cosine, radius * torch.cos(angle), radius * torch.sin(angle))
+    # Each Box-Muller pair is hashed once: a round of sequential decisions takes
+    # draw k and draw k + K/2 together, whose values are the cosine and the sine
+    # of the same pairs (half the hashing of computing every value on its own;
+    # noise was 9% of a draw's cost on titanic)
+    pairs, position = torch.unique(pair, sorted=True, return_inverse=True)
+    u = _uniform(keys, torch.cat([pairs, n_pairs + pairs]))
+    radius = torch.sqrt(-2.0 * torch.log(u[:, : pairs.numel()]))
+    angle = (2.0 * math.pi) * u[:, pairs.numel():]
+    if bool(is_cosine.all()):
+        normal = (radius * torch.cos(angle))[:, position]
+    elif not bool(is_cosine.any()):
+        normal = (radius * torch.sin(angle))[:, position]
+    else:
+        normal = torch.where(is_cosine, (radius * torch.cos(angle))[:, position], (radius * torch.sin(angle))[:, position])
     return normal.reshape(keys.shape[0], draws.numel(), latent_dim)

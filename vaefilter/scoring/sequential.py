@@ -2,7 +2,7 @@
 
 A row far inside or far outside the band is decided after a few draws; only
 rows near an edge need all K. Every row starts with the first round of its K
-draws; from those draws' weights come an estimate of log p(x) and its
+draws (6 of 100); from those draws' weights come an estimate of log p(x) and its
 uncertainty; rows clearly inside or clearly outside the band stop, the rest
 go on in rounds up to K.
 
@@ -53,16 +53,32 @@ from .posterior_search import LaplaceProposal
 from .row_noise import keyed_normal_at, row_keys
 
 #: Cumulative shares of K scored by the rounds before the last (which takes
-#: all K). At K=100: 10, then 30, then 100 draws.
-ROUND_FRACTIONS = (0.1, 0.3)
+#: all K). At K=100: 6, 10, 30, 60, then 100 draws. A small first round stops
+#: the rows far from both edges cheaply (58-76% of the rows of six mixed
+#: tables stop there), and the round at 60% stops the rows that are near an
+#: edge but not on it: with SE_FACTOR, draws per row fell from 27.5 to 19.8
+#: (titanic), 31.0 to 21.6 (fair) and 54.8 to 40.1 (modechoice), chosen on
+#: those three; anes96 23.3 to 16.1, seattle_weather 22.5 to 15.3, cars 33.4
+#: to 23.7, not chosen on; decisions different from full K: 1 of 5000 (fair),
+#: 0 elsewhere (benchmarks/RESULTS.md, bench_filter_speed).
+ROUND_FRACTIONS = (0.05, 0.1, 0.3, 0.6)
+#: The rounds of model files whose margins were fitted before ROUND_FRACTIONS
+#: changed (10, 30, 100 draws at K=100), and the SE_FACTOR they were measured
+#: with: such files keep both.
+EARLIER_ROUNDS = (((0.1, 0.3), 2.0),)
 #: Below this K every row takes all K draws: a round of K/10 draws would
 #: hold too few draws for an effective sample size.
 MIN_SEQUENTIAL_DRAWS = 20
+#: A round of fewer draws is left out (at K = 20-40 the first share gives 2
+#: draws): the smallest round the six tables above were measured with held 6.
+MIN_ROUND_DRAWS = 4
 #: Quantile of the held-out rows' rise and fall that sets a round's margin.
 MARGIN_QUANTILE = 0.995
 #: A row's own standard errors (delta method, from its effective sample
-#: size) added to the calibrated margin.
-SE_FACTOR = 2.0
+#: size) added to the calibrated margin. At 2.0, titanic, fair and modechoice
+#: took 15-20% more draws per row at these rounds (22.7, 25.7, 48.2) with no
+#: decision different from full K; at 1.0 fair had 1 of 5000.
+SE_FACTOR = 1.0
 #: Fewer held-out rows than this leave a margin infinite (that round never
 #: stops a row): a quantile of a handful of rows says little about its tail.
 MIN_MARGIN_ROWS = 20
@@ -95,21 +111,36 @@ class DecisionMargins:
         return margins
 
 
-def draw_rounds(n_draws):
+def draw_rounds(n_draws, fractions=None):
     """The cumulative draw indices (into the full K) of each round; the last round holds all K.
 
     Each round takes the same share of the first K // 2 draws (q's, under the
-    posterior search) and of the rest (the Laplace Gaussian's).
+    posterior search) and of the rest (the Laplace Gaussian's). Rounds that
+    would hold no more draws than the one before are left out.
     """
     if n_draws < MIN_SEQUENTIAL_DRAWS:
         return [torch.arange(n_draws)]
     first = n_draws // 2
     rounds = []
-    for fraction in ROUND_FRACTIONS:
+    for fraction in ROUND_FRACTIONS if fractions is None else fractions:
         a, b = math.ceil(fraction * first), math.ceil(fraction * (n_draws - first))
+        if a + b < MIN_ROUND_DRAWS or a + b >= n_draws or (rounds and a + b <= rounds[-1].numel()):
+            continue
         rounds.append(torch.cat([torch.arange(a), first + torch.arange(b)]))
     rounds.append(torch.arange(n_draws))
     return rounds
+
+
+def rounds_for(n_draws, margins):
+    """(rounds, standard errors added to the margins) that ``margins`` were calibrated for: these
+    rounds or earlier ones; all K in one round for margins of another K or none."""
+    if margins is None:
+        return [torch.arange(n_draws)], SE_FACTOR
+    for fractions, se_factor in ((ROUND_FRACTIONS, SE_FACTOR), *EARLIER_ROUNDS):
+        rounds = draw_rounds(n_draws, fractions)
+        if tuple(r.numel() for r in rounds[:-1]) == tuple(margins.draws):
+            return rounds, se_factor
+    return [torch.arange(n_draws)], SE_FACTOR  # margins calibrated for another K: no early stops
 
 
 @dataclass
@@ -177,15 +208,15 @@ def _estimate(weights, draws):
     return log_px, se, ess
 
 
-def decided(log_px, se, thresholds, rise, fall, inside_only=False):
+def decided(log_px, se, thresholds, rise, fall, inside_only=False, se_factor=SE_FACTOR):
     """Rows whose decision is clear: inside or outside the band by more than the margins.
 
     ``rise`` (``fall``) bounds how far the full-K estimate may lie above
-    (below) this one; a row's own ``se`` widens both by SE_FACTOR. With
+    (below) this one; a row's own ``se`` widens both by ``se_factor``. With
     ``inside_only`` only rows clearly inside stop.
     """
     lower, upper = thresholds
-    up, down = rise + SE_FACTOR * se, fall + SE_FACTOR * se
+    up, down = rise + se_factor * se, fall + se_factor * se
     inside = torch.ones_like(log_px, dtype=torch.bool)
     outside = torch.zeros_like(inside)
     if lower is not None:
@@ -231,9 +262,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
     if X.device.type == "cpu":
         keep_freed_memory()
     K = n_importance_samples
-    rounds = draw_rounds(K) if (margins is not None or record) else [torch.arange(K)]
-    if margins is not None and not record and tuple(r.numel() for r in rounds[:-1]) != tuple(margins.draws):
-        rounds = [torch.arange(K)]  # margins calibrated for another K: no early stops
+    rounds, se_factor = (draw_rounds(K), SE_FACTOR) if record else rounds_for(K, margins)
     n = X.shape[0]
     device = X.device
     log_px = torch.full((n,), math.nan, device=device)
@@ -276,7 +305,8 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
                     # A low pilot then proves nothing either way: not that the row is below the
                     # lower edge, nor that it stays below an upper edge. It may stop only rows
                     # clearly above a lower-only band's edge; the search's draws decide the rest.
-                    stop = (decided(estimate, se, thresholds, margins.pilot_rise, margins.pilot_fall, inside_only=True)
+                    stop = (decided(estimate, se, thresholds, margins.pilot_rise, margins.pilot_fall, inside_only=True,
+                                    se_factor=se_factor)
                             if thresholds[1] is None else torch.zeros_like(estimate, dtype=torch.bool))
                 log_px[pilot_rows[stop]] = estimate[stop]
                 n_draws[pilot_rows[stop]] = draws.numel()
@@ -304,7 +334,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
                 recorded[r, active.cpu().numpy()] = to_numpy(estimate)
                 previous = draws
                 continue
-            stop = decided(estimate, se, thresholds, margins.rise[r], margins.fall[r])
+            stop = decided(estimate, se, thresholds, margins.rise[r], margins.fall[r], se_factor=se_factor)
             log_px[active[stop]] = estimate[stop]
             n_draws[active[stop]] = draws.numel()
             active = active[~stop]
