@@ -1,0 +1,121 @@
+"""Which rows does the posterior search pay for? Per-row data to choose the flag rule by.
+
+For each task and seed (check_search_gap's tasks, splits and fitted models,
+cached in its cache folder), every test row gets: its misplacement (the
+flag's statistic, in float64), its K=100 estimate with every row searched and
+with none searched, each under ``--draw-seeds`` importance seeds, and the
+inliers' K=5000 estimate with every row searched (the reference). A row's
+K=100 estimate under a flag rule is its searched estimate where the rule
+flags it and its plain one elsewhere (the first half of a searched row's
+draws are its plain draws, the rest the Laplace Gaussian's), so any
+threshold on the misplacement is simulated exactly from one run:
+
+    python benchmarks/check_search_flag.py --collect --tasks digits-5to9 --seeds 0 1 2
+    python benchmarks/check_search_flag.py --thresholds 2 3 4 5 --tasks digits-5to9
+
+prints, per task and threshold, the rows flagged, the inliers' mean K=100 vs
+K=5000 gap, its change from threshold SEARCH_THRESHOLD's old value 2, and
+ROC-AUC of -log p(x) on all test rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+import datasets as ds
+from check_search_gap import CACHE, REPORT, TUNE, fitted, task
+from vaefilter.scoring import posterior_search
+from vaefilter.scoring.marginal import _in_search_precision, encode_in_passes, estimate_log_marginal
+
+EVERY_ROW = 0.0  # a threshold below every misplacement: every row searched
+
+
+def _scores(det, X, K, draw_seed, threshold):
+    old = posterior_search.SEARCH_THRESHOLD
+    import vaefilter.scoring.marginal as marginal
+
+    marginal.SEARCH_THRESHOLD = threshold
+    try:
+        network = det._network()
+        return estimate_log_marginal(network, torch.as_tensor(X, dtype=torch.float32), K,
+                                     det.importance_seed_ + draw_seed, search_steps=det.posterior_search_steps)
+    finally:
+        marginal.SEARCH_THRESHOLD = old
+
+
+def misplacements(det, X):
+    network = det._network()
+    X = torch.as_tensor(X, dtype=torch.float32)
+    with torch.no_grad():
+        mean, log_var = encode_in_passes(network, X)
+        net64, X64, mean64, log_var64 = _in_search_precision(network, X, mean, log_var)
+        return posterior_search.misplacement(net64, X64, mean64, log_var64).numpy()
+
+
+def collect(names, seeds, draw_seeds):
+    for name in names:
+        t = task(name)
+        for seed in seeds:
+            path = os.path.join(CACHE, f"flag-{name}-{seed}.npz")
+            if os.path.exists(path):
+                continue
+            sp = ds.split(t, seed)
+            det = fitted(t, seed, sp)
+            X = det._validate_for_scoring(sp.X_test_raw)
+            inl = sp.y_test == 0
+            on = np.array([_scores(det, X, 100, d, EVERY_ROW).log_px for d in range(draw_seeds)])
+            off = np.array([_scores(det, X, 100, d, 1e30).log_px for d in range(draw_seeds)])
+            ref = _scores(det, X[inl], 5000, 0, EVERY_ROW).log_px
+            m = misplacements(det, X)
+            np.savez(path, on=on, off=off, ref=ref, m=m, y=sp.y_test)
+            print(f"{name}/{seed}: {len(X)} rows, m > 2 on {np.mean(m > 2):.0%}", flush=True)
+
+
+def report(names, seeds, thresholds):
+    print("| task | threshold | flagged (test rows) | flagged (inliers) | gap K=100 vs K=5000 | change from 2 | "
+          "ROC-AUC |\n|---|---:|---:|---:|---:|---:|---:|")
+    for name in names:
+        rows = []
+        for seed in seeds:
+            path = os.path.join(CACHE, f"flag-{name}-{seed}.npz")
+            if os.path.exists(path):
+                rows.append(dict(np.load(path)))
+        if not rows:
+            continue
+        base = None
+        for t in thresholds:
+            flagged, flagged_in, gaps, aucs = [], [], [], []
+            for r in rows:
+                inl = r["y"] == 0
+                s = np.where(r["m"] > t, r["on"], r["off"])  # (draws, rows)
+                flagged.append(np.mean(r["m"] > t))
+                flagged_in.append(np.mean(r["m"][inl] > t))
+                gaps.append(np.mean(s[:, inl].mean(0) - r["ref"]))
+                aucs.append(np.mean([roc_auc_score(r["y"], -si) for si in s]))
+            gap = np.mean(gaps)
+            base = gap if t == thresholds[0] else base
+            print(f"| {name} | {t:g} | {np.mean(flagged):.1%} | {np.mean(flagged_in):.1%} | {gap:+.4f} | "
+                  f"{gap - base:+.4f} | {np.mean(aucs):.4f} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--collect", action="store_true")
+    p.add_argument("--tasks", nargs="*", default=list(TUNE + REPORT))
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--draw-seeds", type=int, default=4)
+    p.add_argument("--thresholds", nargs="*", type=float, default=[2, 3, 4, 5, 6, 8])
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.collect:
+        collect(args.tasks, args.seeds, args.draw_seeds)
+    report(args.tasks, args.seeds, args.thresholds)
+
+
+if __name__ == "__main__":
+    main()
