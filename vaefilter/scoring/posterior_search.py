@@ -154,12 +154,12 @@ def _derivatives(network, x, z):
     # the network's weights are constants here, whoever calls
     with torch.no_grad():
         params, jacobian, layers = _decoder_with_tangents(network.decoder, z)
-    value, params_gradient, params_hessian_jacobian = network.likelihood.derivatives(params, x,
-                                                                                    jacobian.transpose(0, 1))
+    value, params_gradient, likelihood_hessian = network.likelihood.derivatives(params, x, jacobian.transpose(0, 1),
+                                                                               contracted=True)
     with torch.no_grad():
         gradient, curvature = _decoder_curvature(network.decoder, params_gradient, layers)
     # J^T H J from the likelihood, the decoder's own second derivatives, and the prior's -I
-    hessian = torch.einsum("njp,knp->nkj", jacobian, params_hessian_jacobian) + curvature
+    hessian = likelihood_hessian + curvature
     hessian = hessian - torch.eye(z.shape[-1], device=z.device, dtype=z.dtype)
     negative_hessian = -0.5 * (hessian + hessian.transpose(-1, -2))
     return value + network.log_prior(z), gradient - z, negative_hessian
