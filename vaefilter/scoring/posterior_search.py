@@ -149,7 +149,12 @@ def _derivatives(network, x, z):
     and _decoder_curvature), and the likelihood's from its families
     (:meth:`~vaefilter.model.likelihoods.ColumnFamily.derivatives`): double
     backward through everything cost 2-5 times as much, most of it in
-    autograd's element-wise ops.
+    autograd's element-wise ops. The likelihood returns J^T H J itself
+    (``contracted=True``): with column relations its Hessian products then
+    need not be taken back through the shift's Jacobian. With the
+    whole-number columns' derivatives also in closed form, one evaluation on
+    digits (1024 rows, float64) fell from 0.160 to 0.110 s of CPU time (best
+    of 15 by turns in one process; log p(x, z) alone: 0.013 s).
     """
     # the network's weights are constants here, whoever calls
     with torch.no_grad():
