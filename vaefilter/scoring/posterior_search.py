@@ -21,7 +21,12 @@ gradient), and not after a Newton step that gained little (the row keeps the
 curvature from that step's start). On digits a searched row then takes 1.4
 evaluations of the derivatives and 4.3 of log p(x, z), against 3.3 and 13.4
 for Newton from the mean with a four-point line search, and costs about 1.7
-times a row scored at K=100 without the search, against 2.5 times.
+times a row scored at K=100 without the search, against 2.5 times; with the
+cheaper evaluation of the derivatives (see _derivatives) 1.6 times, against
+1.8 measured alike (CPU time by turns, bench_speed's digits model; the
+RESULTS.md section search_cost). Evaluating them less often cost accuracy:
+on digits 5-9 stopping after any full Newton step, or taking further steps
+with the first curvature, lost 0.003-0.007 nats per row at K=100.
 
 Most rows do not need it, so a row is searched only when its encoder's mean looks
 misplaced: when the gradient of log p(x, z) there, scaled by q's standard
