@@ -174,3 +174,28 @@ def test_student_t_is_a_density_of_the_original_value_with_learned_tails():
     assert family.raw_df.grad is not None and float(family.raw_df.grad.abs()) > 0
     draws = family.sample(params.expand(20000, 2), generator=torch.Generator().manual_seed(0)).squeeze(-1)
     assert stats.kstest(draws.numpy(), stats.t(df, 12.0, scale).cdf).pvalue > 0.01
+
+
+def test_whole_number_closed_form_derivatives_match_autograd():
+    # the posterior search's Hessian of whole-number columns: interior bins, the
+    # bottom bin of a column never negative, a log-scale column, far tails, and
+    # cells with a constant cost (missing, modelled or not; out of support)
+    from vaefilter.model.likelihoods import WholeNumberColumns
+
+    generator = torch.Generator().manual_seed(0)
+    family = WholeNumberColumns(range(4), [3.0, 0.0, 1.0, 5.0], [2.0, 1.5, 0.7, 4.0],
+                                log_scale=[False, False, True, False], nonnegative=[True, False, True, False],
+                                min_variance=1e-3, missing_modelled=[True, False, False, False]).double()
+    params = torch.randn(40, 8, generator=generator, dtype=torch.float64) * 2
+    params[:5, :4] = torch.tensor([40.0, -30.0, 8.0, -25.0], dtype=torch.float64)  # bins deep in a tail
+    x = torch.randint(0, 12, (40, 4), generator=generator).double()
+    x[:, 1] -= 6  # negative values where the column allows them
+    x[0, 0] = x[1, 1] = float("nan")
+    x[2, 2], x[3, 3] = 2.5, -1.5  # not whole numbers: out of support
+    x[4, 0] = x[5, 2] = 0.0  # the bottom bin
+    directions = torch.randn(3, 40, 8, generator=generator, dtype=torch.float64)
+    closed = family.derivatives(params, x, directions)
+    autograd = ColumnFamily.derivatives(family, params, x, directions)
+    for found, expected in zip(closed, autograd):
+        torch.testing.assert_close(found, expected, rtol=1e-9, atol=1e-9)
+    assert closed[1][0, 0] == 0 and closed[1][2, 2] == 0 and closed[1][0, 4] == 0

@@ -290,3 +290,24 @@ def test_estimator_parameter_reaches_the_sampler():
     np.testing.assert_allclose(det.explain(X[:30])["log_px"].to_numpy(), searched, rtol=1e-5)
     with pytest.raises(ValueError, match="posterior_search_steps"):
         VAEOutlierDetector(posterior_search_steps=-1).fit(X)
+
+
+@pytest.mark.parametrize("relations", [True, False])
+def test_the_contracted_hessian_is_the_directions_times_the_hessian_product(relations):
+    # the search asks the likelihood for J^T H J directly (with relations, without taking
+    # the products back through the shift): it must equal J^T (H J) of the full products
+    frame = load_titanic()
+    det = VAEOutlierDetector(latent_dim=3, hidden_layer_sizes=(16, 12), max_epochs=2, proposal_steps=0,
+                             column_relations="linear" if relations else "none", handle_missing="model",
+                             random_state=0, device="cpu").fit(frame)
+    likelihood = copy.deepcopy(det.network_).double().likelihood
+    assert (likelihood.relations is not None) is relations
+    X = torch.tensor(det._validate_for_scoring(frame.head(50)), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(1)
+    params = torch.randn(50, likelihood.n_params, generator=generator, dtype=torch.float64)
+    directions = torch.randn(3, 50, likelihood.n_params, generator=generator, dtype=torch.float64)
+    value, gradient, along = likelihood.derivatives(params, X, directions)
+    value_c, gradient_c, contracted = likelihood.derivatives(params, X, directions, contracted=True)
+    torch.testing.assert_close(value_c, value, rtol=0, atol=0)
+    torch.testing.assert_close(gradient_c, gradient, rtol=0, atol=0)
+    torch.testing.assert_close(contracted, torch.einsum("knp,jnp->nkj", directions, along), rtol=1e-12, atol=1e-10)

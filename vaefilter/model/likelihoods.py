@@ -454,6 +454,65 @@ class WholeNumberColumns(ColumnFamily):
         log_mass = _log_logistic_mass(upper, width / self.scale / logistic_scale, bottom)
         return torch.where(in_support, log_mass, torch.full_like(log_mass, OUT_OF_SUPPORT_LOG_PROB))
 
+    def derivatives(self, params, x_cols, directions):
+        # In closed form: autograd's double backward through the logistic masses
+        # took 46% of an evaluation of the posterior search's derivatives on
+        # digits (58 whole-number columns: 0.135 of 0.296 s per 1024 rows, float64).
+        gradient, hessian_directions = self._mass_derivatives(params, x_cols, directions)
+        return self.summed_log_prob(params, x_cols), gradient, hessian_directions
+
+    def _mass_derivatives(self, params, x_cols, directions):
+        """Gradient and Hessian-times-directions of the log-masses in (location, raw variance).
+
+        With a = (t(x + 1/2) - location) / s and b = width / s - a, the
+        interior log-mass is log F(a) + log F(b) + log(1 - exp(-(a + b))) (see
+        _log_logistic_mass) and the bottom bin's log F(a): derivatives in (a, b),
+        then in (location, s), then in the raw variance through
+        s = sqrt(3 (min_variance + softplus(raw))) / pi. Missing and
+        out-of-support cells have a constant cost: no derivatives.
+        """
+        missing = torch.isnan(x_cols)
+        filled = torch.where(missing, torch.full_like(x_cols, self.support_fill), x_cols)
+        moves = self.in_support(filled) & ~missing
+        x = torch.where(moves, filled, torch.zeros_like(filled))
+        interior = ~(self.nonnegative & (x <= 0))
+        location, s = self._location_and_scale(params)
+        width = torch.where(self.log_scale, torch.log1p(1.0 / (x - 0.5).clamp_min(0.5)), torch.ones_like(x))
+        w = width / self.scale / s
+        a = (self._transform(x + 0.5) - location) / s
+        b = w - a
+        zero = torch.zeros_like(a)
+        # h(w) = log(1 - exp(-w)): h' = 1 / expm1(w), h'' = -h' (1 + h')
+        h1 = torch.where(interior, 1.0 / torch.expm1(w), zero)
+        h2 = -h1 * (1.0 + h1)
+        f_a = torch.sigmoid(-a) + h1
+        f_b = torch.where(interior, torch.sigmoid(-b) + h1, zero)
+        f_aa = -torch.sigmoid(a) * torch.sigmoid(-a) + h2
+        f_bb = torch.where(interior, -torch.sigmoid(b) * torch.sigmoid(-b) + h2, zero)
+        f_ab = h2
+        # a and b in (location, s): da/dloc = -1/s, db/dloc = 1/s, da/ds = -a/s, db/ds = -b/s
+        f_loc = (f_b - f_a) / s
+        f_s = -(a * f_a + b * f_b) / s
+        s2 = s.square()
+        f_loc_loc = (f_aa - 2.0 * f_ab + f_bb) / s2
+        f_loc_s = (a * f_aa + (b - a) * f_ab - b * f_bb + f_a - f_b) / s2
+        f_s_s = (a.square() * f_aa + 2.0 * a * b * f_ab + b.square() * f_bb + 2.0 * (a * f_a + b * f_b)) / s2
+        # s in the raw variance r: v = min_variance + softplus(r), s = sqrt(3 v) / pi
+        raw = params.chunk(2, dim=-1)[1]
+        variance = self.min_variance + F.softplus(raw)
+        v_r = torch.sigmoid(raw)
+        s_r = s * v_r / (2.0 * variance)
+        s_rr = s * (v_r * torch.sigmoid(-raw) / (2.0 * variance) - v_r.square() / (4.0 * variance.square()))
+        h_loc_r = f_loc_s * s_r
+        h_r_r = f_s_s * s_r.square() + f_s * s_rr
+        present = moves.to(params.dtype).repeat(1, 2)
+        gradient = torch.cat([f_loc, f_s * s_r], dim=-1) * present
+        along_loc, along_r = directions.chunk(2, dim=-1)
+        hessian_directions = torch.cat(
+            [f_loc_loc * along_loc + h_loc_r * along_r, h_loc_r * along_loc + h_r_r * along_r], dim=-1
+        ) * present
+        return gradient, hessian_directions
+
     def _from_standardised(self, draws):
         """The whole number whose bin holds each standardised point of t's scale."""
         transformed = self.loc + self.scale * draws
@@ -878,22 +937,29 @@ class FactorizedLikelihood(nn.Module):
             total = part if total is None else total + part
         return total
 
-    def derivatives(self, params, x, directions):
+    def derivatives(self, params, x, directions, contracted=False):
         """log p(x | z) summed over columns, its gradient in ``params`` and its Hessian times ``directions``.
 
         ``params`` (n, n_params), ``directions`` (k, n, n_params); see
-        :meth:`ColumnFamily.derivatives`.
+        :meth:`ColumnFamily.derivatives`. With ``contracted``, the third entry
+        is ``directions^T H directions`` instead, of shape (n, k, k): with
+        relations that skips taking the k products back through the shift's
+        Jacobian (11% of the posterior search's derivatives on digits).
         """
         # the discrete columns' shift is a constant in params: same derivatives, at the shifted point
         params = self._discrete_shifted(params, x)
         if self.relations is not None:
             # the shift is linear in params: H = J^T H' J, g = J^T g'
             values, usable = self._related_values(x)
+            shifted_directions = self.relations.jacobian_times(directions, usable)
             value, gradient, along = self._factorised_derivatives(
-                self.relations.shifted(params, values, usable), x, self.relations.jacobian_times(directions, usable))
-            return (value, self.relations.jacobian_transpose_times(gradient, usable),
-                    self.relations.jacobian_transpose_times(along, usable))
-        return self._factorised_derivatives(params, x, directions)
+                self.relations.shifted(params, values, usable), x, shifted_directions)
+            gradient = self.relations.jacobian_transpose_times(gradient, usable)
+            if contracted:
+                return value, gradient, torch.einsum("knp,jnp->nkj", shifted_directions, along)
+            return value, gradient, self.relations.jacobian_transpose_times(along, usable)
+        value, gradient, along = self._factorised_derivatives(params, x, directions)
+        return value, gradient, torch.einsum("knp,jnp->nkj", directions, along) if contracted else along
 
     def _factorised_derivatives(self, params, x, directions):
         value, gradients, hessian_directions = 0.0, [], []

@@ -21,7 +21,12 @@ gradient), and not after a Newton step that gained little (the row keeps the
 curvature from that step's start). On digits a searched row then takes 1.4
 evaluations of the derivatives and 4.3 of log p(x, z), against 3.3 and 13.4
 for Newton from the mean with a four-point line search, and costs about 1.7
-times a row scored at K=100 without the search, against 2.5 times.
+times a row scored at K=100 without the search, against 2.5 times; with the
+cheaper evaluation of the derivatives (see _derivatives) 1.6 times, against
+1.8 measured alike (CPU time by turns, bench_speed's digits model; the
+RESULTS.md section search_cost). Evaluating them less often cost accuracy:
+on digits 5-9 stopping after any full Newton step, or taking further steps
+with the first curvature, lost 0.003-0.007 nats per row at K=100.
 
 Most rows do not need it, so a row is searched only when its encoder's mean looks
 misplaced: when the gradient of log p(x, z) there, scaled by q's standard
@@ -149,17 +154,22 @@ def _derivatives(network, x, z):
     and _decoder_curvature), and the likelihood's from its families
     (:meth:`~vaefilter.model.likelihoods.ColumnFamily.derivatives`): double
     backward through everything cost 2-5 times as much, most of it in
-    autograd's element-wise ops.
+    autograd's element-wise ops. The likelihood returns J^T H J itself
+    (``contracted=True``): with column relations its Hessian products then
+    need not be taken back through the shift's Jacobian. With the
+    whole-number columns' derivatives also in closed form, one evaluation on
+    digits (1024 rows, float64) fell from 0.160 to 0.110 s of CPU time (best
+    of 15 by turns in one process; log p(x, z) alone: 0.013 s).
     """
     # the network's weights are constants here, whoever calls
     with torch.no_grad():
         params, jacobian, layers = _decoder_with_tangents(network.decoder, z)
-    value, params_gradient, params_hessian_jacobian = network.likelihood.derivatives(params, x,
-                                                                                    jacobian.transpose(0, 1))
+    value, params_gradient, likelihood_hessian = network.likelihood.derivatives(params, x, jacobian.transpose(0, 1),
+                                                                               contracted=True)
     with torch.no_grad():
         gradient, curvature = _decoder_curvature(network.decoder, params_gradient, layers)
     # J^T H J from the likelihood, the decoder's own second derivatives, and the prior's -I
-    hessian = torch.einsum("njp,knp->nkj", jacobian, params_hessian_jacobian) + curvature
+    hessian = likelihood_hessian + curvature
     hessian = hessian - torch.eye(z.shape[-1], device=z.device, dtype=z.dtype)
     negative_hessian = -0.5 * (hessian + hessian.transpose(-1, -2))
     return value + network.log_prior(z), gradient - z, negative_hessian

@@ -1,0 +1,163 @@
+"""Which rows does the posterior search pay for? Per-row data to choose the flag rule by.
+
+For each task and seed (check_search_gap's tasks, splits and fitted models,
+cached in its cache folder), every test row gets: its misplacement (the
+flag's statistic, in float64), its K=100 estimate with every row searched and
+with none searched, each under ``--draw-seeds`` importance seeds, and the
+inliers' K=5000 estimate with every row searched (the reference). A row's
+K=100 estimate under a flag rule is its searched estimate where the rule
+flags it and its plain one elsewhere (the first half of a searched row's
+draws are its plain draws, the rest the Laplace Gaussian's), so any
+threshold on the misplacement is simulated exactly from one run:
+
+    python benchmarks/check_search_flag.py --collect --tasks digits-5to9 --seeds 0 1 2
+    python benchmarks/check_search_flag.py --thresholds 2 3 4 5 --tasks digits-5to9
+
+prints, per task and threshold, the rows flagged, the inliers' mean K=100 vs
+K=5000 gap, its change from the first threshold given, and ROC-AUC of
+-log p(x) on all test rows. ``--bins`` prints instead the inliers' gain from
+the search (searched minus plain K=100 estimate, per row and draw seed) by
+misplacement and, among rows above 2, by the effective sample size of the
+first 50 of the row's plain draws (a pilot that a flag rule could read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+import datasets as ds
+from check_search_gap import CACHE, REPORT, TUNE, fitted, task
+from vaefilter.scoring import posterior_search
+from vaefilter.scoring.marginal import _in_search_precision, encode_in_passes, estimate_log_marginal, log_weights
+from vaefilter.scoring.row_noise import keyed_normal, row_keys
+
+EVERY_ROW = 0.0  # a threshold below every misplacement: every row searched
+
+
+def _scores(det, X, K, draw_seed, threshold):
+    old = posterior_search.SEARCH_THRESHOLD
+    import vaefilter.scoring.marginal as marginal
+
+    marginal.SEARCH_THRESHOLD = threshold
+    try:
+        network = det._network()
+        return estimate_log_marginal(network, torch.as_tensor(X, dtype=torch.float32), K,
+                                     det.importance_seed_ + draw_seed, search_steps=det.posterior_search_steps)
+    finally:
+        marginal.SEARCH_THRESHOLD = old
+
+
+def misplacements(det, X):
+    network = det._network()
+    X = torch.as_tensor(X, dtype=torch.float32)
+    with torch.no_grad():
+        mean, log_var = encode_in_passes(network, X)
+        net64, X64, mean64, log_var64 = _in_search_precision(network, X, mean, log_var)
+        return posterior_search.misplacement(net64, X64, mean64, log_var64).numpy()
+
+
+def pilot_ess(det, X, draw_seed, n_draws=50):
+    """Effective sample size of the first ``n_draws`` of each row's plain K=100 draws."""
+    network = det._network()
+    X = torch.as_tensor(X, dtype=torch.float32)
+    with torch.no_grad():
+        noise = keyed_normal(row_keys(X, det.importance_seed_ + draw_seed), 100, network.latent_dim)
+        w = log_weights(network, X, noise)[0][:, :n_draws]
+        return torch.exp(2 * torch.logsumexp(w, 1) - torch.logsumexp(2 * w, 1)).numpy()
+
+
+def collect(names, seeds, draw_seeds):
+    for name in names:
+        t = task(name)
+        for seed in seeds:
+            path = os.path.join(CACHE, f"flag-{name}-{seed}.npz")
+            if os.path.exists(path):
+                continue
+            sp = ds.split(t, seed)
+            det = fitted(t, seed, sp)
+            X = det._validate_for_scoring(sp.X_test_raw)
+            inl = sp.y_test == 0
+            on = np.array([_scores(det, X, 100, d, EVERY_ROW).log_px for d in range(draw_seeds)])
+            off = np.array([_scores(det, X, 100, d, 1e30).log_px for d in range(draw_seeds)])
+            ref = _scores(det, X[inl], 5000, 0, EVERY_ROW).log_px
+            m = misplacements(det, X)
+            ess50 = np.array([pilot_ess(det, X, d) for d in range(draw_seeds)])
+            np.savez(path, on=on, off=off, ref=ref, m=m, y=sp.y_test, ess50=ess50)
+            print(f"{name}/{seed}: {len(X)} rows, m > 2 on {np.mean(m > 2):.0%}", flush=True)
+
+
+def report(names, seeds, thresholds):
+    print(f"| task | threshold | flagged (test rows) | flagged (inliers) | gap K=100 vs K=5000 | "
+          f"change from {thresholds[0]:g} | ROC-AUC |\n|---|---:|---:|---:|---:|---:|---:|")
+    for name in names:
+        rows = []
+        for seed in seeds:
+            path = os.path.join(CACHE, f"flag-{name}-{seed}.npz")
+            if os.path.exists(path):
+                rows.append(dict(np.load(path)))
+        if not rows:
+            continue
+        base = None
+        for t in thresholds:
+            flagged, flagged_in, gaps, aucs = [], [], [], []
+            for r in rows:
+                inl = r["y"] == 0
+                s = np.where(r["m"] > t, r["on"], r["off"])  # (draws, rows)
+                flagged.append(np.mean(r["m"] > t))
+                flagged_in.append(np.mean(r["m"][inl] > t))
+                gaps.append(np.mean(s[:, inl].mean(0) - r["ref"]))
+                aucs.append(np.mean([roc_auc_score(r["y"], -si) for si in s]))
+            gap = np.mean(gaps)
+            base = gap if t == thresholds[0] else base
+            print(f"| {name} | {t:g} | {np.mean(flagged):.1%} | {np.mean(flagged_in):.1%} | {gap:+.4f} | "
+                  f"{gap - base:+.4f} | {np.mean(aucs):.4f} |")
+
+
+def bins(names, seeds):
+    print("| task/seed | rows | count (inlier rows x draw seeds) | mean gain, nats | share of rows gaining < 0.01 | share of the "
+          "total gain |\n|---|---|---:|---:|---:|---:|")
+    for name in names:
+        for seed in seeds:
+            path = os.path.join(CACHE, f"flag-{name}-{seed}.npz")
+            if not os.path.exists(path):
+                continue
+            r = dict(np.load(path))
+            inl = r["y"] == 0
+            gain = (r["on"] - r["off"])[:, inl]
+            m = np.broadcast_to(r["m"][inl], gain.shape)
+            ess = r["ess50"][:, inl]
+            groups = [(f"misplacement in ({lo}, {hi}]", (m > lo) & (m <= hi))
+                      for lo, hi in ((0, 2), (2, 3), (3, 4), (4, 6), (6, np.inf))]
+            groups += [(f"misplacement > 2, pilot ESS in ({lo}, {hi}]", (m > 2) & (ess > lo) & (ess <= hi))
+                       for lo, hi in ((0, 3), (3, 5), (5, 10), (10, 50))]
+            for label, k in groups:
+                if k.any():
+                    print(f"| {name}/{seed} | {label} | {k.sum()} | {gain[k].mean():+.3f} | {np.mean(gain[k] < 0.01):.0%} | "
+                          f"{gain[k].sum() / gain.sum():.0%} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--collect", action="store_true")
+    p.add_argument("--tasks", nargs="*", default=list(TUNE + REPORT))
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--draw-seeds", type=int, default=4)
+    p.add_argument("--thresholds", nargs="*", type=float, default=[2, 3, 4, 5, 6, 8])
+    p.add_argument("--bins", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.collect:
+        collect(args.tasks, args.seeds, args.draw_seeds)
+    if args.bins:
+        bins(args.tasks, args.seeds)
+    else:
+        report(args.tasks, args.seeds, args.thresholds)
+
+
+if __name__ == "__main__":
+    main()
