@@ -25,7 +25,9 @@ from vaefilter.dask import (  # noqa: E402
 from vaefilter._torch import resolve_device  # noqa: E402
 from vaefilter.persistence import load_model, model_bytes  # noqa: E402
 
-TINY = ["--latent-dim", "2", "--hidden", "16", "--epochs", "10", "--importance-samples", "16", "-q"]
+# 20 proposal refit steps, not 200: every test here compares paths on one model, none its quality
+TINY = ["--latent-dim", "2", "--hidden", "16", "--epochs", "10", "--importance-samples", "16", "--proposal-steps", "20",
+        "-q"]
 
 
 def _table(n, seed):
@@ -299,7 +301,7 @@ def test_grid_search_through_joblibs_dask_backend(client):
 
     X = _table(300, 7)[["x0", "x1"]].to_numpy()
     base = VAEOutlierDetector(latent_dim=2, hidden_layer_sizes=(16,), max_epochs=10, n_importance_samples=16,
-                              random_state=0)
+                              proposal_steps=5, random_state=0)
     with joblib.parallel_backend("dask"):
         search = GridSearchCV(base, {"latent_dim": [1, 2]}, cv=3, n_jobs=-1).fit(X)
     assert set(search.cv_results_["param_latent_dim"]) == {1, 2}

@@ -12,7 +12,7 @@ from vaefilter.scoring import heap
 
 _ON_GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# Scores 2,000 rows at K=100 through a random 10-feature network with the
+# Scores 1,000 rows at K=100 through a random 10-feature network with the
 # default (128, 128) layers, then three times more, and reports the minor page
 # faults of those three calls: memory the heap gave back after a call and had
 # to take again.
@@ -25,7 +25,7 @@ torch.manual_seed(0)
 torch.set_num_threads(1)
 likelihood = FactorizedLikelihood([GaussianColumns(range(10), np.zeros(10), np.ones(10))], 10)
 network = VAENetwork(likelihood, 8, (128, 128)).eval()
-X = torch.randn(2000, 10)
+X = torch.randn(1000, 10)
 estimate_log_marginal(network, X, 100, 0, search_steps=10)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(3):
@@ -43,11 +43,12 @@ def _page_faults_of_a_second_scoring(**environment):
 
 @pytest.mark.skipif(not _ON_GLIBC, reason="the settings are glibc's")
 def test_scoring_reuses_the_memory_it_freed():
-    # Untuned, the three passes usually fault their activations back in, ~140,000 pages here, but
-    # not always (751 in one of five runs, and one pass gave 2,700 in a CI run: glibc's sliding mmap
-    # threshold then kept the memory by chance), so an untuned count proves nothing. Tuned, they
-    # reuse it every time: 0-700 pages. Two tuned runs that both stay low would both have to be
-    # lucky if the settings did nothing (measured so: 143,809 pages).
+    # Untuned, the three passes usually fault their activations back in, ~140,000 pages at 2,000
+    # rows (72,448 at the 1,000 rows here, which halve the test's time), but not always (751 in one
+    # of five runs, and one pass gave 2,700 in a CI run: glibc's sliding mmap threshold then kept the
+    # memory by chance), so an untuned count proves nothing. Tuned, they reuse it every time: 0-1,000
+    # pages. Two tuned runs that both stay low would both have to be lucky if the settings did
+    # nothing (measured so: 143,809 pages at 2,000 rows).
     tuned = [_page_faults_of_a_second_scoring() for _ in range(2)]
     assert max(tuned) < 5_000, tuned
 

@@ -33,7 +33,9 @@ from vaefilter.persistence import (
 
 HEADER_START = len(MAGIC) + 8 + 32  # magic, header length, SHA-256 of header and payload
 
-SMALL = dict(latent_dim=2, hidden_layer_sizes=(16,), n_importance_samples=16, max_epochs=10, random_state=0)
+# 50 proposal refit steps, not 200: enough for a refit history of three checks (every 25 steps)
+SMALL = dict(latent_dim=2, hidden_layer_sizes=(16,), n_importance_samples=16, max_epochs=10, proposal_steps=50,
+             random_state=0)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from vaefilter import VAEOutlierDetector  # noqa: E402
 from vaefilter.datasets import load_titanic  # noqa: E402
 from vaefilter.report import build_report, reason_groups, reason_key, write_report  # noqa: E402
 
-SMALL = dict(latent_dim=2, hidden_layer_sizes=(64,), max_epochs=15, n_importance_samples=16, random_state=0)
+SMALL = dict(latent_dim=2, hidden_layer_sizes=(64,), max_epochs=15, n_importance_samples=16, proposal_steps=20,
+             random_state=0)
 HOSTILE = "femal<script>alert(1)</script>"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 NAMES = ["pclass", "survived", "sex", "age", "sibsp", "parch", "fare", "embarked"]

@@ -6,13 +6,14 @@ from vaefilter import VAEOutlierDetector
 
 
 def _small(**params):
-    # small and quick: the checks fit dozens of times on tiny data
+    # small and quick: the checks fit dozens of times on tiny data and test invariances, not fit quality
+    # (5 epochs and 5 refit steps: 35 CPU s for the file against 62 at 15 and 20)
     return VAEOutlierDetector(
         latent_dim=2,
         hidden_layer_sizes=(16,),
-        max_epochs=15,
+        max_epochs=5,
         n_importance_samples=16,
-        proposal_steps=20,
+        proposal_steps=5,
         **params,
     )
 
