@@ -41,7 +41,7 @@ def rows():
 def test_round_draws_are_the_full_k_draws():
     keys = torch.randint(0, 2**32, (9,), dtype=torch.int64)
     rounds = draw_rounds(K)
-    assert [r.numel() for r in rounds] == [4, 12, 24, K]  # 5% of K (2 draws) is too few for a round
+    assert [r.numel() for r in rounds] == [4, 12, K]  # 5% of K (2 draws) is too few for a round
     full = keyed_normal(keys, K, 3)
     for draws in rounds:
         assert torch.equal(keyed_normal_at(keys, draws, K, 3), full[:, draws])
@@ -59,6 +59,7 @@ def test_margins_keep_the_rounds_they_were_calibrated_for():
         rounds, se_factor = rounds_for(100, margins)
         return [r.numel() for r in rounds], se_factor
 
+    assert sizes((6, 10, 30)) == ([6, 10, 30, 100], 2.0)
     assert sizes((6, 10, 30, 60)) == ([6, 10, 30, 60, 100], 1.0)
     assert sizes((10, 30)) == ([10, 30, 100], 2.0)  # with the standard errors they were measured with
     assert sizes((7, 30))[0] == [100]
