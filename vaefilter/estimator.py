@@ -187,15 +187,16 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         row's posterior (digits, arrhythmia) this takes the K=100 estimate
         from 0.4-90 nats below the K=5000 one to within 0.1; on data where
         it does not, few rows are searched (0-0.4% on bench_speed's
-        default-fitted models). A searched row costs about 1.7x a plain one
-        on digits, where 70% of the rows are searched. 0 samples from
+        default-fitted models). On digits, where 61% of the rows are
+        searched, scoring costs 1.40x scoring without the search
+        (benchmarks/RESULTS.md, speed_round3_final). 0 samples from
         q(z|x) alone.
 
     sequential_decisions : bool, default=True
         ``predict``, ``decision_function`` and ``explain(sequential=True)``
         (the CLI's ``filter``) spend draws where a decision needs them: every
         row starts with 6% of its K draws, rows clearly inside or outside
-        the band stop, the others go on in rounds (10%, 30%, 60%, then K). The margins
+        the band stop, the others go on in rounds (10%, 30%, then K). The margins
         of "clearly" are calibrated at fit time on the held-out rows against
         their full-K estimates (``decision_margins_``, see
         :mod:`vaefilter.scoring.sequential`). A row that goes the distance gets its
