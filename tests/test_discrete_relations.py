@@ -17,6 +17,8 @@ from vaefilter.model.likelihoods import (
 )
 from vaefilter.model.relations import DiscreteParents
 
+from test_relations import assert_derivatives_match_autograd
+
 
 def _mixed_likelihood(seed=0, numeric_relations=True):
     # columns: 0, 1 Gaussian; 2 binary; 3 categorical with three training categories
@@ -92,15 +94,7 @@ def test_derivatives_with_categories_match_autograd():
     x = torch.tensor([[0.3, -1.0, 1.0, 0.0], [2.0, -2.5, 0.0, 2.0], [0.0, -2.0, float("nan"), 3.0],
                       [1.0, -1.0, 1.0, float("nan")]], dtype=torch.float64)
     directions = torch.randn(3, 4, likelihood.n_params, generator=generator, dtype=torch.float64)
-    value, gradient, along = likelihood.derivatives(params, x, directions)
-    with torch.enable_grad():
-        p = params.clone().requires_grad_(True)
-        total = likelihood.log_prob(p, x)
-        (g,) = torch.autograd.grad(total.sum(), [p], create_graph=True)
-        (h,) = torch.autograd.grad(g, [p], grad_outputs=directions, is_grads_batched=True)
-    torch.testing.assert_close(value, total.detach())
-    torch.testing.assert_close(gradient, g.detach())
-    torch.testing.assert_close(along, h.detach())
+    assert_derivatives_match_autograd(likelihood, params, x, directions)
 
 
 @pytest.mark.parametrize("binary_logit", [None, 30.0])

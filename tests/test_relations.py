@@ -61,6 +61,11 @@ def test_derivatives_with_relations_match_autograd():
     x[0, 1] = float("nan")  # a missing parent: no residual, no derivative through it
     likelihood.families[0].missing_modelled[1] = True
     directions = torch.randn(3, 6, 8, generator=generator, dtype=torch.float64)
+    assert_derivatives_match_autograd(likelihood, params, x, directions)
+
+
+def assert_derivatives_match_autograd(likelihood, params, x, directions):
+    """``likelihood.derivatives`` against autograd's gradient and batched Hessian-vector products."""
     value, gradient, along = likelihood.derivatives(params, x, directions)
     with torch.enable_grad():
         p = params.clone().requires_grad_(True)
