@@ -139,10 +139,9 @@ def _discrete_rows(discrete, numeric_order, names, categories):
         labels = categories.get(column)
         return f"{names[column]}={labels[value] if labels is not None else value}"
 
+    # a parent's logits stand for its indicators' categories (a binary column's one logit for 1)
     indicators = [label(p["column"], v) for p in discrete.parents for v in p["values"]]
-    targets = [str(names[c]) for c in numeric_order]
-    targets += [label(p["column"], 1) if p["binary"] else label(p["column"], v)
-                for p in discrete.parents for v in (p["values"] if not p["binary"] else [1])]
+    targets = [str(names[c]) for c in numeric_order] + indicators
     coefficients = discrete.coefficients().detach().cpu().numpy()
     mask = discrete.mask.cpu().numpy()
     return [(targets[t], indicators[k], float(coefficients[t, k]))
