@@ -354,13 +354,14 @@ def benjamini_hochberg(pvalues, fdr):
     return float(p[rejected].max()) if rejected.any() else 0.0
 
 
-def describe_band(calibration, thresholds, percentiles, false_rejection=None, confidence=0.95):
+def describe_band(calibration, thresholds, percentiles, false_rejection=None, confidence=0.95, folds=None):
     """Sentences on how a band was set and what share of valid rows each edge rejects (for info and the report).
 
     The first sentence says what set the band (percentiles or a false-rejection
     rate) on how many calibration rows; then one per edge with its interval
     from :func:`edge_rejection_intervals`, e.g. "the lower edge rejects
-    0.4%-2.9% of valid rows (95%)".
+    0.4%-2.9% of valid rows (95%)". ``folds``: the calibration scores are
+    out-of-fold ones of that many cross-fitted networks.
     """
     n = len(calibration)
     if false_rejection is not None:
@@ -368,7 +369,8 @@ def describe_band(calibration, thresholds, percentiles, false_rejection=None, co
     else:
         shown = ", ".join("none" if p is None else f"{p:g}" for p in percentiles)
         how = f"percentiles ({shown})"
-    lines = [f"{how} of {n} calibration rows"]
+    source = f" (out-of-fold scores of {folds} cross-fitted networks)" if folds else ""
+    lines = [f"{how} of {n} calibration rows{source}"]
     for side, interval in zip(("lower", "upper"), edge_rejection_intervals(calibration, thresholds, confidence)):
         if interval is not None:
             low, high = interval

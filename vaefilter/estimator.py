@@ -28,7 +28,7 @@ from .explanations import explain_rows, render_reasons
 from .model.likelihoods import build_likelihood
 from .scoring.marginal import check_finite_scores, encode_in_passes, estimate_log_marginal, log_marginal_without_columns
 from .scoring.proposal import refit_proposal
-from .scoring.sequential import DecisionMargins, fit_margins, sequential_log_marginal
+from .scoring.sequential import DecisionMargins, concatenate_records, fit_margins, sequential_log_marginal
 from .model.network import VAENetwork
 from .model.relations import strongest_relations
 from .model.training import TrainingConfig, train
@@ -55,6 +55,18 @@ CONDITIONED_DRAW_SHARE = 0.3
 # the first named column of rows below the band unchanged on 97-99%; at 1.0 nats
 # 95-97%); RESULTS.md also reports it on four tables it was not chosen on.
 CONDITIONED_MIN_DEFICIT = 0.5
+
+# calibration_folds='auto' cross-fits the band below this many rows: there a
+# calibration_fraction of 0.2 holds out fewer than 100 rows, too few to place
+# a 1st-percentile edge (the (1, None) band's) between two scores, and the
+# network trains on 70% of rows that are scarce. A rule of resolution, not a
+# figure tuned on a benchmark; benchmarks/choose_defaults.py --calibration-folds
+# measures what it does to held-out log-likelihood on the tuning tables.
+CROSS_FIT_BELOW_ROWS = 500
+# Folds of cross-fitted calibration under 'auto': each fold's network trains
+# on 4/5 of the rows (72% after early stopping's 10%), near the final
+# network's 90%, at 5 extra fits.
+CROSS_FIT_FOLDS = 5
 
 #: A fitted attribute that every fitted detector has (no default for older files).
 REQUIRED = object()
@@ -111,6 +123,8 @@ FITTED_STATE = (
     FittedAttribute("false_rejection_", "plain", default=None),
     # sequential decisions' margins; files written before them score every row at K draws
     FittedAttribute("decision_margins_", "margins", default=None),
+    # null: the band from a held-out calibration split (files before calibration_folds)
+    FittedAttribute("calibration_folds_", "plain", default=None),
 )
 
 
@@ -231,6 +245,22 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         inputs the split keeps one training row first, then one calibration
         row, then early-stopping rows.
 
+    calibration_folds : int, 'auto' or None, default=None
+        Cross-fitted calibration: instead of holding ``calibration_fraction``
+        of the rows out of training, the final network trains on every row
+        but the early-stopping ones, and the band is set on out-of-fold
+        scores. The rows are dealt into this many folds; each fold is scored
+        by a network trained the same way on the other folds alone, so every
+        row given to ``fit`` is a calibration row scored by a model that
+        never saw it. It costs this many extra fits. 'auto': 5 folds below
+        ``CROSS_FIT_BELOW_ROWS`` (500) rows, where a 20% split would leave
+        fewer than 100 calibration rows, else the split. None: the split.
+        The final network saw more rows than the fold networks, so new valid
+        rows score, if anything, a little higher than the calibration rows:
+        the lower edge's false rejection is then at most its nominal rate,
+        the upper edge's may exceed it, and :meth:`pvalues` are
+        approximate (cross-conformal, not split-conformal).
+
     threshold_percentiles : tuple of (float or None, float or None), default=(25, 75)
         Percentiles of the calibration rows' log p(x) that bound the valid
         band. None drops a side: ``(1, None)`` rejects only the least likely
@@ -337,6 +367,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     thresholds_ : tuple of (float or None, float or None)
         The band ``(lower, upper)`` of log p(x), nats per row.
 
+    calibration_folds_ : int or None
+        Folds the band was cross-fitted with (``calibration_folds``); None
+        when it was set on a held-out split or by :meth:`calibrate`.
+
     validation_scores_ : ndarray of shape (n_calibration,)
         log p(x) of the rows the band was calibrated on, without those of
         ``calibration_excluded_`` (the calibration rows: ``calibration_fraction`` of ``fit``'s rows, or the rows given to
@@ -434,6 +468,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "calibration_fraction": [Interval(Real, 0, 1, closed="left")],
+        "calibration_folds": [Interval(Integral, 2, None, closed="left"), StrOptions({"auto"}), None],
         "threshold_percentiles": [tuple, list],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -463,6 +498,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         learning_rate=3e-3,
         validation_fraction=0.1,
         calibration_fraction=0.2,
+        calibration_folds=None,
         threshold_percentiles=(25, 75),
         n_iter_no_change=10,
         tol=1e-4,
@@ -489,6 +525,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction
         self.calibration_fraction = calibration_fraction
+        self.calibration_folds = calibration_folds
         self.threshold_percentiles = threshold_percentiles
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
@@ -527,9 +564,37 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         rng = check_random_state(self.random_state)
         device = resolve_device(self.device)
 
-        train_rows, val_rows, cal_rows = self._split_rows(X.shape[0], rng)
+        n_folds = self._n_calibration_folds(X.shape[0])
+        train_rows, val_rows, cal_rows = self._split_rows(X.shape[0], rng, calibrate=not n_folds)
         init_seed, train_seed, self.importance_seed_ = rng.randint(np.iinfo(np.int32).max, size=3)
         proposal_seed = rng.randint(np.iinfo(np.int32).max)
+        network, history, proposal = self._train_network(
+            X, train_rows, val_rows, (init_seed, train_seed, proposal_seed), hidden, device)
+        self.training_set_aside_ = train_rows[history.set_aside]
+        self.network_ = network
+        self.loss_curve_ = history.loss_curve
+        self.validation_loss_curve_ = history.validation_loss_curve
+        self.n_iter_ = history.n_iter
+        self.best_epoch_ = history.best_epoch
+        self.proposal_curve_ = list(zip(proposal.steps, proposal.validation_bound))
+        if n_folds:
+            self._cross_calibrate(X, n_folds, rng, hidden, device, percentiles)
+            return self
+        self.calibration_folds_ = None
+        calibration_rows = cal_rows if len(cal_rows) else val_rows if len(val_rows) else train_rows
+        self._calibrate_on(X[calibration_rows], percentiles, rows=calibration_rows)
+        # the margins of sequential decisions, from rows the fit did not train on (none: K draws for every row)
+        held_out = cal_rows if len(cal_rows) else val_rows
+        self.decision_margins_ = self._fit_decision_margins(X[held_out]) if len(held_out) else None
+        return self
+
+    def _train_network(self, X, train_rows, val_rows, seeds, hidden, device):
+        """A network trained on ``X[train_rows]``, stopped early on ``X[val_rows]``, its proposal refitted.
+
+        Returns ``(network, history, proposal)``; ``seeds`` are the
+        (initialisation, training, proposal) seeds.
+        """
+        init_seed, train_seed, proposal_seed = seeds
         X_train = X[train_rows]
         with seeded_torch(init_seed):
             likelihood = build_likelihood(
@@ -559,7 +624,6 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         val_tensor = to_tensor(X[val_rows], device) if len(val_rows) else None
         train_tensor = to_tensor(X_train, device)
         history = train(network, train_tensor, val_tensor, config, train_seed)
-        self.training_set_aside_ = train_rows[history.set_aside]
         proposal = refit_proposal(
             network,
             train_tensor[np.setdiff1d(np.arange(len(train_rows)), history.set_aside)]
@@ -569,19 +633,57 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             config.batch_size,
             proposal_seed,
         )
+        return network.eval(), history, proposal
 
-        self.network_ = network.eval()
-        self.loss_curve_ = history.loss_curve
-        self.validation_loss_curve_ = history.validation_loss_curve
-        self.n_iter_ = history.n_iter
-        self.best_epoch_ = history.best_epoch
-        self.proposal_curve_ = list(zip(proposal.steps, proposal.validation_bound))
-        calibration_rows = cal_rows if len(cal_rows) else val_rows if len(val_rows) else train_rows
-        self._calibrate_on(X[calibration_rows], percentiles, rows=calibration_rows)
-        # the margins of sequential decisions, from rows the fit did not train on (none: K draws for every row)
-        held_out = cal_rows if len(cal_rows) else val_rows
-        self.decision_margins_ = self._fit_decision_margins(X[held_out]) if len(held_out) else None
-        return self
+    def _n_calibration_folds(self, n_samples):
+        """Folds of cross-fitted calibration for ``n_samples`` rows; 0: a held-out calibration split."""
+        folds = self.calibration_folds
+        if folds == "auto":
+            folds = CROSS_FIT_FOLDS if n_samples < CROSS_FIT_BELOW_ROWS else None
+        if folds is None:
+            return 0
+        if folds > n_samples:
+            raise ValueError(f"calibration_folds={folds} needs at least as many rows, got {n_samples}")
+        return int(folds)
+
+    def _cross_calibrate(self, X, n_folds, rng, hidden, device, percentiles):
+        """The band and the margins from out-of-fold scores (``calibration_folds``).
+
+        Each fold's rows are scored by a network trained, like the final
+        one, on the other folds alone (its own early-stopping split): every
+        calibration score is of a row its model never saw, and every row of
+        ``X`` is a calibration row.
+        """
+        fold_of = rng.permutation(X.shape[0]) % n_folds
+        log_px = np.empty(X.shape[0])
+        column_log_prob = np.empty((X.shape[0], self.n_features_in_))
+        networks = []
+        for fold in range(n_folds):
+            held = np.flatnonzero(fold_of == fold)
+            rest = np.flatnonzero(fold_of != fold)
+            order = rng.permutation(len(rest))
+            n_val = min(int(np.ceil(self.validation_fraction * len(rest))) if self.validation_fraction else 0,
+                        len(rest) - 1)
+            val_rows, train_rows = np.sort(rest[order[:n_val]]), np.sort(rest[order[n_val:]])
+            network, _, _ = self._train_network(
+                X, train_rows, val_rows, tuple(rng.randint(np.iinfo(np.int32).max, size=3)), hidden, device)
+            estimate = estimate_log_marginal(
+                network, to_tensor(X[held], device), self.n_importance_samples, self.importance_seed_,
+                per_column=True, search_steps=self.posterior_search_steps,
+            )
+            log_px[held], column_log_prob[held] = estimate.log_px, estimate.column_log_prob
+            networks.append((network, held))
+        self._calibrate_from(log_px, column_log_prob, np.arange(X.shape[0]), percentiles)
+        self.calibration_folds_ = n_folds
+        records = [
+            sequential_log_marginal(
+                network, to_tensor(X[held], device), self.n_importance_samples, self.importance_seed_,
+                self.thresholds_, None, search_steps=self.posterior_search_steps, record=True,
+            )
+            for network, held in networks
+        ]
+        record = concatenate_records(records)
+        self.decision_margins_ = fit_margins(record) if record.draws else None
 
     def _fit_decision_margins(self, X_held_out):
         """Margins of sequential decisions from held-out rows scored at full K, round by round."""
@@ -599,13 +701,18 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         default: their positions in ``X_model``.
         """
         estimate = self._log_marginal(X_model, per_column=True)
-        check_finite_scores(estimate.log_px)
-        kept, excluded = exclude_lowest(estimate.log_px, self.trim_fraction)
-        self.calibration_excluded_ = (np.arange(len(X_model)) if rows is None else np.asarray(rows))[excluded]
-        self.validation_scores_ = estimate.log_px[kept]
-        self.column_typical_ = np.median(estimate.column_log_prob[kept], axis=0)
+        self._calibrate_from(estimate.log_px, estimate.column_log_prob,
+                             np.arange(len(X_model)) if rows is None else np.asarray(rows), percentiles)
+
+    def _calibrate_from(self, log_px, column_log_prob, rows, percentiles):
+        """The calibration attributes from calibration rows' scores; ``rows`` names them in fit's X."""
+        check_finite_scores(log_px)
+        kept, excluded = exclude_lowest(log_px, self.trim_fraction)
+        self.calibration_excluded_ = rows[excluded]
+        self.validation_scores_ = log_px[kept]
+        self.column_typical_ = np.median(column_log_prob[kept], axis=0)
         self.thresholds_ = band_from_scores(self.validation_scores_, percentiles)
-        self.calibration_column_log_prob_ = calibration_column_sample(estimate.column_log_prob[kept])
+        self.calibration_column_log_prob_ = calibration_column_sample(column_log_prob[kept])
         self.false_rejection_ = None
 
     # ----------------------------------------------------------- validation
@@ -682,12 +789,13 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             raise ValueError(f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}")
         return tuple(int(h) for h in sizes)
 
-    def _split_rows(self, n_samples, rng):
+    def _split_rows(self, n_samples, rng, calibrate=True):
         """(training, early-stopping, calibration) row indices.
 
         Priority on tiny inputs: one training row, then one calibration row
         (the band needs it), then early-stopping rows (training can stop on
-        ``max_epochs`` instead).
+        ``max_epochs`` instead). ``calibrate=False`` (cross-fitted
+        calibration) holds out no calibration rows.
         """
         if self.validation_fraction + self.calibration_fraction >= 1:
             raise ValueError(
@@ -699,7 +807,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         def share(fraction):
             return int(np.ceil(fraction * n_samples)) if fraction > 0 else 0
 
-        n_cal = min(share(self.calibration_fraction), n_samples - 1)
+        n_cal = min(share(self.calibration_fraction), n_samples - 1) if calibrate else 0
         n_val = min(share(self.validation_fraction), n_samples - 1 - n_cal)
         cal, val, train = order[:n_cal], order[n_cal:n_cal + n_val], order[n_cal + n_val:]
         return np.sort(train), np.sort(val), np.sort(cal)
@@ -852,6 +960,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             raise ValueError(f"false_rejection must be a number in (0, 1), got {false_rejection!r}")
         if X is not None:
             self._calibrate_on(self._validate_for_scoring(X), percentiles)
+            self.calibration_folds_ = None
         elif false_rejection is None:
             check_is_fitted(self)
             self.thresholds_ = band_from_scores(self.validation_scores_, percentiles)

@@ -252,6 +252,12 @@ def _check_values(path, header):
             bad(f"fitted.{attribute.name}", "must be a list of row indices (whole numbers >= 0)")
     if "tol" in params and not (_is_finite_number(params["tol"]) and params["tol"] >= 0):
         bad(f"params.tol={params['tol']!r}", "must be a finite number >= 0")
+    folds = params.get("calibration_folds")
+    if not (folds is None or folds == "auto" or _is_int(folds) and folds >= 2):
+        bad(f"params.calibration_folds={folds!r}", "must be null, 'auto' or a whole number >= 2")
+    cross_fitted = fitted.get("calibration_folds_")
+    if not (cross_fitted is None or _is_int(cross_fitted) and cross_fitted >= 2):
+        bad(f"fitted.calibration_folds_={cross_fitted!r}", "must be null or a whole number >= 2")
     for name in ("validation_fraction", "calibration_fraction"):
         if name in params and not (_is_finite_number(params[name]) and 0 <= params[name] < 1):
             bad(f"params.{name}={params[name]!r}", "must lie in [0, 1)")
@@ -332,6 +338,7 @@ def load_model(path):
         if params["column_relations"] == "linear" and "discrete_relations" not in header["network"]["likelihood"]:
             params["column_relations"] = "numeric"  # before the categories' shifts, 'linear' had none
         params.setdefault("continuous_family", "gaussian")
+        params.setdefault("calibration_folds", None)  # files before cross-fitted calibration
         detector = VAEOutlierDetector(**params)
         _set_fitted_from_json(detector, header["fitted"], path)
         detector.schema_ = TableSchema.from_dict(header["schema"])

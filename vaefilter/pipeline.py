@@ -1023,7 +1023,7 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
     params["categorical_features"] = sorted(typed_categorical) or None
     if validation is not None:
         # the band comes from the --validation rows: no training rows need holding out for it
-        params["calibration_fraction"] = 0.0
+        params["calibration_fraction"], params["calibration_folds"] = 0.0, None
     detector = VAEOutlierDetector(**params).fit(table)
     if validation is not None:
         valid_frame, valid_places = _read_whole(validation, chunk_rows, encoding, delimiter)

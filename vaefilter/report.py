@@ -251,7 +251,8 @@ def _model_section(detector):
             _card(len(getattr(detector, "calibration_excluded_", ())), "calibration rows excluded (trim_fraction)"),
         ]
     band_notes = describe_band(detector.validation_scores_, detector.thresholds_, percentiles,
-                               getattr(detector, "false_rejection_", None))
+                               getattr(detector, "false_rejection_", None),
+                               folds=getattr(detector, "calibration_folds_", None))
     settings = pd.DataFrame(
         {
             "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples",

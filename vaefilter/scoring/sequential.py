@@ -386,6 +386,16 @@ def _combine_columns(parts, n, n_features, n_draws, device):
     return out
 
 
+def concatenate_records(records):
+    """One :class:`SequentialRecord` of the rows of several (the same rounds), e.g. of cross-fitted folds."""
+    draws = {r.draws for r in records}
+    if len(draws) != 1:
+        raise ValueError(f"records of different rounds cannot be joined: {sorted(draws)}")
+    return SequentialRecord(np.concatenate([r.full for r in records]),
+                            np.concatenate([r.rounds for r in records], axis=1),
+                            np.concatenate([r.pilot for r in records]), draws.pop())
+
+
 def fit_margins(record):
     """The :class:`DecisionMargins` of a :class:`SequentialRecord` of held-out rows."""
 
