@@ -118,3 +118,23 @@ def test_records_of_folds_join_row_by_row():
     np.testing.assert_allclose(joined.full, whole.full, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(joined.rounds, whole.rounds, rtol=1e-5, atol=1e-4)
     assert joined.draws == whole.draws
+
+
+def test_fit_calibration_folds_on_the_command_line(tmp_path, capsys):
+    import pandas as pd
+
+    from vaefilter.cli import main
+
+    train = tmp_path / "train.csv"
+    pd.DataFrame(_rows(90), columns=["a", "b", "c"]).to_csv(train, index=False)
+    model = tmp_path / "m.vaefilter"
+    common = ["fit", str(train), "-o", str(model), "--epochs", "3", "--hidden", "16", "--latent-dim", "2",
+              "--proposal-steps", "5", "-q"]
+    assert main(common + ["--calibration-folds", "3"]) == 0
+    assert load_model(model).calibration_folds_ == 3 and len(load_model(model).validation_scores_) == 90
+    capsys.readouterr()
+    assert main(["info", "-m", str(model)]) == 0
+    assert "of 90 calibration rows (out-of-fold scores of 3 cross-fitted networks)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(common + ["--calibration-folds", "1"])
+    assert "argument --calibration-folds: must be a whole number >= 2, 'auto' or 'none', got '1'" in capsys.readouterr().err
