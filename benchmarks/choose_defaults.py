@@ -25,7 +25,8 @@ Tuning tasks:
   irises, barley, grunfeld, star98, macrodata) and two generated ones cut to
   few rows (ppca-10d and amounts at 200 and 300 training rows, 2,000 and
   1,000 test rows), each fitted with a held-out calibration split and with
-  5-fold cross-fitted calibration, random_state 0 and 1. Besides the
+  5-fold cross-fitted calibration, random_state ``--seed`` and the next (0
+  and 1 by default). Besides the
   held-out log-likelihood it reports the share of the test rows (valid rows,
   no labels) outside the default (25, 75) band and below a (1, None) band's
   edge: the false rejection, against 50% and 1% asked.
@@ -250,7 +251,7 @@ def main():
     if args.calibration_folds:
         torch.set_num_threads(1)
         started = time.time()
-        table = calibration_folds_table()
+        table = calibration_folds_table(seeds=(args.seed, args.seed + 1))
         print(_markdown(table.set_index(table["task"] + ", " + table["setting"]).drop(columns=["task", "setting"])))
         print("\nMeans over the tasks:\n")
         print(_markdown(table.groupby("setting")[list(table.columns[3:])].mean()))
