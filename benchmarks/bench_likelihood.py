@@ -492,7 +492,7 @@ trained model is not exactly PPCA.
 (b) Exact check of the estimator on the trained model's own decoder: we take the fitted
 linear model, zero the decoder weights of its variance head (variance = min_variance +
 softplus(bias), constant in z), which makes p(x) = N(x_std; c, A A^T + (I - B)^-1 diag v (I - B)^-T) / prod(scale)
-exactly (A, c = the decoder's mean head); the trained encoder stays the proposal. Exact mean:
+exactly (A, c = the decoder's mean head, B the column relations); the trained encoder stays the proposal. Exact mean:
 {exact_mean:.4f} nats/row.
 
 {lin_b}
