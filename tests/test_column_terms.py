@@ -81,3 +81,18 @@ def test_column_terms_without_adding_families_and_with_one_draw():
     x = torch.stack([torch.randn(7, generator=generator), torch.randint(0, 5, (7,), generator=generator).float(),
                      torch.randn(7, generator=generator)], dim=1)
     assert torch.equal(likelihood.column_log_prob(params, x), _reference(likelihood, params, x))
+
+
+def test_the_categories_shift_is_index_add_into_the_expanded_parameters():
+    # the shift is added as one broadcast tensor that is zero off the targets; the targets'
+    # values must be the floats of adding the shift to each target alone
+    likelihood = _likelihood(("whole", "positive", "gaussian", "categorical", "zero", "missingness"))
+    params, x = _inputs(likelihood, seed=3)
+    discrete = likelihood.discrete
+    residuals = discrete.residuals(x)
+    shift = residuals @ discrete.coefficients().T
+    expected = params.index_add(-1, discrete.targets, shift.expand(*params.shape[:-1], shift.shape[-1]))
+    found = discrete.shifted(params, residuals)
+    assert found.shape == params.shape
+    assert torch.equal(found, expected)
+    assert not torch.equal(found, params)
