@@ -452,7 +452,7 @@ class WholeNumberColumns(ColumnFamily):
         # t(x + 1/2) - t(x - 1/2) without cancellation; the bottom bin's is unused
         width = torch.where(self.log_scale, torch.log1p(1.0 / (x - 0.5).clamp_min(0.5)), torch.ones_like(x))
         log_mass = _log_logistic_mass(upper, width / self.scale / logistic_scale, bottom)
-        return torch.where(in_support, log_mass, OUT_OF_SUPPORT_LOG_PROB)
+        return torch.where(in_support, log_mass, torch.full_like(log_mass, OUT_OF_SUPPORT_LOG_PROB))
 
     def derivatives(self, params, x_cols, directions):
         # In closed form: autograd's double backward through the logistic masses
@@ -636,7 +636,7 @@ class ZeroColumns(ColumnFamily):
         target, logits = torch.broadcast_tensors((x_cols == 0).to(params.dtype), params)
         log_prob = -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         missing = torch.isnan(x_cols).expand_as(log_prob)
-        return torch.where(missing, 0.0, log_prob)
+        return torch.where(missing, torch.zeros_like(log_prob), log_prob)
 
     def adjust_mean(self, params, value_mean):
         """E[x] = (1 - pi) E[x | x > 0]."""
@@ -665,7 +665,7 @@ class BernoulliColumns(ColumnFamily):
         target = torch.where(in_support, x_cols, torch.zeros_like(x_cols))
         target, logits = torch.broadcast_tensors(target, params)
         log_prob = -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        return torch.where(in_support, log_prob, OUT_OF_SUPPORT_LOG_PROB)
+        return torch.where(in_support, log_prob, torch.full_like(log_prob, OUT_OF_SUPPORT_LOG_PROB))
 
     def mean(self, params):
         return torch.sigmoid(params)
@@ -696,7 +696,7 @@ class ContinuousBernoulliColumns(ColumnFamily):
         target, params = torch.broadcast_tensors(target, params)
         log_prob = self._distribution(params).log_prob(target)
         in_support = in_support.expand_as(log_prob)
-        return torch.where(in_support, log_prob, OUT_OF_SUPPORT_LOG_PROB)
+        return torch.where(in_support, log_prob, torch.full_like(log_prob, OUT_OF_SUPPORT_LOG_PROB))
 
     def mean(self, params):
         return self._distribution(params).mean
@@ -753,7 +753,7 @@ class CategoricalColumns(ColumnFamily):
             unseen = code >= logits.shape[-1]
             code = code.clamp(0, logits.shape[-1] - 1).expand(*log_p.shape[:-1], 1)
             seen_log_p = log_p.gather(-1, code)
-            columns.append(torch.where(unseen, _LOG_UNSEEN_MASS, seen_log_p))
+            columns.append(torch.where(unseen, torch.full_like(seen_log_p, _LOG_UNSEEN_MASS), seen_log_p))
         return torch.cat(columns, dim=-1)
 
     def mean(self, params):

@@ -81,7 +81,7 @@ class LinearRelations(nn.Module):
         scales, and where a residual exists) broadcast against ``params``.
         """
         location = params.index_select(-1, self.locations)
-        residual = torch.where(usable, values - location, 0.0)
+        residual = torch.where(usable, values - location, torch.zeros_like(location))
         shift = residual @ self.coefficients().T
         if shift.shape[:-1] != params.shape[:-1]:
             params = params.expand(*shift.shape[:-1], params.shape[-1])
