@@ -64,3 +64,17 @@ def test_the_rows_flagged_are_those_autograd_flags(titanic_model, monkeypatch):
     expected = rows_to_search(network, X, mean, log_var, 2**16)
     assert 0.4 * len(X) < int(expected.sum()) < 0.6 * len(X)
     assert torch.equal(flagged, expected)
+
+
+def test_the_flag_passes_sized_for_one_point_per_row_flag_the_same_rows(titanic_model, monkeypatch):
+    # the flag test's passes are sized as for K = 1 (latent_dim times the search's rows per pass);
+    # a threshold at the median misplacement puts many rows within the float64 retest's band
+    network, X = titanic_model
+    mean, log_var = encode_in_passes(network, X)
+    with torch.no_grad():
+        values = _autograd_misplacement(network, X, mean, log_var)
+    monkeypatch.setattr(marginal, "SEARCH_THRESHOLD", float(values.median()))
+    floats = 2**12  # several passes of each size over the 1309 rows
+    assert len(X) > marginal._flag_pass_rows(network, floats) >= 3 * marginal._search_pass_rows(network, floats)
+    in_search_passes = marginal._rows_to_search(network, X, mean, log_var, marginal._search_pass_rows(network, floats))
+    assert torch.equal(rows_to_search(network, X, mean, log_var, floats), in_search_passes)
