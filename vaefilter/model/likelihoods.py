@@ -834,6 +834,25 @@ class FactorizedLikelihood(nn.Module):
             raise ValueError("column families must cover every column exactly once")
         self.relations = self._build_relations() if relations else None
         self.discrete = self._build_discrete() if discrete_relations else None
+        self.register_buffer("_column_layers", self._build_column_layers(), persistent=False)
+
+    def _build_column_layers(self):
+        """Where each column's terms lie in the families' terms side by side, in the families' order.
+
+        Row l of the result holds, for every column, the position of its
+        l-th term (by family order) among the families' ``log_prob`` outputs
+        concatenated, or the position of an appended zero where a column has
+        fewer terms: see :meth:`column_log_prob`.
+        """
+        terms = [[] for _ in range(self.n_features)]
+        position = 0
+        for family in self.families:
+            for c in family.columns.tolist():
+                terms[c].append(position)
+                position += 1
+        depth = max(len(t) for t in terms)
+        return torch.as_tensor([[t[layer] if layer < len(t) else position for t in terms]
+                                for layer in range(depth)], dtype=torch.long)
 
     def related_families(self):
         """(family, offset of its parameters) for the families :mod:`.relations` links, in order."""
@@ -922,10 +941,19 @@ class FactorizedLikelihood(nn.Module):
         With relations, a related column's term is log p(x_j | z, x_<j).
         """
         params = self._shifted(params, x)
-        shape = torch.broadcast_shapes(params.shape[:-1], x.shape[:-1]) + (self.n_features,)
-        out = params.new_zeros(shape)
-        for family, family_params in zip(self.families, self._split_params(params)):
-            out[..., family.columns] += family.log_prob(family_params, family.select(x))
+        batch = torch.broadcast_shapes(params.shape[:-1], x.shape[:-1])
+        parts = [family.log_prob(family_params, family.select(x)).expand(*batch, family.n_columns)
+                 for family, family_params in zip(self.families, self._split_params(params))]
+        # One concatenation and a gather per layer of terms, not an accumulating
+        # index_put per family (aten::index + index_put were 19% of this
+        # method's time on titanic, 8192 draws). A column's terms are added in
+        # the families' order, as the loop of += did, so the sums are the same
+        # floats (0 + a == a; a zero appended for the columns with fewer terms).
+        layers = self._column_layers
+        terms = torch.cat(parts + [params.new_zeros(*batch, 1)] if layers.shape[0] > 1 else parts, dim=-1)
+        out = terms.index_select(-1, layers[0])
+        for layer in layers[1:]:
+            out = out + terms.index_select(-1, layer)
         return out
 
     def log_prob(self, params, x):

@@ -233,8 +233,13 @@ class DiscreteParents(nn.Module):
     def shifted(self, params, residuals):
         """``params`` with every target moved by C times the residuals (which broadcast against it)."""
         shift = residuals @ self.coefficients().to(residuals.dtype).T
-        shape = torch.broadcast_shapes(shift.shape[:-1], params.shape[:-1])
-        return params.expand(*shape, params.shape[-1]).index_add(-1, self.targets, shift.expand(*shape, shift.shape[-1]))
+        # The shift laid over all of params' positions (0 off the targets, which
+        # are distinct), where it is K times smaller than params, then one
+        # broadcast add: index_add into the expanded params copied them and then
+        # added the targets' columns one by one (with the numeric relations'
+        # shift, 38% of column_log_prob on titanic). x + 0 == x: the same floats.
+        spread = shift.new_zeros(*shift.shape[:-1], params.shape[-1]).index_add_(-1, self.targets, shift)
+        return params + spread
 
     def _expected_indicators(self, params):
         """Each parent's category probabilities given z, one parent after another.

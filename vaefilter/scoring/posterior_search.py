@@ -136,10 +136,39 @@ def encoder_as_laplace(mean, log_var):
 
 def misplacement(network, x, mean, log_var):
     """``|std * d log p(x, z) / dz|`` at the encoder's mean, per row; rows above SEARCH_THRESHOLD are searched."""
+    return ((0.5 * log_var).exp() * log_joint_gradient(network, x, mean)).norm(dim=-1)
+
+
+def log_joint_gradient(network, x, z):
+    """d log p(x, z) / dz per row, autograd's floats without autograd's graph of the decoder.
+
+    The likelihood's gradient in the decoder's outputs comes from autograd
+    (a graph over those outputs alone); the decoder's part is its backward
+    pass written out, with the operators autograd runs (``mm`` by the
+    weight, ``silu_backward``), and the prior's is -z. The flag test runs on
+    every row: autograd through the decoder took 10% of the CSV filter
+    (benchmarks/RESULTS.md, bench_filter_speed).
+    """
+    with torch.no_grad():
+        h, pre_activations = z, []
+        for layer in network.decoder:
+            if isinstance(layer, nn.Linear):
+                h = nn.functional.linear(h, layer.weight, layer.bias)
+            elif isinstance(layer, nn.SiLU):
+                pre_activations.append(h)
+                h = nn.functional.silu(h)
+            else:
+                raise TypeError(f"the posterior search needs a decoder of Linear and SiLU layers, not {layer}")
     with torch.enable_grad():
-        z = mean.detach().requires_grad_(True)
-        (gradient,) = torch.autograd.grad(log_joint(network, x, z).sum(), [z])
-    return ((0.5 * log_var).exp() * gradient).norm(dim=-1)
+        params = h.requires_grad_(True)
+        (delta,) = torch.autograd.grad(network.likelihood.log_prob(params, x).sum(), [params])
+    with torch.no_grad():
+        for layer in reversed(network.decoder):
+            if isinstance(layer, nn.Linear):
+                delta = delta @ layer.weight
+            else:
+                delta = torch.ops.aten.silu_backward(delta, pre_activations.pop())
+        return delta - z
 
 
 def log_joint(network, x, z):
