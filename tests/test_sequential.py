@@ -10,9 +10,11 @@ import torch
 
 from vaefilter import VAEOutlierDetector
 from vaefilter import pipeline
+from vaefilter._torch import device_of, to_tensor
 from vaefilter.persistence import load_model, save_model
 from vaefilter.scoring.row_noise import keyed_normal, keyed_normal_at
-from vaefilter.scoring.sequential import DecisionMargins, draw_rounds, rounds_for
+from vaefilter.scoring import sequential
+from vaefilter.scoring.sequential import SE_FACTOR, DecisionMargins, draw_rounds, rounds_for
 
 K = 40
 DATA = Path(__file__).parent / "data"
@@ -205,17 +207,39 @@ def test_decisions_on_rows_the_encoder_misses_equal_full_k_decisions():
     np.testing.assert_array_equal(sequential, full)
 
 
-def test_a_low_pilot_does_not_prove_a_row_stays_below_the_upper_edge():
-    """Digits 5-9 trained, 0-4 unseen, band (25, 75): unseen rows' q-only pilots lay ~11 nats below
-    their full-K estimates, which sit above the upper edge; a pilot 'inside' there was wrong."""
-    from sklearn.datasets import load_digits
+def test_a_low_pilot_does_not_prove_a_row_stays_below_the_upper_edge(fitted, rows, monkeypatch):
+    """Where the encoder misses a row its q-only pilot can lie far below the full-K estimate (unseen
+    digits: 11 nats, against a 6-nat pilot margin); with an upper edge, a pilot inside the band is no
+    proof the row stays below it. Built small: the encoder's mean moved 5 units off for every row (all
+    then flagged, pilots 6-25 nats low), a pilot margin of 0 nats as held-out rows the encoder fits
+    would give, and rounds that never stop a row, so only the pilot can decide early."""
+    network = fitted._network()
+    X = to_tensor(fitted._validate_for_scoring(rows[:60]), device_of(network))
+    encode = sequential.encode_in_passes
 
-    digits = load_digits()
-    X, y = digits.data, digits.target
-    inliers = np.random.RandomState(1).permutation(np.flatnonzero(y >= 5))
-    detector = VAEOutlierDetector(random_state=1).fit(X[inliers[180:]])
-    detector.calibrate(threshold_percentiles=(25, 75))
-    unseen = X[y < 5]
-    sequential = detector.predict(unseen)
-    full = detector.set_params(sequential_decisions=False).predict(unseen)
-    np.testing.assert_array_equal(sequential, full)
+    def missed(net, X):
+        mean, log_var = encode(net, X)
+        return mean + 5.0, log_var
+
+    monkeypatch.setattr(sequential, "encode_in_passes", missed)
+
+    def run(thresholds, margins):
+        return sequential.sequential_log_marginal(network, X, K, fitted.importance_seed_, thresholds, margins,
+                                                  search_steps=fitted.posterior_search_steps)
+
+    record = sequential.sequential_log_marginal(network, X, K, fitted.importance_seed_, fitted.thresholds_, None,
+                                                search_steps=fitted.posterior_search_steps, record=True)
+    assert np.isfinite(record.pilot).all()  # every row flagged, so every row has a pilot
+    inf = float("inf")
+    margins = DecisionMargins(record.draws, (inf,) * len(record.draws), (inf,) * len(record.draws), 0.0, 0.0)
+    lower, upper = record.pilot.min() - 50.0, float(np.median(record.full))
+    # rows whose pilot lies inside by more than the widest margin (SE_FACTOR standard errors, each < 1
+    # nat), and whose full-K estimate lies above the upper edge
+    fooled = (upper - record.pilot > SE_FACTOR) & (record.full > upper)
+    assert fooled.sum() >= 5
+    estimate = run((lower, upper), margins)
+    np.testing.assert_array_equal(estimate.log_px > upper, record.full > upper)
+    assert (estimate.n_draws == K).all()
+    # with a lower edge only, a pilot clearly above it does prove the row is inside: those rows stop there
+    estimate = run((lower, None), margins)
+    assert (estimate.n_draws == record.draws[0]).all()
