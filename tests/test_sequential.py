@@ -1,8 +1,10 @@
 """Sequential decisions: draws spent where a decision needs them, decisions as at full K."""
 
+import functools
 import io
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -207,39 +209,49 @@ def test_decisions_on_rows_the_encoder_misses_equal_full_k_decisions():
     np.testing.assert_array_equal(sequential, full)
 
 
-def test_a_low_pilot_does_not_prove_a_row_stays_below_the_upper_edge(fitted, rows, monkeypatch):
-    """Where the encoder misses a row its q-only pilot can lie far below the full-K estimate (unseen
-    digits: 11 nats, against a 6-nat pilot margin); with an upper edge, a pilot inside the band is no
-    proof the row stays below it. Built small: the encoder's mean moved 5 units off for every row (all
-    then flagged, pilots 6-25 nats low), a pilot margin of 0 nats as held-out rows the encoder fits
-    would give, and rounds that never stop a row, so only the pilot can decide early."""
+@pytest.fixture
+def missed(fitted, rows, monkeypatch):
+    """Rows the encoder misses, built small: its mean moved 5 units off for every row, so every row is
+    flagged and its q-only pilot lies 6-25 nats below its full-K estimate. ``run(band)`` scores them in
+    rounds with a pilot margin of 0 nats (as held-out rows the encoder fits could give) and rounds that
+    never stop a row, so only the pilot can decide a row early; ``record`` holds pilots and full K."""
     network = fitted._network()
     X = to_tensor(fitted._validate_for_scoring(rows[:60]), device_of(network))
     encode = sequential.encode_in_passes
 
-    def missed(net, X):
+    def misplaced(net, X):
         mean, log_var = encode(net, X)
         return mean + 5.0, log_var
 
-    monkeypatch.setattr(sequential, "encode_in_passes", missed)
-
-    def run(thresholds, margins):
-        return sequential.sequential_log_marginal(network, X, K, fitted.importance_seed_, thresholds, margins,
-                                                  search_steps=fitted.posterior_search_steps)
-
-    record = sequential.sequential_log_marginal(network, X, K, fitted.importance_seed_, fitted.thresholds_, None,
-                                                search_steps=fitted.posterior_search_steps, record=True)
+    monkeypatch.setattr(sequential, "encode_in_passes", misplaced)
+    score = functools.partial(sequential.sequential_log_marginal, network, X, K, fitted.importance_seed_,
+                              search_steps=fitted.posterior_search_steps)
+    record = score(fitted.thresholds_, None, record=True)
     assert np.isfinite(record.pilot).all()  # every row flagged, so every row has a pilot
     inf = float("inf")
     margins = DecisionMargins(record.draws, (inf,) * len(record.draws), (inf,) * len(record.draws), 0.0, 0.0)
-    lower, upper = record.pilot.min() - 50.0, float(np.median(record.full))
-    # rows whose pilot lies inside by more than the widest margin (SE_FACTOR standard errors, each < 1
-    # nat), and whose full-K estimate lies above the upper edge
-    fooled = (upper - record.pilot > SE_FACTOR) & (record.full > upper)
-    assert fooled.sum() >= 5
-    estimate = run((lower, upper), margins)
-    np.testing.assert_array_equal(estimate.log_px > upper, record.full > upper)
+    # a pilot is "clearly" on one side of an edge at more than SE_FACTOR of its standard errors (< 1 nat)
+    return SimpleNamespace(record=record, run=lambda band: score(band, margins), clear=SE_FACTOR)
+
+
+def test_a_low_pilot_does_not_prove_a_row_stays_below_the_upper_edge(missed):
+    """Unseen digits' pilots lay ~11 nats below their full-K estimates, against a 6-nat pilot margin,
+    and above the upper edge of (25, 75); a pilot inside the band proved nothing there."""
+    pilot, full = missed.record.pilot, missed.record.full
+    lower, upper = pilot.min() - 50.0, float(np.median(full))
+    assert ((upper - pilot > missed.clear) & (full > upper)).sum() >= 5  # pilots inside, full K above
+    estimate = missed.run((lower, upper))
+    np.testing.assert_array_equal(estimate.log_px > upper, full > upper)
     assert (estimate.n_draws == K).all()
     # with a lower edge only, a pilot clearly above it does prove the row is inside: those rows stop there
-    estimate = run((lower, None), margins)
-    assert (estimate.n_draws == record.draws[0]).all()
+    assert (missed.run((lower, None)).n_draws == missed.record.draws[0]).all()
+
+
+def test_a_low_pilot_does_not_prove_a_row_is_below_the_lower_edge(missed):
+    """(1, None) on unseen digits: pilots 12-20 nats below full K, against a 5.7-nat margin; 19 of 896
+    rows stopped below the lower edge from their pilot, whose full-K score lies above it."""
+    pilot, full = missed.record.pilot, missed.record.full
+    lower = float(np.median(full))
+    assert ((lower - pilot > missed.clear) & (full > lower)).sum() >= 5  # pilots below, full K above
+    estimate = missed.run((lower, None))
+    np.testing.assert_array_equal(estimate.log_px >= lower, full >= lower)
