@@ -551,21 +551,23 @@ def _console_script():
 def test_stdin_to_stdout_with_console_script(setup, tmp_path):
     data = setup.batch.read_bytes()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    rejected = tmp_path / "rejected_from_stdin.csv"
+    # both commands start at once and import torch while this process computes the expected outputs
+    pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    score = subprocess.Popen([_console_script(), "score", "-", "-m", str(setup.model), "-o", "-", "-q"], **pipes)
+    filter_ = subprocess.Popen([_console_script(), "filter", "-", "-m", str(setup.model), "--valid", "-",
+                                "--invalid", str(rejected), "--fail-on-invalid", "-q"], **pipes)
     scored = tmp_path / "scored.csv"
     assert main(["score", str(setup.batch), "-m", str(setup.model), "-o", str(scored), "-q"]) == 0
-    done = subprocess.run([_console_script(), "score", "-", "-m", str(setup.model), "-o", "-", "-q"],
-                          input=data, capture_output=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == scored.read_bytes()
-    assert b"Traceback" not in done.stderr
-
     code, valid, invalid = _filter(setup, data, tmp_path)
-    rejected = tmp_path / "rejected_from_stdin.csv"
-    done = subprocess.run([_console_script(), "filter", "-", "-m", str(setup.model), "--valid", "-",
-                           "--invalid", str(rejected), "--fail-on-invalid", "-q"],
-                          input=data, capture_output=True, env=env, timeout=300)
-    assert done.returncode == 1, done.stderr
-    assert done.stdout == valid
+
+    stdout, stderr = score.communicate(data, timeout=300)
+    assert score.returncode == 0, stderr
+    assert stdout == scored.read_bytes()
+    assert b"Traceback" not in stderr
+    stdout, stderr = filter_.communicate(data, timeout=300)
+    assert filter_.returncode == 1, stderr
+    assert stdout == valid
     assert rejected.read_bytes() == invalid
 
 

@@ -40,8 +40,9 @@ def model(tmp_path_factory):
     train = root / "train.csv"
     train.write_text("\n".join(lines) + "\n")
     path = root / "model.vf"
+    # 10 proposal refit steps, not 200: the tests here read how records are routed, not scores
     assert main(["fit", str(train), "-o", str(path), "--epochs", "5", "--hidden", "8", "--latent-dim", "2",
-                 "--importance-samples", "8", "-q"]) == 0
+                 "--importance-samples", "8", "--proposal-steps", "10", "-q"]) == 0
     return path
 
 

@@ -130,7 +130,10 @@ def _grouped_table(n, seed):
 @pytest.fixture(scope="module")
 def grouped_fits():
     train, test = _grouped_table(1500, 0), _grouped_table(400, 1)
-    params = dict(latent_dim=1, hidden_layer_sizes=(16,), max_epochs=40, random_state=0, device="cpu")
+    # 20 proposal refit steps, not 200: the tests here read the likelihood's relations and draws, none
+    # the encoder's fit (the swap's cost: 33.2 against 4.30 nats/row, as at 200 steps: 33.3, 4.30)
+    params = dict(latent_dim=1, hidden_layer_sizes=(16,), max_epochs=40, proposal_steps=20, random_state=0,
+                  device="cpu")
     return {mode: VAEOutlierDetector(column_relations=mode, **params).fit(train)
             for mode in ("numeric", "linear")}, test
 

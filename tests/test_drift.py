@@ -39,11 +39,13 @@ def _tolerance(alpha, n_sims):
 
 
 def test_false_alarm_rate_on_exchangeable_batches_is_at_most_alpha():
-    # few calibration rows, large batches: where a binomial test at k/(n+1) alarms on ~9% at 1%
-    rate, edge_rate = _false_alarms(n_cal=200, m=500, alpha=0.01, n_sims=1500, seed=0)
-    assert rate <= _tolerance(0.01, 1500) and edge_rate <= _tolerance(0.01, 1500), (rate, edge_rate)
-    rate, _ = _false_alarms(n_cal=400, m=200, alpha=0.05, n_sims=1000, seed=1, columns=6)
-    assert rate <= _tolerance(0.05, 1000), rate
+    # few calibration rows, large batches: where a binomial test at k/(n+1) alarms on ~9% at 1%. 600 and
+    # 500 batches (4 ms each), not 1500 and 1000: the bounds, 2.2% and 7.9%, still fail that binomial
+    # test and Holm's correction left out (checked by breaking each)
+    rate, edge_rate = _false_alarms(n_cal=200, m=500, alpha=0.01, n_sims=600, seed=0)
+    assert rate <= _tolerance(0.01, 600) and edge_rate <= _tolerance(0.01, 600), (rate, edge_rate)
+    rate, _ = _false_alarms(n_cal=400, m=200, alpha=0.05, n_sims=500, seed=1, columns=6)
+    assert rate <= _tolerance(0.05, 500), rate
 
 
 def test_edge_test_expected_share_is_the_order_statistic_coverage():
