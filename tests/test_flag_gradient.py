@@ -51,14 +51,20 @@ def test_the_gradient_is_autograds(titanic_model, dtype):
                                atol=tolerance * expected.abs().max().item())
 
 
-def test_the_rows_flagged_are_those_autograd_flags(titanic_model, monkeypatch):
-    # at a threshold at the median misplacement, half the rows are flagged and many lie within
-    # the float64 retest's band: both the float32 test and the retest must decide as autograd's
+def _at_the_median_misplacement(titanic_model, monkeypatch):
+    """The model, its rows and their encodings, with SEARCH_THRESHOLD at the median misplacement."""
     network, X = titanic_model
     mean, log_var = encode_in_passes(network, X)
     with torch.no_grad():
         values = _autograd_misplacement(network, X, mean, log_var)
     monkeypatch.setattr(marginal, "SEARCH_THRESHOLD", float(values.median()))
+    return network, X, mean, log_var
+
+
+def test_the_rows_flagged_are_those_autograd_flags(titanic_model, monkeypatch):
+    # at a threshold at the median misplacement, half the rows are flagged and many lie within
+    # the float64 retest's band: both the float32 test and the retest must decide as autograd's
+    network, X, mean, log_var = _at_the_median_misplacement(titanic_model, monkeypatch)
     flagged = rows_to_search(network, X, mean, log_var, 2**16)
     monkeypatch.setattr(marginal, "misplacement", _autograd_misplacement)
     expected = rows_to_search(network, X, mean, log_var, 2**16)
@@ -69,11 +75,7 @@ def test_the_rows_flagged_are_those_autograd_flags(titanic_model, monkeypatch):
 def test_the_flag_passes_sized_for_one_point_per_row_flag_the_same_rows(titanic_model, monkeypatch):
     # the flag test's passes are sized as for K = 1 (latent_dim times the search's rows per pass);
     # a threshold at the median misplacement puts many rows within the float64 retest's band
-    network, X = titanic_model
-    mean, log_var = encode_in_passes(network, X)
-    with torch.no_grad():
-        values = _autograd_misplacement(network, X, mean, log_var)
-    monkeypatch.setattr(marginal, "SEARCH_THRESHOLD", float(values.median()))
+    network, X, mean, log_var = _at_the_median_misplacement(titanic_model, monkeypatch)
     floats = 2**12  # several passes of each size over the 1309 rows
     assert len(X) > marginal._flag_pass_rows(network, floats) >= 3 * marginal._search_pass_rows(network, floats)
     in_search_passes = marginal._rows_to_search(network, X, mean, log_var, marginal._search_pass_rows(network, floats))
