@@ -661,10 +661,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         for fold in range(n_folds):
             held = np.flatnonzero(fold_of == fold)
             rest = np.flatnonzero(fold_of != fold)
-            order = rng.permutation(len(rest))
-            n_val = min(int(np.ceil(self.validation_fraction * len(rest))) if self.validation_fraction else 0,
-                        len(rest) - 1)
-            val_rows, train_rows = np.sort(rest[order[:n_val]]), np.sort(rest[order[n_val:]])
+            train_at, val_at, _ = self._split_rows(len(rest), rng, calibrate=False)
+            train_rows, val_rows = rest[train_at], rest[val_at]
             network, _, _ = self._train_network(
                 X, train_rows, val_rows, tuple(rng.randint(np.iinfo(np.int32).max, size=3)), hidden, device)
             estimate = estimate_log_marginal(
@@ -675,24 +673,20 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             networks.append((network, held))
         self._calibrate_from(log_px, column_log_prob, np.arange(X.shape[0]), percentiles)
         self.calibration_folds_ = n_folds
-        records = [
-            sequential_log_marginal(
-                network, to_tensor(X[held], device), self.n_importance_samples, self.importance_seed_,
-                self.thresholds_, None, search_steps=self.posterior_search_steps, record=True,
-            )
-            for network, held in networks
-        ]
-        record = concatenate_records(records)
+        record = concatenate_records([self._margin_record(network, X[held]) for network, held in networks])
         self.decision_margins_ = fit_margins(record) if record.draws else None
 
     def _fit_decision_margins(self, X_held_out):
         """Margins of sequential decisions from held-out rows scored at full K, round by round."""
-        network = self._network()
-        record = sequential_log_marginal(
+        record = self._margin_record(self._network(), X_held_out)
+        return fit_margins(record) if record.draws else None
+
+    def _margin_record(self, network, X_held_out):
+        """Every round's estimate of held-out rows scored by ``network`` at full K."""
+        return sequential_log_marginal(
             network, to_tensor(X_held_out, device_of(network)), self.n_importance_samples, self.importance_seed_,
             self.thresholds_, None, search_steps=self.posterior_search_steps, record=True,
         )
-        return fit_margins(record) if record.draws else None
 
     def _calibrate_on(self, X_model, percentiles, rows=None):
         """The band, ``validation_scores_`` and ``column_typical_`` from calibration rows.
