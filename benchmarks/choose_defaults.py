@@ -21,6 +21,14 @@ Tuning tasks:
   its species, barley, airports' state and position, stocks; statsmodels'
   grunfeld and 3,000 rows of randhie), 30% held out.
 
+* ``--architecture``: the encoder's hidden layers (the decoder mirrors
+  them) on every tuning table above (the six, the three wide ones and the
+  six mixed-type ones), with each fit's time and ``score_samples``' rows per
+  second on the test rows (one torch thread) beside the held-out
+  log-likelihood. The rule, fixed before the run: the default is the
+  cheapest setting whose mean shortfall from each task's best is within
+  ARCHITECTURE_TOLERANCE nats/row of the smallest mean shortfall.
+
 * ``--calibration-folds``: the tuning tables under 500 rows (diabetes, both
   irises, barley, grunfeld, star98, macrodata) and two generated ones cut to
   few rows (ppca-10d and amounts at 200 and 300 training rows, 2,000 and
@@ -32,7 +40,7 @@ Tuning tasks:
   edge: the false rejection, against 50% and 1% asked.
 
     python benchmarks/choose_defaults.py [--quick | --relations | --continuous-family | --discrete-relations
-                                          | --calibration-folds]
+                                          | --calibration-folds | --architecture]
 """
 
 from __future__ import annotations
@@ -200,6 +208,55 @@ FOLD_SETTINGS = {
 }
 
 
+#: ``--architecture``: hidden layer widths, cheapest first (the decoder mirrors the encoder)
+ARCHITECTURE_SETTINGS = {
+    "hidden (32, 32)": {"hidden_layer_sizes": (32, 32)},
+    "hidden (64, 64)": {"hidden_layer_sizes": (64, 64)},
+    "hidden (128, 128)": {"hidden_layer_sizes": (128, 128)},
+    "hidden (128, 128, 128)": {"hidden_layer_sizes": (128, 128, 128)},
+    "hidden (256, 256)": {"hidden_layer_sizes": (256, 256)},
+}
+#: Mean shortfall (nats/row over the tasks) within which a cheaper setting
+#: counts as tied with the best: about the seed-to-seed spread of one task's
+#: held-out mean (0.01-0.05 on the PPCA tasks, choose_defaults' floor grid).
+ARCHITECTURE_TOLERANCE = 0.05
+
+
+def architecture_table(seed=0):
+    """Held-out log-likelihood, fit time and scoring speed of each hidden-layer setting on every tuning table."""
+    tasks = tuning_tasks() + wide_tuning_tasks() + mixed_tuning_tasks()
+    rows = []
+    for name, setting in ARCHITECTURE_SETTINGS.items():
+        for task, task_params, X_train, X_test in tasks:
+            t0 = time.perf_counter()
+            detector = VAEOutlierDetector(random_state=seed, device="cpu", **setting, **task_params).fit(X_train)
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            scores = detector.score_samples(X_test)
+            score_s = time.perf_counter() - t0
+            rows.append({"setting": name, "task": task, "held-out log p(x)": float(np.mean(scores)),
+                         "fit s": fit_s, "score rows/s": len(X_test) / score_s, "epochs": detector.n_iter_})
+            print(rows[-1], flush=True)
+    return pd.DataFrame(rows)
+
+
+def architecture_summary(table):
+    """(per-task held-out table, per-setting summary, chosen setting) by the ARCHITECTURE_TOLERANCE rule."""
+    loglik = table.pivot_table(index="setting", columns="task", values="held-out log p(x)", sort=False)
+    shortfall = loglik - loglik.max()
+    summary = pd.DataFrame({
+        "mean shortfall": shortfall.mean(axis=1),
+        "worst shortfall": shortfall.min(axis=1),
+        "tasks within 0.05": (shortfall >= -0.05).sum(axis=1).astype(float),
+        "fit s (sum)": table.groupby("setting", sort=False)["fit s"].sum(),
+        "score rows/s (median)": table.groupby("setting", sort=False)["score rows/s"].median(),
+    })
+    best = summary["mean shortfall"].max()
+    chosen = next(name for name in ARCHITECTURE_SETTINGS
+                  if summary.loc[name, "mean shortfall"] >= best - ARCHITECTURE_TOLERANCE)
+    return loglik, summary, chosen
+
+
 def small_tuning_tasks():
     """(name, params, train, test) of the tuning tables under 500 rows, and two generated ones cut short."""
     tasks = [(name, params, X_train, X_test) for name, params, X_train, X_test
@@ -247,7 +304,29 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="the fits' random_state (default 0)")
     parser.add_argument("--calibration-folds", action="store_true",
                         help="compare a held-out calibration split with cross-fitted calibration, on small tables")
+    parser.add_argument("--architecture", action="store_true",
+                        help="compare hidden layer sizes on every tuning table (held-out log p(x), fit and score time)")
+    parser.add_argument("--save", help="with --architecture: also write the per-fit rows to this CSV")
+    parser.add_argument("--summarise", nargs="+", metavar="CSV",
+                        help="with --architecture: summarise saved runs (e.g. one per seed) instead of fitting")
     args = parser.parse_args()
+    if args.architecture:
+        torch.set_num_threads(1)
+        started = time.time()
+        if args.summarise:  # seeds averaged per (setting, task)
+            table = pd.concat([pd.read_csv(path) for path in args.summarise], ignore_index=True)
+        else:
+            table = architecture_table(seed=args.seed)
+        if args.save:
+            table.to_csv(args.save, index=False)
+        loglik, summary, chosen = architecture_summary(table)
+        print("\nHeld-out log p(x), nats/row (higher is better):\n")
+        print(_markdown(loglik))
+        print("\nPer setting (shortfall from each task's best, nats/row):\n")
+        print(_markdown(summary))
+        print(f"\nChosen (cheapest within {ARCHITECTURE_TOLERANCE} of the best mean shortfall): {chosen}")
+        print(f"\n{time.time() - started:.0f} s")
+        return
     if args.calibration_folds:
         torch.set_num_threads(1)
         started = time.time()
