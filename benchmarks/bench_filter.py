@@ -14,7 +14,11 @@ Usage::
 the filter (sequential decisions, then once at full K) on each of
 benchmarks/mixed_tables.py's tables replicated to 60,000 rows, fitted at the
 defaults; it reports draws per row, the share of rows the posterior search
-takes, and the decisions that differ from full K's.
+takes, and the decisions that differ from full K's. It also counts the rows
+the encoder and the decoder process in one filter run (decisions, drift
+sample, conditioned deficits) and times that many FLOPs at the 4096^3 float32
+matmul rate: a ceiling on the filter's share of pandas for this network and
+these draws, were every other cost zero.
 
 The input is synthesised from the bundled Titanic table (rows drawn with
 replacement, age and fare jittered, the table's missing cells kept, sex and
@@ -185,6 +189,52 @@ def _median_by_turns(functions, turns):
     return [float(np.median(t)) for t in times]
 
 
+def _network_flops(module):
+    """FLOPs of one row through ``module``'s linear layers (multiply and add)."""
+    import torch
+
+    return sum(2 * m.in_features * m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def network_work(detector, run):
+    """(encoder rows, decoder rows, GFLOP) of ``run()``: every row the network's encode and decode see."""
+    from unittest import mock
+
+    from vaefilter.model.network import VAENetwork
+
+    seen = {"encode": 0, "decode": 0}
+
+    def counting(name):
+        original = getattr(VAENetwork, name)
+
+        def method(self, tensor):
+            seen[name] += tensor.reshape(-1, tensor.shape[-1]).shape[0]
+            return original(self, tensor)
+        return method
+
+    with mock.patch.object(VAENetwork, "encode", counting("encode")), \
+            mock.patch.object(VAENetwork, "decode", counting("decode")):
+        run()
+    network = detector.network_
+    flops = seen["encode"] * _network_flops(network.encoder) + seen["decode"] * _network_flops(network.decoder)
+    return seen["encode"], seen["decode"], flops / 1e9
+
+
+def matmul_rate(threads, n=4096, repeats=3):
+    """Best float32 n^3 matmul rate, GFLOP/s, at ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
 def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
     """The filter on the mixed-type benchmark's tables, replicated to ``rows`` rows, beside pandas.
 
@@ -200,7 +250,7 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
     import mixed_tables
     from vaefilter.pipeline import filter_csv, fit_csv
 
-    torch.set_num_threads(threads)
+    peak = matmul_rate(threads)
     out = []
     for name in tables:
         frame, _, _ = mixed_tables.load(name)
@@ -219,6 +269,7 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
         t0 = time.perf_counter()
         filter_csv(det, big, v, r, full_k=True)
         full_s = time.perf_counter() - t0
+        encoded, decoded, gflop = network_work(det, lambda: filter_csv(det, big, v, r))
         # decisions and draws on the distinct rows, sequential against full K
         from vaefilter.io.texttypes import parse_text_table
 
@@ -237,13 +288,15 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
             draws=float(seq["n_draws"].mean()), K=det.n_importance_samples,
             searched_full=float(np.mean(searched_full)) if searched_full is not None else 0.0,
             searched_seq=float(np.mean(searched_seq)) if searched_seq is not None else 0.0,
-            load=os.getloadavg()[0],
+            decoded_per_row=decoded / n_lines, gflop=gflop, matmul=peak,
+            ceiling=pandas_s / (gflop / peak), load=os.getloadavg()[0],
         ))
         row = out[-1]
         print(f"{name:16s} {row['rows']:,} rows: pandas {pandas_s:.2f} s, filter {filter_s:.2f} s "
               f"({row['share']:.1%} of pandas), full K {full_s:.2f} s ({row['full_share']:.1%}); "
               f"disagreements {row['disagree']}/{row['distinct']}, draws/row {row['draws']:.1f} of {row['K']}, "
               f"searched {row['searched_full']:.1%} (full K) / {row['searched_seq']:.1%} (sequential); "
+              f"decoded {row['decoded_per_row']:.1f}/row, {gflop:.0f} GFLOP: ceiling {row['ceiling']:.0%} of pandas; "
               f"load {row['load']:.1f}", flush=True)
     return out
 
@@ -255,14 +308,21 @@ def real_table_markdown(rows, command, elapsed, threads):
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (2 cores shared with other jobs).",
         "",
         "| table | cols | rows | pandas s | filter s | filter rows/s | filter / pandas | full-K filter s | "
-        "full-K / pandas | draws/row (of K) | searched, full K | searched, sequential | decisions ≠ full K | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "full-K / pandas | draws/row (of K) | searched, full K | searched, sequential | decisions ≠ full K | "
+        "decoded/row | network GFLOP | ceiling / pandas | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['table']} | {r['columns']} | {r['rows']:,} | {r['pandas_s']:.2f} | {r['filter_s']:.2f} | "
                      f"{r['rows'] / r['filter_s']:,.0f} | {r['share']:.1%} | {r['full_s']:.2f} | {r['full_share']:.1%} | "
                      f"{r['draws']:.1f} ({r['K']}) | {r['searched_full']:.1%} | {r['searched_seq']:.1%} | "
-                     f"{r['disagree']} of {r['distinct']} | {r['load']:.1f} |")
+                     f"{r['disagree']} of {r['distinct']} | {r['decoded_per_row']:.1f} | {r['gflop']:.0f} | "
+                     f"{r['ceiling']:.0%} | {r['load']:.1f} |")
+    lines += ["", f"decoded/row: rows through the decoder per input row in one filter run (the decisions' draws, "
+              f"the drift sample at full K, the conditioned deficits). ceiling / pandas: pandas' time over the "
+              f"time of those encoder and decoder FLOPs at the {rows[0]['matmul']:.0f} GFLOP/s of a 4096^3 float32 "
+              f"matmul ({threads} threads): the filter's share of pandas could not exceed it with every other "
+              f"cost at zero."] if rows else []
     return "\n".join(lines)
 
 

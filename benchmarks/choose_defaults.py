@@ -29,6 +29,9 @@ Tuning tasks:
   cheapest setting whose mean shortfall from each task's best is within
   ARCHITECTURE_TOLERANCE nats/row of the smallest mean shortfall.
 
+* ``--schedule``: the same for the training's length (``max_epochs`` and
+  the early-stopping patience ``n_iter_no_change``), cheapest first.
+
 * ``--calibration-folds``: the tuning tables under 500 rows (diabetes, both
   irises, barley, grunfeld, star98, macrodata) and two generated ones cut to
   few rows (ppca-10d and amounts at 200 and 300 training rows, 2,000 and
@@ -40,7 +43,7 @@ Tuning tasks:
   edge: the false rejection, against 50% and 1% asked.
 
     python benchmarks/choose_defaults.py [--quick | --relations | --continuous-family | --discrete-relations
-                                          | --calibration-folds | --architecture]
+                                          | --calibration-folds | --architecture | --schedule]
 """
 
 from __future__ import annotations
@@ -216,17 +219,24 @@ ARCHITECTURE_SETTINGS = {
     "hidden (128, 128, 128)": {"hidden_layer_sizes": (128, 128, 128)},
     "hidden (256, 256)": {"hidden_layer_sizes": (256, 256)},
 }
+#: ``--schedule``: the training's length, cheapest first (max_epochs, then the early-stopping patience)
+SCHEDULE_SETTINGS = {
+    "max_epochs 100, patience 10": {"max_epochs": 100, "n_iter_no_change": 10},
+    "max_epochs 200, patience 10": {"max_epochs": 200, "n_iter_no_change": 10},
+    "max_epochs 400, patience 10": {"max_epochs": 400, "n_iter_no_change": 10},
+    "max_epochs 400, patience 20": {"max_epochs": 400, "n_iter_no_change": 20},
+}
 #: Mean shortfall (nats/row over the tasks) within which a cheaper setting
 #: counts as tied with the best: about the seed-to-seed spread of one task's
 #: held-out mean (0.01-0.05 on the PPCA tasks, choose_defaults' floor grid).
 ARCHITECTURE_TOLERANCE = 0.05
 
 
-def architecture_table(seed=0):
-    """Held-out log-likelihood, fit time and scoring speed of each hidden-layer setting on every tuning table."""
+def architecture_table(seed=0, settings=ARCHITECTURE_SETTINGS):
+    """Held-out log-likelihood, fit time and scoring speed of each setting on every tuning table."""
     tasks = tuning_tasks() + wide_tuning_tasks() + mixed_tuning_tasks()
     rows = []
-    for name, setting in ARCHITECTURE_SETTINGS.items():
+    for name, setting in settings.items():
         for task, task_params, X_train, X_test in tasks:
             t0 = time.perf_counter()
             detector = VAEOutlierDetector(random_state=seed, device="cpu", **setting, **task_params).fit(X_train)
@@ -240,7 +250,7 @@ def architecture_table(seed=0):
     return pd.DataFrame(rows)
 
 
-def architecture_summary(table):
+def architecture_summary(table, settings=ARCHITECTURE_SETTINGS):
     """(per-task held-out table, per-setting summary, chosen setting) by the ARCHITECTURE_TOLERANCE rule."""
     loglik = table.pivot_table(index="setting", columns="task", values="held-out log p(x)", sort=False)
     shortfall = loglik - loglik.max()
@@ -252,7 +262,7 @@ def architecture_summary(table):
         "score rows/s (median)": table.groupby("setting", sort=False)["score rows/s"].median(),
     })
     best = summary["mean shortfall"].max()
-    chosen = next(name for name in ARCHITECTURE_SETTINGS
+    chosen = next(name for name in settings
                   if summary.loc[name, "mean shortfall"] >= best - ARCHITECTURE_TOLERANCE)
     return loglik, summary, chosen
 
@@ -306,20 +316,23 @@ def main():
                         help="compare a held-out calibration split with cross-fitted calibration, on small tables")
     parser.add_argument("--architecture", action="store_true",
                         help="compare hidden layer sizes on every tuning table (held-out log p(x), fit and score time)")
-    parser.add_argument("--save", help="with --architecture: also write the per-fit rows to this CSV")
+    parser.add_argument("--schedule", action="store_true",
+                        help="compare max_epochs and the early-stopping patience the same way as --architecture")
+    parser.add_argument("--save", help="with --architecture or --schedule: also write the per-fit rows to this CSV")
     parser.add_argument("--summarise", nargs="+", metavar="CSV",
-                        help="with --architecture: summarise saved runs (e.g. one per seed) instead of fitting")
+                        help="with --architecture or --schedule: summarise saved runs (e.g. one per seed) instead of fitting")
     args = parser.parse_args()
-    if args.architecture:
+    if args.architecture or args.schedule:
         torch.set_num_threads(1)
         started = time.time()
+        grid = SCHEDULE_SETTINGS if args.schedule else ARCHITECTURE_SETTINGS
         if args.summarise:  # seeds averaged per (setting, task)
             table = pd.concat([pd.read_csv(path) for path in args.summarise], ignore_index=True)
         else:
-            table = architecture_table(seed=args.seed)
+            table = architecture_table(seed=args.seed, settings=grid)
         if args.save:
             table.to_csv(args.save, index=False)
-        loglik, summary, chosen = architecture_summary(table)
+        loglik, summary, chosen = architecture_summary(table, grid)
         print("\nHeld-out log p(x), nats/row (higher is better):\n")
         print(_markdown(loglik))
         print("\nPer setting (shortfall from each task's best, nats/row):\n")
