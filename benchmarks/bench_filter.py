@@ -245,7 +245,6 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
     file has the same share of disagreements).
     """
     import pandas as pd
-    import torch
 
     import mixed_tables
     from vaefilter.pipeline import filter_csv, fit_csv
