@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from vaefilter import VAEOutlierDetector
-from vaefilter.cli import build_parser
+from vaefilter.cli import _fit_params, build_parser
 from vaefilter.pipeline import REJECT_FIELDS, SCORE_FIELDS, RunSummary, filter_csv, score_csv
 
 SMALL = dict(latent_dim=2, hidden_layer_sizes=(8,), max_epochs=3, n_importance_samples=5, proposal_steps=0,
@@ -67,12 +67,20 @@ def test_filter_csv_refuses_an_output_that_is_the_input(detector, tmp_path):
         filter_csv(detector, path, path, tmp_path / "r.csv")
 
 
+def test_the_cli_passes_the_early_stopping_patience_on():
+    args = build_parser().parse_args(["fit", "train.csv", "-o", "m.vf", "--n-iter-no-change", "7", "--epochs", "30"])
+    params = _fit_params(args)
+    assert params["n_iter_no_change"] == 7 and params["max_epochs"] == 30
+    VAEOutlierDetector(**params)  # every option is an estimator parameter
+
+
 def test_the_cli_takes_its_defaults_from_the_estimator():
     defaults = VAEOutlierDetector().get_params()
     args = build_parser().parse_args(["fit", "train.csv", "-o", "m.vf"])
     assert args.latent_dim == defaults["latent_dim"]
     assert tuple(args.hidden) == tuple(defaults["hidden_layer_sizes"])
     assert args.epochs == defaults["max_epochs"] and args.batch_size == defaults["batch_size"]
+    assert args.n_iter_no_change == defaults["n_iter_no_change"]
     assert args.learning_rate == defaults["learning_rate"]
     assert args.importance_samples == defaults["n_importance_samples"]
     assert args.proposal_steps == defaults["proposal_steps"]

@@ -164,6 +164,9 @@ def _add_fit_parser(commands):
     p.add_argument("--hidden", type=int, nargs="*", default=list(d["hidden_layer_sizes"]), metavar="WIDTH",
                    help="hidden layer widths")
     p.add_argument("--epochs", type=int, default=d["max_epochs"], help="maximum epochs")
+    p.add_argument("--n-iter-no-change", type=int, default=d["n_iter_no_change"], metavar="EPOCHS",
+                   help="early stopping's patience: epochs without improvement on the held-out rows before the "
+                        f"step size is cut, twice, then training stops (default {d['n_iter_no_change']})")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
     p.add_argument("--importance-samples", type=int, default=d["n_importance_samples"], help="K draws per row for log p(x)")
@@ -347,6 +350,7 @@ def _fit_params(args):
         proposal_steps=args.proposal_steps,
         posterior_search_steps=args.posterior_search_steps,
         max_epochs=args.epochs,
+        n_iter_no_change=args.n_iter_no_change,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         validation_fraction=args.validation_fraction,
