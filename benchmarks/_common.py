@@ -10,6 +10,7 @@ a log-density in the standardised space.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 from sklearn.mixture import GaussianMixture
@@ -145,3 +146,17 @@ def make_titanic_csv(path, n_rows, seed=0):
                 cells[name] = values
             f.write("\n".join(map(",".join, zip(*(cells[c] for c in columns)))) + "\n")
     return os.path.getsize(path)
+
+
+def matmul_rate(m, k, n, repeats=5):
+    """Best float32 (m x k) @ (k x n) rate over ``repeats``, GFLOP/s, at torch's current threads."""
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    a @ b
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * m * k * n / best / 1e9

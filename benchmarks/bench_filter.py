@@ -52,7 +52,7 @@ from pathlib import Path
 import vaefilter  # noqa: F401 - first, before torch loads: the OpenMP wait policy the CLI runs with
 import numpy as np
 
-from _common import make_titanic_csv
+from _common import make_titanic_csv, matmul_rate
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -220,21 +220,6 @@ def network_work(detector, run):
     return seen["encode"], seen["decode"], flops / 1e9
 
 
-def matmul_rate(threads, n=4096, repeats=3):
-    """Best float32 n^3 matmul rate, GFLOP/s, at ``threads`` torch threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
-
-
 def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
     """The filter on the mixed-type benchmark's tables, replicated to ``rows`` rows, beside pandas.
 
@@ -245,11 +230,13 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
     file has the same share of disagreements).
     """
     import pandas as pd
+    import torch
 
     import mixed_tables
     from vaefilter.pipeline import filter_csv, fit_csv
 
-    peak = matmul_rate(threads)
+    torch.set_num_threads(threads)
+    peak = matmul_rate(4096, 4096, 4096, repeats=3)
     out = []
     for name in tables:
         frame, _, _ = mixed_tables.load(name)

@@ -34,18 +34,8 @@ import time
 import numpy as np
 import torch
 
-from _common import HIDDEN, K_DEFAULT, LATENT, machine_line, make_data, md_table, scoring_flops_per_row, write_section
-
-def matmul_rate(m, k, n, repeats=5):
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * m * k * n / best / 1e9
-
+from _common import (HIDDEN, K_DEFAULT, LATENT, machine_line, make_data, matmul_rate, md_table, scoring_flops_per_row,
+                     write_section)
 
 SCORE_ROWS = 10**4
 
