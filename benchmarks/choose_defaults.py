@@ -27,7 +27,7 @@ Tuning tasks:
   second on the test rows (one torch thread) beside the held-out
   log-likelihood. The rule, fixed before the run: the default is the
   cheapest setting whose mean shortfall from each task's best is within
-  ARCHITECTURE_TOLERANCE nats/row of the smallest mean shortfall.
+  TIE_TOLERANCE nats/row of the smallest mean shortfall.
 
 * ``--schedule``: the same for the training's length (``max_epochs`` and
   the early-stopping patience ``n_iter_no_change``), cheapest first.
@@ -229,10 +229,10 @@ SCHEDULE_SETTINGS = {
 #: Mean shortfall (nats/row over the tasks) within which a cheaper setting
 #: counts as tied with the best: about the seed-to-seed spread of one task's
 #: held-out mean (0.01-0.05 on the PPCA tasks, choose_defaults' floor grid).
-ARCHITECTURE_TOLERANCE = 0.05
+TIE_TOLERANCE = 0.05
 
 
-def architecture_table(seed=0, settings=ARCHITECTURE_SETTINGS):
+def grid_table(seed=0, settings=ARCHITECTURE_SETTINGS):
     """Held-out log-likelihood, fit time and scoring speed of each setting on every tuning table."""
     tasks = tuning_tasks() + wide_tuning_tasks() + mixed_tuning_tasks()
     rows = []
@@ -250,8 +250,8 @@ def architecture_table(seed=0, settings=ARCHITECTURE_SETTINGS):
     return pd.DataFrame(rows)
 
 
-def architecture_summary(table, settings=ARCHITECTURE_SETTINGS):
-    """(per-task held-out table, per-setting summary, chosen setting) by the ARCHITECTURE_TOLERANCE rule."""
+def grid_summary(table, settings=ARCHITECTURE_SETTINGS):
+    """(per-task held-out table, per-setting summary, chosen setting) by the TIE_TOLERANCE rule."""
     loglik = table.pivot_table(index="setting", columns="task", values="held-out log p(x)", sort=False)
     shortfall = loglik - loglik.max()
     summary = pd.DataFrame({
@@ -263,7 +263,7 @@ def architecture_summary(table, settings=ARCHITECTURE_SETTINGS):
     })
     best = summary["mean shortfall"].max()
     chosen = next(name for name in settings
-                  if summary.loc[name, "mean shortfall"] >= best - ARCHITECTURE_TOLERANCE)
+                  if summary.loc[name, "mean shortfall"] >= best - TIE_TOLERANCE)
     return loglik, summary, chosen
 
 
@@ -329,15 +329,15 @@ def main():
         if args.summarise:  # seeds averaged per (setting, task)
             table = pd.concat([pd.read_csv(path) for path in args.summarise], ignore_index=True)
         else:
-            table = architecture_table(seed=args.seed, settings=grid)
+            table = grid_table(seed=args.seed, settings=grid)
         if args.save:
             table.to_csv(args.save, index=False)
-        loglik, summary, chosen = architecture_summary(table, grid)
+        loglik, summary, chosen = grid_summary(table, grid)
         print("\nHeld-out log p(x), nats/row (higher is better):\n")
         print(_markdown(loglik))
         print("\nPer setting (shortfall from each task's best, nats/row):\n")
         print(_markdown(summary))
-        print(f"\nChosen (cheapest within {ARCHITECTURE_TOLERANCE} of the best mean shortfall): {chosen}")
+        print(f"\nChosen (cheapest within {TIE_TOLERANCE} of the best mean shortfall): {chosen}")
         print(f"\n{time.time() - started:.0f} s")
         return
     if args.calibration_folds:
