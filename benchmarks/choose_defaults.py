@@ -30,7 +30,8 @@ Tuning tasks:
   TIE_TOLERANCE nats/row of the smallest mean shortfall.
 
 * ``--schedule``: the same for the training's length (``max_epochs`` and
-  the early-stopping patience ``n_iter_no_change``), cheapest first.
+  the early-stopping patience ``n_iter_no_change``), cheapest first;
+  ``--schedule-longer``: the chosen (400, 20) against more patience.
 
 * ``--calibration-folds``: the tuning tables under 500 rows (diabetes, both
   irises, barley, grunfeld, star98, macrodata) and two generated ones cut to
@@ -43,7 +44,8 @@ Tuning tasks:
   edge: the false rejection, against 50% and 1% asked.
 
     python benchmarks/choose_defaults.py [--quick | --relations | --continuous-family | --discrete-relations
-                                          | --calibration-folds | --architecture | --schedule]
+                                          | --calibration-folds | --architecture | --schedule
+                                          | --schedule-longer]
 """
 
 from __future__ import annotations
@@ -226,6 +228,12 @@ SCHEDULE_SETTINGS = {
     "max_epochs 400, patience 10": {"max_epochs": 400, "n_iter_no_change": 10},
     "max_epochs 400, patience 20": {"max_epochs": 400, "n_iter_no_change": 20},
 }
+#: ``--schedule-longer``: more patience than the grid above tried (the default first)
+SCHEDULE_LONGER_SETTINGS = {
+    "max_epochs 400, patience 20": {"max_epochs": 400, "n_iter_no_change": 20},
+    "max_epochs 800, patience 30": {"max_epochs": 800, "n_iter_no_change": 30},
+    "max_epochs 800, patience 40": {"max_epochs": 800, "n_iter_no_change": 40},
+}
 #: Mean shortfall (nats/row over the tasks) within which a cheaper setting
 #: counts as tied with the best: about the seed-to-seed spread of one task's
 #: held-out mean (0.01-0.05 on the PPCA tasks, choose_defaults' floor grid).
@@ -318,14 +326,17 @@ def main():
                         help="compare hidden layer sizes on every tuning table (held-out log p(x), fit and score time)")
     parser.add_argument("--schedule", action="store_true",
                         help="compare max_epochs and the early-stopping patience the same way as --architecture")
+    parser.add_argument("--schedule-longer", action="store_true",
+                        help="the same for more patience than --schedule tried (30 and 40, up to 800 epochs)")
     parser.add_argument("--save", help="with --architecture or --schedule: also write the per-fit rows to this CSV")
     parser.add_argument("--summarise", nargs="+", metavar="CSV",
                         help="with --architecture or --schedule: summarise saved runs (e.g. one per seed) instead of fitting")
     args = parser.parse_args()
-    if args.architecture or args.schedule:
+    if args.architecture or args.schedule or args.schedule_longer:
         torch.set_num_threads(1)
         started = time.time()
-        grid = SCHEDULE_SETTINGS if args.schedule else ARCHITECTURE_SETTINGS
+        grid = (SCHEDULE_SETTINGS if args.schedule else SCHEDULE_LONGER_SETTINGS if args.schedule_longer
+                else ARCHITECTURE_SETTINGS)
         if args.summarise:  # seeds averaged per (setting, task)
             table = pd.concat([pd.read_csv(path) for path in args.summarise], ignore_index=True)
         else:
