@@ -1102,12 +1102,16 @@ def _is_binary(column):
 
 
 def _standardisation(X):
-    loc = np.nanmean(X, axis=0)
-    scale = np.nanstd(X, axis=0)
-    loc = np.nan_to_num(loc)  # an all-missing column
+    # an all-missing column (possible under handle_missing='model', e.g. a
+    # sparse column in one split of arrhythmia) gets loc 0 and scale 1; it is
+    # left out of the reductions because np.nanmean warns on an empty slice
+    present = ~np.isnan(X).all(axis=0)
+    loc, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    loc[present] = np.nanmean(X[:, present], axis=0)
+    scale[present] = np.nanstd(X[:, present], axis=0)
     # a constant column keeps unit scale (as in sklearn's StandardScaler)
     tiny = 10 * np.finfo(np.float32).eps * np.maximum(1.0, np.abs(loc))
-    scale = np.where(np.isnan(scale) | (scale < tiny), 1.0, scale)
+    scale = np.where(scale < tiny, 1.0, scale)
     return loc, scale
 
 
