@@ -342,11 +342,13 @@ def main():
     parser.add_argument("--summarise", nargs="+", metavar="CSV",
                         help="with --architecture or --schedule: summarise saved runs (e.g. one per seed) instead of fitting")
     args = parser.parse_args()
-    if args.architecture or args.schedule or args.schedule_longer or args.schedule_end:
+    grids = {"architecture": ARCHITECTURE_SETTINGS, "schedule": SCHEDULE_SETTINGS,
+             "schedule_longer": SCHEDULE_LONGER_SETTINGS, "schedule_end": SCHEDULE_END_SETTINGS}
+    asked = [grids[name] for name in grids if getattr(args, name)]
+    if asked:
         torch.set_num_threads(1)
         started = time.time()
-        grid = (SCHEDULE_SETTINGS if args.schedule else SCHEDULE_LONGER_SETTINGS if args.schedule_longer
-                else SCHEDULE_END_SETTINGS if args.schedule_end else ARCHITECTURE_SETTINGS)
+        grid = asked[0]
         if args.summarise:  # seeds averaged per (setting, task)
             table = pd.concat([pd.read_csv(path) for path in args.summarise], ignore_index=True)
         else:
