@@ -338,9 +338,10 @@ def main():
                         help="the same for more patience than --schedule tried (30 and 40, up to 800 epochs)")
     parser.add_argument("--schedule-end", action="store_true",
                         help="the same for patience 40 against 60 and 80 (up to 1600 epochs)")
-    parser.add_argument("--save", help="with --architecture or --schedule: also write the per-fit rows to this CSV")
+    parser.add_argument("--save",
+                        help="with a grid flag (--architecture, --schedule, ...): also write the per-fit rows to this CSV")
     parser.add_argument("--summarise", nargs="+", metavar="CSV",
-                        help="with --architecture or --schedule: summarise saved runs (e.g. one per seed) instead of fitting")
+                        help="with a grid flag: summarise saved runs (e.g. one per seed) instead of fitting")
     args = parser.parse_args()
     grids = {"architecture": ARCHITECTURE_SETTINGS, "schedule": SCHEDULE_SETTINGS,
              "schedule_longer": SCHEDULE_LONGER_SETTINGS, "schedule_end": SCHEDULE_END_SETTINGS}

@@ -202,9 +202,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         from 0.4-90 nats below the K=5000 one to within 0.1; on data where
         it does not, few rows are searched (0-0.4% on bench_speed's
         default-fitted models). On digits, where 60% of the rows are
-        searched, scoring costs 1.48x scoring without the search at one
-        thread, 1.52-1.55x at two (benchmarks/RESULTS.md,
-        speed_round5_score). 0 samples from q(z|x) alone.
+        searched, scoring costs 1.54x scoring without the search at two
+        threads (benchmarks/RESULTS.md, speed_round6_score; 1.48x at one
+        thread in speed_round5_score). 0 samples from q(z|x) alone.
 
     sequential_decisions : bool, default=True
         ``predict``, ``decision_function`` and ``explain(sequential=True)``
