@@ -257,3 +257,38 @@ def test_a_low_pilot_does_not_prove_a_row_is_below_the_lower_edge(missed):
     assert ((lower - pilot > missed.clear) & (full > lower)).sum() >= 5  # pilots below, full K above
     estimate = missed.run((lower, None))
     np.testing.assert_array_equal(estimate.log_px >= lower, full >= lower)
+
+
+def test_margins_read_a_high_quantile_from_the_tail_not_the_largest_rise_seen():
+    """167 held-out rows (modechoice's) cannot show a 0.999 quantile; the tail model reads it from
+    their upper tail, so a margin lies beyond every rise the held-out rows showed where the tail is
+    exponential, and near the true quantile."""
+    rng = np.random.RandomState(0)
+    true_q = -np.log(1 - sequential.MARGIN_QUANTILE)  # of an exponential of scale 1
+    samples = [rng.exponential(size=167) for _ in range(200)]
+    margins = np.array([sequential.tail_quantile(rise) for rise in samples])
+    beyond = np.mean([margin > rise.max() for margin, rise in zip(margins, samples)])
+    assert beyond > 0.75  # the largest of 167 exceeds the 0.999 quantile in 15% of samples
+    assert abs(np.median(margins) - true_q) < 0.1 * true_q
+    # where the empirical 0.995 quantile of 167 rows (the earlier rule) falls short by a quarter
+    empirical = np.median([np.quantile(rng.exponential(size=167), 0.995) for _ in range(200)])
+    assert empirical < 0.8 * true_q < np.median(margins)
+
+
+def test_margins_of_a_record():
+    """One rise and one fall margin per round, from how far full K lay above and below each round;
+    a handful of rows (or no flagged rows for the pilot) leaves a margin infinite, and no margin is
+    negative where every round lay on one side."""
+    rng = np.random.RandomState(1)
+    full = rng.normal(size=400)
+    below = full - rng.exponential(0.5, size=400)  # full K always above: rises only
+    around = full + rng.normal(scale=0.1, size=400)
+    pilot = np.full(400, np.nan)
+    record = sequential.SequentialRecord(full, np.stack([below, around]), pilot, (6, 10))
+    margins = sequential.fit_margins(record)
+    assert margins.draws == (6, 10)
+    assert margins.rise[0] > 2.0 and margins.fall[0] < 0.1 * margins.rise[0]  # a rise's tail; no fall seen
+    assert 0.2 < margins.rise[1] < 0.5 and 0.2 < margins.fall[1] < 0.5  # ~3 sd of N(0, 0.1)
+    assert margins.pilot_rise == margins.pilot_fall == float("inf")
+    few = sequential.SequentialRecord(full[:10], np.stack([below[:10], around[:10]]), pilot[:10], (6, 10))
+    assert sequential.fit_margins(few).rise == (float("inf"), float("inf"))

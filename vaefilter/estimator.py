@@ -422,8 +422,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     decision_margins_ : DecisionMargins or None
         Stopping margins of sequential decisions (nats the full-K estimate
         rose above or fell below each round's estimate on the held-out rows,
-        at their 99.5th percentile); None (models without held-out rows, or
-        saved before sequential decisions) takes K draws for every row.
+        their 99.9th percentile read from an exponential fit to the tail);
+        None (models without held-out rows, or saved before sequential
+        decisions) takes K draws for every row.
 
     proposal_curve_ : list of (int, float)
         (step, held-out 32-sample bound in nats per row) at each check of the
