@@ -19,7 +19,7 @@ The choice, in two steps fixed before the grid was run: the quantile estimator m
 smallest SE factor (of 1, 2, 2.5, 3) with which that estimator passes. The grid prints every
 pair, so a cheaper pair that passes is visible too.
 
-Command: ``python benchmarks/choose_margins.py --seeds 0 1 --save DIR`` (about 12 minutes a seed on
+Command: ``python benchmarks/choose_margins.py --seeds 0 1 --save DIR`` (about 8 minutes a seed on
 one thread); ``--load DIR`` re-judges saved records. RESULTS.md ``sequential_margins_tail``.
 """
 import argparse
