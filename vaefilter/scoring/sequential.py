@@ -19,8 +19,8 @@ The estimate at k draws is a stochastic lower bound of log p(x) whose bias
 shrinks with k, so "clearly" is calibrated, not assumed: at fit time the
 held-out rows are scored at full K, recording each round's estimate, and the
 margins are high quantiles of how far the full-K estimate rose above
-(``rise``) or fell below (``fall``) the round's estimate, read from an
-exponential fit to the tail (a few hundred rows do not reach the 0.999
+(``rise``) or fell below (``fall``) the round's estimate, read from a
+generalised Pareto fit to the tail (a few hundred rows do not reach the 0.999
 quantile that the filter's 99.9%-of-decisions target asks for). A row stops at round
 r when its distance to the edge exceeds that margin plus SE_FACTOR times
 its own delta-method standard error, sqrt(1/ESS - 1/k).
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import stats
 
 from .._torch import reparameterize, to_numpy
 from .heap import keep_freed_memory
@@ -80,20 +81,25 @@ MIN_ROUND_DRAWS = 4
 #: Quantile of the rise and fall that sets a round's margin: the 99.9% of decisions
 #: the filter must take as full K would (issue 16).
 MARGIN_QUANTILE = 0.999
-#: Above this quantile of the held-out rows' rise (fall), the tail is modelled as exponential
-#: (peaks over threshold) and MARGIN_QUANTILE read from it: 20-1,200 held-out rows do not
-#: reach a 0.999 quantile. On 73,168 rows of 28 tuning fits (benchmarks/choose_margins.py),
-#: margins at the empirical 0.999 quantile were exceeded by 0.56-0.68% of the rows per round
-#: (rise and fall; 0.2% nominal), at the tail model's by 0.38-0.43%. With SE_FACTOR, rows
-#: beyond the margin at some round (a bound on the decisions that differ from full K, whatever
-#: the band) went from 0.167% (the earlier empirical 0.995 rule) to 0.075% on the worst table of
-#: >= 1,000 rows, 0.053% to 0.019% pooled, at 12.9 draws per row instead of 11.5
-#: (benchmarks/RESULTS.md, sequential_margins_tail).
+#: Above this quantile of the held-out rows' rise (fall), the tail is modelled (peaks over
+#: threshold) and MARGIN_QUANTILE read from the model: 20-1,200 held-out rows do not reach a
+#: 0.999 quantile. On 73,168 rows of 28 tuning fits (benchmarks/choose_margins.py), margins at
+#: the empirical 0.999 quantile were exceeded by 0.56-0.68% of the rows per round (rise and
+#: fall; 0.2% nominal), at an exponential tail's by 0.38-0.43%, at the generalised Pareto
+#: tail of TAIL_SHAPE's by 0.20-0.24%. With SE_FACTOR, rows beyond the margin at some round (a
+#: bound on the decisions that differ from full K, whatever the band) went from 0.167% (the
+#: earlier empirical 0.995 rule) to 0.050% on the worst table of >= 1,000 rows, 0.053% to
+#: 0.014% pooled, at 13.6 draws per row instead of 11.5 (RESULTS.md, sequential_margins_tail).
 TAIL_FROM = 0.9
+#: Shape of the generalised Pareto law of the excesses over the TAIL_FROM quantile: 0.154 by
+#: maximum likelihood on the 42,450 excesses of the rows of 16 tuning fits (those with >= 60
+#: held-out rows), each table's and round's scaled by their mean (tables resampled, 5-95%:
+#: 0.143-0.164; the held-out rows' alone: 0.161): a heavier tail than the exponential's (0).
+TAIL_SHAPE = 0.154
 #: A row's own standard errors (delta method, from its effective sample
-#: size) added to the calibrated margin. With the tail-model margins, 1.0 left 0.178% of
+#: size) added to the calibrated margin. With the tail-model margins, 1.0 left 0.119% of
 #: the rows of the worst tuning table (>= 1,000 rows) beyond the margin at some round, 2.0
-#: 0.075% (under the 0.1% asked): the smallest of 1, 2, 2.5, 3 that passes (sequential_margins_tail).
+#: 0.050% (under the 0.1% asked): the smallest of 1, 2, 2.5, 3 that passes (sequential_margins_tail).
 SE_FACTOR = 2.0
 #: Fewer held-out rows than this leave a margin infinite (that round never
 #: stops a row): a quantile of a handful of rows says little about its tail.
@@ -413,20 +419,25 @@ def concatenate_records(records):
 
 
 def tail_quantile(values):
-    """The MARGIN_QUANTILE quantile of ``values`` (>= 0), read from an exponential fit to their upper tail.
+    """The MARGIN_QUANTILE quantile of ``values`` (>= 0), read from a generalised Pareto fit to their upper tail.
 
-    Peaks over threshold: above the TAIL_FROM quantile ``u`` the excesses are
-    fitted by an exponential of scale ``mean(excess)`` (its maximum
-    likelihood), and the quantile is ``u + scale * log((1 - TAIL_FROM) /
-    (1 - MARGIN_QUANTILE))``. Infinite for fewer than MIN_MARGIN_ROWS finite values.
+    Peaks over threshold: the excesses over the TAIL_FROM quantile ``u``
+    follow a generalised Pareto law of shape TAIL_SHAPE, its scale
+    ``mean(excess) * (1 - TAIL_SHAPE)`` (the law's mean is scale / (1 -
+    shape)); the margin is ``u`` plus the law's quantile at the share
+    ``(1 - MARGIN_QUANTILE) / (1 - TAIL_FROM)`` of the tail. Infinite for
+    fewer than MIN_MARGIN_ROWS finite values.
     """
     values = values[np.isfinite(values)]
     if values.size < MIN_MARGIN_ROWS:
         return math.inf
     threshold = float(np.quantile(values, TAIL_FROM))
     excess = values[values > threshold] - threshold
-    scale = float(excess.mean()) if excess.size else 0.0
-    return max(threshold + scale * math.log((1 - TAIL_FROM) / (1 - MARGIN_QUANTILE)), 0.0)
+    if not excess.size or excess.mean() <= 0:
+        return max(threshold, 0.0)
+    scale = float(excess.mean()) * (1 - TAIL_SHAPE)
+    tail = stats.genpareto.isf((1 - MARGIN_QUANTILE) / (1 - TAIL_FROM), TAIL_SHAPE, scale=scale)
+    return max(threshold + float(tail), 0.0)
 
 
 def fit_margins(record):
