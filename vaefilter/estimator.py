@@ -422,7 +422,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     decision_margins_ : DecisionMargins or None
         Stopping margins of sequential decisions (nats the full-K estimate
         rose above or fell below each round's estimate on the held-out rows,
-        their 99.9th percentile read from an exponential fit to the tail);
+        their 99.9th percentile read from a generalised Pareto tail);
         None (models without held-out rows, or saved before sequential
         decisions) takes K draws for every row.
 
