@@ -122,6 +122,8 @@ SE_FACTORS = (1.0, 2.0, 2.5, 3.0)
 
 def simulate(d, band, rise, fall, se_factor):
     """(decisions other than full K's, mean draws per row) of a sequential run from the record."""
+    import torch
+
     lower, upper = band
     full = d["full"]
     inside = np.ones(full.size, bool)
@@ -129,15 +131,11 @@ def simulate(d, band, rise, fall, se_factor):
     inside &= True if upper is None else full <= upper
     decision, used, active = inside.copy(), np.full(full.size, int(d["K"])), np.ones(full.size, bool)
     for r, k in enumerate(d["draws"]):
-        estimate, up, down = d["rounds"][r], rise[r] + se_factor * d["se"][r], fall[r] + se_factor * d["se"][r]
-        clear_in, clear_out = np.ones(full.size, bool), np.zeros(full.size, bool)
-        if lower is not None:
-            clear_in &= estimate - lower > down
-            clear_out |= estimate < lower - up
-        if upper is not None:
-            clear_in &= upper - estimate > up
-            clear_out |= estimate > upper + down
-        stop = active & (clear_in | clear_out)
+        estimate, se = torch.as_tensor(d["rounds"][r]), torch.as_tensor(d["se"][r])
+        clear = sequential.decided(estimate, se, band, rise[r], fall[r], se_factor=se_factor).numpy()
+        clear_in = sequential.decided(estimate, se, band, rise[r], fall[r], inside_only=True,
+                                      se_factor=se_factor).numpy()
+        stop = active & clear
         decision[stop], used[stop], active = clear_in[stop], k, active & ~stop
     return int((decision != inside).sum()), float(used.mean())
 
