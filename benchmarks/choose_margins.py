@@ -78,8 +78,7 @@ def empirical(q):
 
 def tail(q, u, shape):
     def rule(values):
-        with mock.patch.multiple(sequential, MARGIN_QUANTILE=q, TAIL_FROM=u, TAIL_SHAPE=shape):
-            return sequential.tail_quantile(values)
+        return sequential.tail_quantile(values, q, u, shape)
     return rule
 
 

@@ -418,25 +418,25 @@ def concatenate_records(records):
                             np.concatenate([r.se for r in records], axis=1))
 
 
-def tail_quantile(values):
-    """The MARGIN_QUANTILE quantile of ``values`` (>= 0), read from a generalised Pareto fit to their upper tail.
+def tail_quantile(values, quantile=MARGIN_QUANTILE, tail_from=TAIL_FROM, shape=TAIL_SHAPE):
+    """The ``quantile`` of ``values`` (>= 0), read from a generalised Pareto fit to their upper tail.
 
-    Peaks over threshold: the excesses over the TAIL_FROM quantile ``u``
-    follow a generalised Pareto law of shape TAIL_SHAPE, its scale
-    ``mean(excess) * (1 - TAIL_SHAPE)`` (the law's mean is scale / (1 -
+    Peaks over threshold: the excesses over the ``tail_from`` quantile ``u``
+    follow a generalised Pareto law of ``shape`` (0: the exponential), its
+    scale ``mean(excess) * (1 - shape)`` (the law's mean is scale / (1 -
     shape)); the margin is ``u`` plus the law's quantile at the share
-    ``(1 - MARGIN_QUANTILE) / (1 - TAIL_FROM)`` of the tail. Infinite for
-    fewer than MIN_MARGIN_ROWS finite values.
+    ``(1 - quantile) / (1 - tail_from)`` of the tail. Infinite for fewer
+    than MIN_MARGIN_ROWS finite values.
     """
     values = values[np.isfinite(values)]
     if values.size < MIN_MARGIN_ROWS:
         return math.inf
-    threshold = float(np.quantile(values, TAIL_FROM))
+    threshold = float(np.quantile(values, tail_from))
     excess = values[values > threshold] - threshold
     if not excess.size or excess.mean() <= 0:
         return max(threshold, 0.0)
-    scale = float(excess.mean()) * (1 - TAIL_SHAPE)
-    tail = stats.genpareto.isf((1 - MARGIN_QUANTILE) / (1 - TAIL_FROM), TAIL_SHAPE, scale=scale)
+    scale = float(excess.mean()) * (1 - shape)
+    tail = stats.genpareto.isf((1 - quantile) / (1 - tail_from), shape, scale=scale)
     return max(threshold + float(tail), 0.0)
 
 
