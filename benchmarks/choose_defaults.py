@@ -294,6 +294,22 @@ def small_tuning_tasks():
                     ("amounts, 300 rows", {}, amounts_train, amounts_test)]
 
 
+def medium_tuning_tasks(n):
+    """(name, params, train, test) of five tuning tables cut to ``n`` training rows (none reported).
+
+    For the row threshold of ``epoch_selection='auto'``: two generated PPCA
+    tables, the generated amounts and two mixed tuning tables (randhie,
+    airports) with their first ``n`` training rows.
+    """
+    tasks = [(f"ppca-10d, {n} rows", {"latent_dim": 2}, *_ppca(104, 10, 2, 0.1, n=n, n_test=2000)),
+             (f"ppca-20d, {n} rows", {"latent_dim": 4}, *_ppca(105, 20, 4, 0.05, n=n, n_test=2000)),
+             (f"amounts, {n} rows", {}, *_amounts(2, n=n, n_test=1000))]
+    for name, params, X_train, X_test in mixed_tuning_tasks():
+        if name in ("randhie-3000", "airports"):
+            tasks.append((f"{name.split('-')[0]}, {n} rows", params, X_train.iloc[:n], X_test))
+    return tasks
+
+
 def calibration_folds_table(seeds=(0, 1)):
     """Held-out log-likelihood and false rejection of clean test rows, split vs cross-fitted calibration."""
     rows = []

@@ -68,6 +68,41 @@ CROSS_FIT_BELOW_ROWS = 500
 # network's 90%, at 5 extra fits.
 CROSS_FIT_FOLDS = 5
 
+# epoch_selection='auto' chooses the epoch count by cross-validation below this
+# many rows (and early stopping above). On the nine small tuning tables
+# (84-309 rows, 2 seeds; benchmarks/check_small_tables.py --rule, RESULTS.md
+# small_tables_epoch_rule) it gained 0.40 nats/row on average over early
+# stopping; on five tables cut to 700 rows an earlier version gained nothing
+# (-0.02), so the threshold is the one of cross-fitted calibration below.
+CV_EPOCHS_BELOW_ROWS = 500
+# Folds of that cross-validation: each fold trains on 2/3 of the rows; 3 folds
+# cost 3 runs (one per fold, every candidate count read off the same run).
+CV_EPOCHS_FOLDS = 3
+# The candidates are max_epochs halved while at least this many epochs: 800,
+# 400, ..., 25 at the default. On ppca with 200 rows the best count was 50,
+# below a 100-400 grid (benchmarks/RESULTS.md, small_tables_kfold_epochs).
+CV_EPOCHS_MIN = 25
+# The counts are compared by the mean held-out log p(x) without the lowest 5%
+# of rows: a fold model trained on 2/3 of a small table scores a few rows of
+# the other third at -1000 to -3600 nats (star98), and the plain mean then
+# chose 100 epochs and lost 6.3 nats/row to early stopping. Over the 18 fits,
+# trimmed 5% +0.40 (worst -0.39), median +0.33 (worst -1.02), plain mean
+# +0.07 (worst -6.30). Refitting the proposal (50 steps) at every count
+# changed no choice of the trimmed mean and cost 2-4x the time.
+CV_TRIM_SHARE = 0.05
+
+
+def epoch_criterion(log_px, trim_fraction=None):
+    """What cross-validation compares epoch counts by: the mean held-out log p(x), nats per row.
+
+    The lowest CV_TRIM_SHARE of the scores (or ``trim_fraction``, if more)
+    are left out; NaN counts as -inf.
+    """
+    log_px = np.nan_to_num(np.asarray(log_px, dtype=np.float64), nan=-np.inf)
+    kept, _ = exclude_lowest(log_px, max(CV_TRIM_SHARE, trim_fraction or 0.0))
+    return float(np.mean(log_px[kept]))
+
+
 #: A fitted attribute that every fitted detector has (no default for older files).
 REQUIRED = object()
 
@@ -125,6 +160,8 @@ FITTED_STATE = (
     FittedAttribute("decision_margins_", "margins", default=None),
     # null: the band from a held-out calibration split (files before calibration_folds)
     FittedAttribute("calibration_folds_", "plain", default=None),
+    # null: early stopping chose the epochs (files before epoch_selection)
+    FittedAttribute("epoch_scores_", "pairs", default=None),
 )
 
 
@@ -222,7 +259,34 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Maximum number of passes over the training rows. A cap, not the
         usual stop: at the default patience the fits of the fifteen tuning
         tables of ``benchmarks/choose_defaults.py --schedule-longer`` stopped
-        early after 123-667 epochs.
+        early after 123-667 epochs. Under cross-validated epoch selection,
+        the largest candidate count.
+
+    epoch_selection : {'auto', 'early_stopping', 'cross_validation'}, default='auto'
+        How ``fit`` decides how long to train.
+
+        - 'early_stopping': on the loss of the ``validation_fraction`` rows
+          held out (``n_iter_no_change``, ``tol``).
+        - 'cross_validation': the rows not held out for the band are split
+          into 3 folds; for each, a network trained on the other two is read
+          at ``max_epochs``, half of it, a quarter, ... down to 25 epochs,
+          and scores the fold (K draws, the posterior search). The count
+          with the best mean held-out log p(x), without the lowest 5% of
+          rows (``epoch_scores_``; ties go to the fewer epochs), is then trained on all those rows, the early
+          stopping rows included, with the step size cut on stalls of the
+          training loss. It costs three more training runs.
+        - 'auto': cross-validation below ``CV_EPOCHS_BELOW_ROWS`` (500)
+          rows given to ``fit``, early stopping above. On small tables a
+          10% early-stopping split is a few dozen rows: too noisy to stop
+          on, and rows taken from training. On nine small tuning tables
+          (84-309 rows, two seeds) it gained 0.40 nats/row of held-out
+          log p(x) on average, on 10 of 18 fits, and lost at most 0.39
+          (``benchmarks/check_small_tables.py --rule``); fits there take
+          2-4x as long (seconds to tens of seconds).
+
+        Cross-validation needs 6 rows to train on and ``max_epochs`` of at
+        least 50 (two candidates); without them 'auto' stops early and
+        'cross_validation' is an error.
 
     batch_size : int, default=128
         Rows per optimisation step (capped at the number of training rows).
@@ -417,7 +481,14 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Number of epochs run.
 
     best_epoch_ : int
-        Epoch whose weights were kept (lowest held-out loss).
+        Epoch whose weights were kept (lowest held-out loss; the training
+        loss when no early-stopping rows were held out).
+
+    epoch_scores_ : list of (int, float) or None
+        With cross-validated epoch selection (``epoch_selection``): each
+        candidate epoch count and the mean held-out log p(x) (nats per row)
+        of its 3 folds; the network was trained for the best. None when
+        early stopping decided.
 
     decision_margins_ : DecisionMargins or None
         Stopping margins of sequential decisions (nats the full-K estimate
@@ -478,6 +549,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "sequential_decisions": ["boolean"],
         "proposal_steps": [Interval(Integral, 0, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "epoch_selection": [StrOptions({"auto", "early_stopping", "cross_validation"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
@@ -508,6 +580,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         posterior_search_steps=10,
         sequential_decisions=True,
         max_epochs=800,
+        epoch_selection="auto",
         batch_size=128,
         learning_rate=3e-3,
         validation_fraction=0.1,
@@ -535,6 +608,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.posterior_search_steps = posterior_search_steps
         self.sequential_decisions = sequential_decisions
         self.max_epochs = max_epochs
+        self.epoch_selection = epoch_selection
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.validation_fraction = validation_fraction
@@ -582,8 +656,13 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         train_rows, val_rows, cal_rows = self._split_rows(X.shape[0], rng, calibrate=not n_folds)
         init_seed, train_seed, self.importance_seed_ = rng.randint(np.iinfo(np.int32).max, size=3)
         proposal_seed = rng.randint(np.iinfo(np.int32).max)
+        self.epoch_scores_ = None
+        if self._selects_epochs_by_cv(X.shape[0], len(train_rows) + len(val_rows)):
+            # no early-stopping rows: they are trained on, and the count is chosen by held-out folds
+            train_rows, val_rows = np.union1d(train_rows, val_rows), val_rows[:0]
+            self.epoch_scores_ = self._cross_validated_epochs(X, train_rows, rng, hidden, device)
         network, history, proposal = self._train_network(
-            X, train_rows, val_rows, (init_seed, train_seed, proposal_seed), hidden, device)
+            X, train_rows, val_rows, (init_seed, train_seed, proposal_seed), hidden, device, self._chosen_epochs())
         self.training_set_aside_ = train_rows[history.set_aside]
         self.network_ = network
         self.loss_curve_ = history.loss_curve
@@ -602,13 +681,21 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.decision_margins_ = self._fit_decision_margins(X[held_out]) if len(held_out) else None
         return self
 
-    def _train_network(self, X, train_rows, val_rows, seeds, hidden, device):
+    def _train_network(self, X, train_rows, val_rows, seeds, hidden, device, max_epochs):
         """A network trained on ``X[train_rows]``, stopped early on ``X[val_rows]``, its proposal refitted.
 
         Returns ``(network, history, proposal)``; ``seeds`` are the
         (initialisation, training, proposal) seeds.
         """
         init_seed, train_seed, proposal_seed = seeds
+        network, history, train_tensor, val_tensor = self._trained(
+            X, train_rows, val_rows, (init_seed, train_seed), hidden, device, max_epochs)
+        proposal = self._refit_proposal(network, train_tensor, val_tensor, history.set_aside, proposal_seed)
+        return network.eval(), history, proposal
+
+    def _trained(self, X, train_rows, val_rows, seeds, hidden, device, max_epochs, snapshots=()):
+        """``(network, history, train_tensor, val_tensor)``: the network trained, its proposal not yet refitted."""
+        init_seed, train_seed = seeds
         X_train = X[train_rows]
         with seeded_torch(init_seed):
             likelihood = build_likelihood(
@@ -625,29 +712,86 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 continuous_family=self.continuous_family,
             )
             network = VAENetwork(likelihood, self.latent_dim, hidden).to(device)
+        val_tensor = to_tensor(X[val_rows], device) if len(val_rows) else None
+        train_tensor = to_tensor(X_train, device)
+        history = train(network, train_tensor, val_tensor, self._training_config(max_epochs, len(train_rows)),
+                        train_seed, snapshots=snapshots)
+        return network, history, train_tensor, val_tensor
 
-        config = TrainingConfig(
-            max_epochs=self.max_epochs,
-            batch_size=min(self.batch_size, len(train_rows)),
+    def _training_config(self, max_epochs, n_train):
+        return TrainingConfig(
+            max_epochs=max_epochs,
+            batch_size=min(self.batch_size, n_train),
             learning_rate=self.learning_rate,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             verbose=self.verbose,
             trim_fraction=self.trim_fraction or 0.0,
         )
-        val_tensor = to_tensor(X[val_rows], device) if len(val_rows) else None
-        train_tensor = to_tensor(X_train, device)
-        history = train(network, train_tensor, val_tensor, config, train_seed)
-        proposal = refit_proposal(
-            network,
-            train_tensor[np.setdiff1d(np.arange(len(train_rows)), history.set_aside)]
-            if len(history.set_aside) else train_tensor,
-            train_tensor if val_tensor is None else val_tensor,
-            self.proposal_steps,
-            config.batch_size,
-            proposal_seed,
-        )
-        return network.eval(), history, proposal
+
+    def _refit_proposal(self, network, train_tensor, val_tensor, set_aside, seed):
+        """Refit the encoder as a proposal on the training rows kept (checked on the early-stopping rows)."""
+        kept = train_tensor[np.setdiff1d(np.arange(train_tensor.shape[0]), set_aside)] if len(set_aside) else train_tensor
+        return refit_proposal(network, kept, train_tensor if val_tensor is None else val_tensor, self.proposal_steps,
+                              min(self.batch_size, train_tensor.shape[0]), seed)
+
+    def _chosen_epochs(self):
+        """The epoch count cross-validation chose (ties to the fewer), else ``max_epochs``."""
+        if self.epoch_scores_ is None:
+            return self.max_epochs
+        return max(self.epoch_scores_, key=lambda pair: pair[1])[0]
+
+    def _epoch_candidates(self):
+        """The epoch counts cross-validation chooses from: ``max_epochs`` halved while at least CV_EPOCHS_MIN."""
+        candidates = [self.max_epochs]
+        while candidates[-1] // 2 >= CV_EPOCHS_MIN:
+            candidates.append(candidates[-1] // 2)
+        return sorted(candidates)
+
+    def _selects_epochs_by_cv(self, n_samples, n_trainable):
+        """Whether ``fit`` on ``n_samples`` rows (``n_trainable`` not held out for the band) cross-validates the epochs."""
+        mode = self.epoch_selection
+        if mode == "auto":
+            mode = "cross_validation" if n_samples < CV_EPOCHS_BELOW_ROWS else "early_stopping"
+        if mode == "early_stopping":
+            return False
+        problem = (f"at least {2 * CV_EPOCHS_FOLDS} rows to train on (not held out for the band), got {n_trainable}"
+                   if n_trainable < 2 * CV_EPOCHS_FOLDS else
+                   f"max_epochs >= {2 * CV_EPOCHS_MIN} (it chooses among max_epochs halved down to {CV_EPOCHS_MIN}), "
+                   f"got {self.max_epochs}" if len(self._epoch_candidates()) < 2 else None)
+        if problem and self.epoch_selection == "auto":
+            return False  # nothing to hold out or to choose from: early stopping, as before
+        if problem:
+            raise ValueError(f"epoch_selection='cross_validation' needs {problem}")
+        return True
+
+    def _cross_validated_epochs(self, X, rows, rng, hidden, device):
+        """``[(epochs, mean held-out log p(x)), ...]`` of each candidate count, over CV_EPOCHS_FOLDS folds of ``rows``.
+
+        Each fold is scored (K draws and the posterior search, with the
+        encoder as trained: refitting it as a proposal at every count cost
+        2-4x the time and changed no choice) by
+        networks trained on the other folds without early-stopping rows, one
+        run per fold read at every candidate count.
+        Compared by :func:`epoch_criterion`.
+        """
+        candidates = self._epoch_candidates()
+        fold_of = rng.permutation(len(rows)) % CV_EPOCHS_FOLDS
+        scores = np.empty((len(candidates), len(rows)))
+        for fold in range(CV_EPOCHS_FOLDS):
+            held, rest = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
+            # three seeds drawn, the third unused (no proposal refit): the stream the rule was chosen with
+            init_seed, train_seed, _ = rng.randint(np.iinfo(np.int32).max, size=3)
+            network, history, _, _ = self._trained(
+                X, rows[rest], rows[:0], (init_seed, train_seed), hidden, device, self.max_epochs,
+                snapshots=candidates)
+            held_tensor = to_tensor(X[rows[held]], device)
+            for i, epochs in enumerate(candidates):
+                network.load_state_dict(history.snapshots[epochs])
+                scores[i, held] = estimate_log_marginal(
+                    network.eval(), held_tensor, self.n_importance_samples, self.importance_seed_,
+                    search_steps=self.posterior_search_steps).log_px
+        return [(int(epochs), epoch_criterion(row, self.trim_fraction)) for epochs, row in zip(candidates, scores)]
 
     def _n_calibration_folds(self, n_samples):
         """Folds of cross-fitted calibration for ``n_samples`` rows; 0: a held-out calibration split."""
@@ -677,8 +821,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             rest = np.flatnonzero(fold_of != fold)
             train_at, val_at, _ = self._split_rows(len(rest), rng, calibrate=False)
             train_rows, val_rows = rest[train_at], rest[val_at]
+            if self.epoch_scores_ is not None:  # trained like the final network: every row, the chosen epochs
+                train_rows, val_rows = rest, rest[:0]
             network, _, _ = self._train_network(
-                X, train_rows, val_rows, tuple(rng.randint(np.iinfo(np.int32).max, size=3)), hidden, device)
+                X, train_rows, val_rows, tuple(rng.randint(np.iinfo(np.int32).max, size=3)), hidden, device,
+                self._chosen_epochs())
             estimate = estimate_log_marginal(
                 network, to_tensor(X[held], device), self.n_importance_samples, self.importance_seed_,
                 per_column=True, search_steps=self.posterior_search_steps,

@@ -64,7 +64,7 @@ _TO_JSON = {
     "rows": lambda rows: [int(i) for i in rows],
     "matrix": lambda rows: np.asarray(rows, dtype=np.float64).tolist(),
     "plain": _json_param,
-    "pairs": lambda pairs: [[int(step), float(value)] for step, value in pairs],
+    "pairs": lambda pairs: None if pairs is None else [[int(step), float(value)] for step, value in pairs],
     "margins": lambda margins: _margins_to_json(margins),
 }
 _FROM_JSON = {
@@ -75,7 +75,7 @@ _FROM_JSON = {
     "rows": lambda rows: np.asarray(rows, dtype=np.int64),
     "matrix": lambda rows: np.asarray(rows, dtype=np.float64),
     "plain": lambda value: value,
-    "pairs": lambda pairs: [(int(step), float(value)) for step, value in pairs],
+    "pairs": lambda pairs: None if pairs is None else [(int(step), float(value)) for step, value in pairs],
     "margins": lambda values: _margins_from_json(values),
 }
 
@@ -339,6 +339,7 @@ def load_model(path):
             params["column_relations"] = "numeric"  # before the categories' shifts, 'linear' had none
         params.setdefault("continuous_family", "gaussian")
         params.setdefault("calibration_folds", None)  # files before cross-fitted calibration
+        params.setdefault("epoch_selection", "early_stopping")  # and before cross-validated epochs
         detector = VAEOutlierDetector(**params)
         _set_fitted_from_json(detector, header["fitted"], path)
         detector.schema_ = TableSchema.from_dict(header["schema"])

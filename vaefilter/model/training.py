@@ -68,6 +68,8 @@ class TrainingHistory:
     n_iter: int = 0
     #: training rows (positions in X_train) set aside under the kept weights; empty without trimming
     set_aside: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    #: {epoch: the weights a run with ``max_epochs=epoch`` would keep}, for ``train``'s ``snapshots``
+    snapshots: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -135,13 +137,19 @@ def _progress(config):
     return tqdm.tqdm(total=config.max_epochs, desc="vaefilter fit", unit="epoch", leave=True)
 
 
-def train(network, X_train, X_val, config: TrainingConfig, seed):
+def train(network, X_train, X_val, config: TrainingConfig, seed, snapshots=()):
     """Fit ``network`` in place; return its :class:`TrainingHistory`.
 
     The weights of the epoch with the lowest validation loss are restored.
     Without validation rows, the training loss drives early stopping. With
     ``config.trim_fraction > 0``, see the module's note; the history's
     ``set_aside`` are then the training rows the kept weights would set aside.
+
+    ``snapshots``: epochs (at most ``config.max_epochs``) at which to keep a
+    copy of the weights that a run stopped there would restore. Nothing in
+    the run depends on them (the schedule reads only the monitored loss), so
+    ``history.snapshots[e]`` is what ``max_epochs=e`` gives, at the cost of
+    one run; epochs after an early stop get the final weights.
     """
     generator = torch.Generator().manual_seed(int(seed))
     val_generator_seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
@@ -211,11 +219,15 @@ def train(network, X_train, X_val, config: TrainingConfig, seed):
                         break
                     decays_left, stale_epochs = decays_left - 1, 0
                     _restart_with_smaller_steps(network, optimizer, best_state)
+            if epoch in snapshots:
+                history.snapshots[epoch] = copy.deepcopy(best_state)
     finally:
         if bar is not None:
             bar.close()
     if best_state is not None:
         network.load_state_dict(best_state)
+    for epoch in snapshots:
+        history.snapshots.setdefault(epoch, copy.deepcopy(network.state_dict()))
     if trimming:
         network.eval()
         losses = _row_losses(network, X_train, torch.Generator().manual_seed(trim_generator_seed), config.batch_size)

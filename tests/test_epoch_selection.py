@@ -1,0 +1,122 @@
+"""Choosing the epoch count by cross-validation (``epoch_selection``) and the snapshots it reads."""
+
+import numpy as np
+import pytest
+import torch
+
+import vaefilter.estimator as estimator_module
+from vaefilter import VAEOutlierDetector
+from vaefilter.model.likelihoods import build_likelihood
+from vaefilter.model.network import VAENetwork
+from vaefilter.model.training import TrainingConfig, train
+from vaefilter.persistence import load_model, save_model
+
+from test_persistence import _assemble, _parts
+
+QUICK = dict(latent_dim=2, hidden_layer_sizes=(16,), n_importance_samples=16, proposal_steps=5,
+             posterior_search_steps=0, random_state=0)
+
+
+def _ppca_rows(n, seed=0, n_features=6):
+    rng = np.random.RandomState(seed)
+    W = np.random.RandomState(99).normal(size=(n_features, 2))
+    return rng.normal(size=(n, 2)) @ W.T + 0.3 * rng.normal(size=(n, n_features))
+
+
+def _network(X, seed=0):
+    torch.manual_seed(seed)
+    return VAENetwork(build_likelihood(X.numpy(), "gaussian", 1e-3), 2, (16,))
+
+
+@pytest.mark.parametrize("with_validation", [False, True])
+def test_a_snapshot_is_the_run_stopped_there(with_validation):
+    X = torch.as_tensor(_ppca_rows(60), dtype=torch.float32)
+    X_val = X[:12] if with_validation else None
+    config = TrainingConfig(max_epochs=40, batch_size=16, learning_rate=3e-3, n_iter_no_change=5, tol=1e-4)
+    long = _network(X)
+    history = train(long, X, X_val, config, seed=3, snapshots=(10, 25, 40))
+    assert sorted(history.snapshots) == [10, 25, 40]
+    for epochs in (10, 25):
+        short = _network(X)
+        train(short, X, X_val, TrainingConfig(**{**config.__dict__, "max_epochs": epochs}), seed=3)
+        for name, value in short.state_dict().items():
+            torch.testing.assert_close(history.snapshots[epochs][name], value, rtol=0, atol=0)
+    for name, value in long.state_dict().items():
+        torch.testing.assert_close(history.snapshots[40][name], value, rtol=0, atol=0)
+
+
+def test_cross_validation_scores_held_out_rows_and_trains_the_best_count():
+    # 40 rows of 6 columns and a wide network: it overfits long before 400 epochs, which held-out
+    # folds see and training rows would not (their score only rises)
+    X = _ppca_rows(40)
+    detector = VAEOutlierDetector(**{**QUICK, "hidden_layer_sizes": (64, 64)}, max_epochs=400,
+                                  epoch_selection="cross_validation").fit(X)
+    counts = [epochs for epochs, _ in detector.epoch_scores_]
+    assert counts == [25, 50, 100, 200, 400]
+    scores = dict(detector.epoch_scores_)
+    chosen = max(detector.epoch_scores_, key=lambda pair: pair[1])[0]
+    assert chosen < 400 and scores[400] < scores[chosen] - 0.5
+    assert all(np.isfinite(list(scores.values())))
+    # every row not held out for the band is trained on: no early-stopping curve
+    assert detector.validation_loss_curve_ == [] and detector.n_iter_ <= chosen
+    assert len(detector.loss_curve_) == detector.n_iter_
+
+
+def test_auto_cross_validates_small_tables_only(monkeypatch):
+    X = _ppca_rows(120)
+    small = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
+    assert [epochs for epochs, _ in small.epoch_scores_] == [25, 50] and small.validation_loss_curve_ == []
+    monkeypatch.setattr(estimator_module, "CV_EPOCHS_BELOW_ROWS", 100)
+    large = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
+    assert large.epoch_scores_ is None and len(large.validation_loss_curve_) == large.n_iter_
+    explicit = VAEOutlierDetector(**QUICK, max_epochs=50, epoch_selection="early_stopping").fit(_ppca_rows(60))
+    assert explicit.epoch_scores_ is None
+
+
+def test_auto_stops_early_where_there_is_nothing_to_choose():
+    one_count = VAEOutlierDetector(**QUICK, max_epochs=40).fit(_ppca_rows(60))
+    assert one_count.epoch_scores_ is None and one_count.validation_loss_curve_
+    few_rows = VAEOutlierDetector(**QUICK, max_epochs=50).fit(_ppca_rows(6))
+    assert few_rows.epoch_scores_ is None
+
+
+def test_cross_validation_that_cannot_run_is_an_error_naming_why():
+    with pytest.raises(ValueError, match="max_epochs >= 50.*got 40"):
+        VAEOutlierDetector(**QUICK, max_epochs=40, epoch_selection="cross_validation").fit(_ppca_rows(60))
+    with pytest.raises(ValueError, match="at least 6 rows to train on"):
+        VAEOutlierDetector(**QUICK, max_epochs=50, epoch_selection="cross_validation").fit(_ppca_rows(6))
+    with pytest.raises(ValueError, match="epoch_selection"):
+        VAEOutlierDetector(epoch_selection="folds").fit(_ppca_rows(20))
+
+
+def test_cross_validated_fits_are_reproducible():
+    X = _ppca_rows(80)
+    first = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
+    second = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
+    assert first.epoch_scores_ == second.epoch_scores_
+    np.testing.assert_array_equal(first.score_samples(X), second.score_samples(X))
+    other = VAEOutlierDetector(**{**QUICK, "random_state": 1}, max_epochs=50).fit(X)
+    assert other.epoch_scores_ != first.epoch_scores_
+
+
+def test_cross_fitted_calibration_trains_its_folds_for_the_chosen_count():
+    detector = VAEOutlierDetector(**QUICK, max_epochs=50, calibration_folds=3).fit(_ppca_rows(90))
+    assert detector.calibration_folds_ == 3 and detector.epoch_scores_ is not None
+    assert len(detector.validation_scores_) == 90 and np.isfinite(detector.validation_scores_).all()
+
+
+def test_epoch_scores_travel_and_older_files_stop_early(tmp_path):
+    X = _ppca_rows(80)
+    detector = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
+    path = tmp_path / "m.vf"
+    save_model(detector, path)
+    loaded = load_model(path)
+    assert loaded.epoch_scores_ == detector.epoch_scores_ and loaded.epoch_selection == "auto"
+    header, payload = _parts(path.read_bytes())
+    del header["params"]["epoch_selection"], header["fitted"]["epoch_scores_"]
+    older = tmp_path / "older.vf"
+    older.write_bytes(_assemble(header, payload))
+    old = load_model(older)
+    # a refit of an older file's parameters trains as that version did
+    assert old.epoch_selection == "early_stopping" and old.epoch_scores_ is None
+    np.testing.assert_array_equal(old.score_samples(X), detector.score_samples(X))
