@@ -14,7 +14,7 @@ from vaefilter.persistence import load_model, save_model
 from test_persistence import _assemble, _parts
 
 QUICK = dict(latent_dim=2, hidden_layer_sizes=(16,), n_importance_samples=16, proposal_steps=5,
-             posterior_search_steps=0, random_state=0)
+             posterior_search_steps=0, random_state=0, epoch_selection="auto")
 
 
 def _ppca_rows(n, seed=0, n_features=6):
@@ -49,8 +49,8 @@ def test_cross_validation_scores_held_out_rows_and_trains_the_best_count():
     # 40 rows of 6 columns and a wide network: it overfits long before 400 epochs, which held-out
     # folds see and training rows would not (their score only rises)
     X = _ppca_rows(40)
-    detector = VAEOutlierDetector(**{**QUICK, "hidden_layer_sizes": (64, 64)}, max_epochs=400,
-                                  epoch_selection="cross_validation").fit(X)
+    detector = VAEOutlierDetector(**{**QUICK, "hidden_layer_sizes": (64, 64), "epoch_selection": "cross_validation"},
+                                  max_epochs=400).fit(X)
     counts = [epochs for epochs, _ in detector.epoch_scores_]
     assert counts == [25, 50, 100, 200, 400]
     scores = dict(detector.epoch_scores_)
@@ -69,7 +69,7 @@ def test_auto_cross_validates_small_tables_only(monkeypatch):
     monkeypatch.setattr(estimator_module, "CV_EPOCHS_BELOW_ROWS", 100)
     large = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
     assert large.epoch_scores_ is None and len(large.validation_loss_curve_) == large.n_iter_
-    explicit = VAEOutlierDetector(**QUICK, max_epochs=50, epoch_selection="early_stopping").fit(_ppca_rows(60))
+    explicit = VAEOutlierDetector(**{**QUICK, "epoch_selection": "early_stopping"}, max_epochs=50).fit(_ppca_rows(60))
     assert explicit.epoch_scores_ is None
 
 
@@ -82,9 +82,9 @@ def test_auto_stops_early_where_there_is_nothing_to_choose():
 
 def test_cross_validation_that_cannot_run_is_an_error_naming_why():
     with pytest.raises(ValueError, match="max_epochs >= 50.*got 40"):
-        VAEOutlierDetector(**QUICK, max_epochs=40, epoch_selection="cross_validation").fit(_ppca_rows(60))
+        VAEOutlierDetector(**{**QUICK, "epoch_selection": "cross_validation"}, max_epochs=40).fit(_ppca_rows(60))
     with pytest.raises(ValueError, match="at least 6 rows to train on"):
-        VAEOutlierDetector(**QUICK, max_epochs=50, epoch_selection="cross_validation").fit(_ppca_rows(6))
+        VAEOutlierDetector(**{**QUICK, "epoch_selection": "cross_validation"}, max_epochs=50).fit(_ppca_rows(6))
     with pytest.raises(ValueError, match="epoch_selection"):
         VAEOutlierDetector(epoch_selection="folds").fit(_ppca_rows(20))
 
