@@ -120,3 +120,43 @@ def test_epoch_scores_travel_and_older_files_stop_early(tmp_path):
     # a refit of an older file's parameters trains as that version did
     assert old.epoch_selection == "early_stopping" and old.epoch_scores_ is None
     np.testing.assert_array_equal(old.score_samples(X), detector.score_samples(X))
+
+
+def _fit_and_info(tmp_path, capsys, selection):
+    from vaefilter.cli import main
+
+    table = tmp_path / f"{selection}.csv"
+    np.savetxt(table, _ppca_rows(80), delimiter=",", header="a,b,c,d,e,f", comments="", fmt="%.5f")
+    model = tmp_path / f"{selection}.vf"
+    assert main(["fit", str(table), "-o", str(model), "--epochs", "50", "--hidden", "16", "--latent-dim", "2",
+                 "--importance-samples", "16", "--proposal-steps", "5", "--posterior-search-steps", "0",
+                 "--epoch-selection", selection, "-q"]) == 0
+    fit_message = capsys.readouterr().err
+    assert main(["info", "-m", str(model)]) == 0
+    return load_model(model), fit_message, capsys.readouterr().out
+
+
+def test_the_cli_chooses_the_epoch_selection_and_info_says_how_the_count_was_chosen(tmp_path, capsys):
+    detector, fit_message, info = _fit_and_info(tmp_path, capsys, "cross_validation")
+    chosen = max(detector.epoch_scores_, key=lambda pair: pair[1])[0]
+    assert [epochs for epochs, _ in detector.epoch_scores_] == [25, 50]
+    assert f"(at most {chosen}: the count chosen by 3-fold cross-validation)" in fit_message
+    training = next(line for line in info.splitlines() if line.startswith("training: "))
+    assert f"epoch count {chosen} chosen by 3-fold cross-validation" in training
+    for epochs, score in detector.epoch_scores_:
+        assert f"{epochs}: {score:.3f}" in training
+    assert f"for {detector.n_iter_} of at most {chosen} epochs" in training and "held-out rows'" not in training
+
+    detector, fit_message, info = _fit_and_info(tmp_path, capsys, "early_stopping")
+    assert detector.epoch_scores_ is None and "cross-validation" not in fit_message + info
+    assert f"training: {detector.n_iter_} of at most 50 epochs, early stopping on the held-out rows' -ELBO" in info
+
+
+def test_the_report_says_how_the_epoch_count_was_chosen(tmp_path):
+    pytest.importorskip("matplotlib")
+    from vaefilter.report import build_report
+
+    X = _ppca_rows(80)
+    detector = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
+    page = build_report(detector, X)
+    assert "Training: epoch count" in page and "3-fold cross-validation" in page

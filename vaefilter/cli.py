@@ -25,7 +25,7 @@ import numpy as np
 from .columns import CATEGORICAL, VALUE_KINDS
 from .io.csvio import CsvFormatError, check_encoding
 from .drift import DEFAULT_ALPHA, render_drift
-from .estimator import VAEOutlierDetector
+from .estimator import CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, VAEOutlierDetector, chosen_epoch_count, describe_epochs
 from .persistence import ModelFileError, load_model, read_header
 from .band import describe_band
 from .pipeline import MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, filter_csv, fit_csv, report_csv, score_csv
@@ -164,6 +164,11 @@ def _add_fit_parser(commands):
     p.add_argument("--hidden", type=int, nargs="*", default=list(d["hidden_layer_sizes"]), metavar="WIDTH",
                    help="hidden layer widths")
     p.add_argument("--epochs", type=int, default=d["max_epochs"], help="maximum epochs")
+    p.add_argument("--epoch-selection", choices=("auto", "early_stopping", "cross_validation"),
+                   default=d["epoch_selection"],
+                   help="how fit decides how long to train: early stopping on held-out rows, or the epoch count "
+                        f"chosen by {CV_EPOCHS_FOLDS}-fold cross-validation of held-out log p(x); 'auto': "
+                        f"cross-validation below {CV_EPOCHS_BELOW_ROWS} rows (default {d['epoch_selection']})")
     p.add_argument("--n-iter-no-change", type=int, default=d["n_iter_no_change"], metavar="EPOCHS",
                    help="early stopping's patience: epochs without improvement on the held-out rows before the "
                         f"step size is cut, twice, then training stops (default {d['n_iter_no_change']})")
@@ -350,6 +355,7 @@ def _fit_params(args):
         proposal_steps=args.proposal_steps,
         posterior_search_steps=args.posterior_search_steps,
         max_epochs=args.epochs,
+        epoch_selection=args.epoch_selection,
         n_iter_no_change=args.n_iter_no_change,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -368,6 +374,14 @@ def _fit_params(args):
     )
 
 
+def _epochs_text(detector):
+    """``fit``'s short account of the training length."""
+    chosen = chosen_epoch_count(getattr(detector, "epoch_scores_", None))
+    if chosen is None:
+        return f"{detector.n_iter_} epochs"
+    return f"{detector.n_iter_} epochs (at most {chosen}: the count chosen by {CV_EPOCHS_FOLDS}-fold cross-validation)"
+
+
 def run_fit(args):
     options = _csv_options(args)
     del options["device"]
@@ -378,7 +392,7 @@ def run_fit(args):
     lower, upper = detector.thresholds_
     kinds = ", ".join(f"{c.name}:{c.description}" for c in detector.schema_.columns)
     print(
-        f"trained on {fitted.n_rows} rows ({kinds}); {detector.n_iter_} epochs; "
+        f"trained on {fitted.n_rows} rows ({kinds}); {_epochs_text(detector)}; "
         f"band log p(x) in [{_fmt(lower)}, {_fmt(upper)}]; model written to {args.output}",
         file=sys.stderr,
     )
@@ -487,8 +501,8 @@ def run_info(args):
         listed = "; ".join(f"{row.column} <- {row.parent} {row.coefficient:+.3f}" for row in strongest.itertuples())
         print(f"strongest relations (column <- parent, coefficient: standardised units, nats for a logit): {listed}")
     curve, val_curve = detector.loss_curve_, detector.validation_loss_curve_
-    print(f"training: {detector.n_iter_} epochs, best epoch {detector.best_epoch_}, final -ELBO "
-          f"{curve[-1]:.3f} train / {val_curve[-1] if val_curve else float('nan'):.3f} validation (nats/row)")
+    held_out = f" / {val_curve[-1]:.3f} held-out" if val_curve else ""
+    print(f"training: {describe_epochs(detector)}; final -ELBO {curve[-1]:.3f} train{held_out} (nats/row)")
     if detector.trim_fraction:
         aside = list(getattr(detector, "training_set_aside_", ()))
         excluded = list(getattr(detector, "calibration_excluded_", ()))

@@ -103,6 +103,29 @@ def epoch_criterion(log_px, trim_fraction=None):
     return float(np.mean(log_px[kept]))
 
 
+def chosen_epoch_count(epoch_scores):
+    """The count with the best cross-validated score in ``[(epochs, score), ...]`` (ties to the fewer); None if none."""
+    if not epoch_scores:
+        return None
+    return max(epoch_scores, key=lambda pair: pair[1])[0]
+
+
+def describe_epochs(detector):
+    """How long a fitted ``detector`` trained and why, in one sentence (for ``vaefilter info`` and the report)."""
+    n_iter, best = int(detector.n_iter_), int(detector.best_epoch_)
+    scores = getattr(detector, "epoch_scores_", None)
+    if not scores:
+        monitored = "held-out rows'" if len(detector.validation_loss_curve_) else "training"
+        return (f"{n_iter} of at most {detector.max_epochs} epochs, early stopping on the {monitored} -ELBO; "
+                f"the weights of epoch {best} (its lowest) kept")
+    chosen = chosen_epoch_count(scores)
+    listed = ", ".join(f"{epochs}: {score:.3f}{' (chosen)' if epochs == chosen else ''}" for epochs, score in scores)
+    return (f"epoch count {chosen} chosen by {CV_EPOCHS_FOLDS}-fold cross-validation (held-out log p(x) per count, "
+            f"nats/row, without the lowest {CV_TRIM_SHARE:.0%} of rows: {listed}); then trained on every row not "
+            f"held out for the band for {n_iter} of at most {chosen} epochs (stopping early on the training -ELBO), "
+            f"the weights of epoch {best} (its lowest) kept")
+
+
 #: A fitted attribute that every fitted detector has (no default for older files).
 REQUIRED = object()
 
@@ -737,9 +760,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
     def _chosen_epochs(self):
         """The epoch count cross-validation chose (ties to the fewer), else ``max_epochs``."""
-        if self.epoch_scores_ is None:
-            return self.max_epochs
-        return max(self.epoch_scores_, key=lambda pair: pair[1])[0]
+        chosen = chosen_epoch_count(self.epoch_scores_)
+        return self.max_epochs if chosen is None else chosen
 
     def _epoch_candidates(self):
         """The epoch counts cross-validation chooses from: ``max_epochs`` halved while at least CV_EPOCHS_MIN."""

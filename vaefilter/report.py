@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import plotting
 from .band import describe_band
+from .estimator import describe_epochs
 from .explanations import ABOVE_BAND, JOINTLY_UNLIKELY, Explanation, parse_reason
 
 __all__ = ["build_report", "reason_groups", "reason_key", "write_report"]
@@ -272,6 +273,7 @@ def _model_section(detector):
         '<div class="summary">' + "".join(cards) + "</div>",
         '<p class="note">A row is valid when its log p(x) lies inside the band. log p(x) is the '
         "importance-sampled log-likelihood of the whole row under the VAE, in nats; higher is more typical.</p>",
+        '<p class="note">Training: ' + _esc(describe_epochs(detector)) + ".</p>",
         '<p class="note">Band: ' + _esc("; ".join(band_notes)) + ". A rejected row's p-value is its rank "
         "among the calibration rows' log p(x): the share of valid rows at least as unusual.</p>",
         '<div class="side"><div><h3>Settings</h3>' + _table(settings, index=False) + "</div>",
