@@ -160,3 +160,4 @@ def test_the_report_says_how_the_epoch_count_was_chosen(tmp_path):
     detector = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
     page = build_report(detector, X)
     assert "Training: epoch count" in page and "3-fold cross-validation" in page
+    assert "epoch count chosen by cross-validation" in page and "best held-out -ELBO" not in page
