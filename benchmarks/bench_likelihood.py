@@ -32,6 +32,7 @@ whole-number columns and a log-density in the continuous ones.
 
     python benchmarks/bench_likelihood.py [--quick]
     python benchmarks/bench_likelihood.py --loglik-only --tasks wine-0 wine-1 wine-2 --calibration-folds 5
+    python benchmarks/bench_likelihood.py --k-gap-only    # part 3 alone, on the reported tasks
 """
 
 from __future__ import annotations
