@@ -161,3 +161,30 @@ def test_the_report_says_how_the_epoch_count_was_chosen(tmp_path):
     page = build_report(detector, X)
     assert "Training: epoch count" in page and "3-fold cross-validation" in page
     assert "epoch count chosen by cross-validation" in page and "best held-out -ELBO" not in page
+
+
+def test_a_count_whose_held_out_rows_fail_scores_minus_infinity_not_a_huge_number():
+    assert estimator_module.epoch_criterion(np.r_[-np.inf, np.zeros(11)]) == -np.inf  # under 20 rows nothing is trimmed
+    assert estimator_module.epoch_criterion(np.r_[np.nan, np.inf, np.zeros(10)]) == -np.inf
+    assert estimator_module.epoch_criterion(np.r_[-np.inf, np.zeros(39)]) == 0.0  # the lowest 5% left out
+    assert estimator_module.chosen_epoch_count([(25, -np.inf), (50, -np.inf)]) == 25
+    assert estimator_module.chosen_epoch_count([(25, -np.inf), (50, -3.0)]) == 50
+
+
+def test_minus_infinite_epoch_scores_are_written_and_read_back(tmp_path):
+    detector = VAEOutlierDetector(**QUICK, max_epochs=50).fit(_ppca_rows(60))
+    detector.epoch_scores_ = [(25, -np.inf), (50, -4.5)]
+    save_model(detector, tmp_path / "m.vf")
+    assert load_model(tmp_path / "m.vf").epoch_scores_ == [(25, -np.inf), (50, -4.5)]
+
+
+def test_auto_keeps_the_early_stopping_rows_when_they_are_the_bands():
+    X = _ppca_rows(100)
+    detector = VAEOutlierDetector(**QUICK, max_epochs=50, calibration_fraction=0).fit(X)
+    assert detector.epoch_scores_ is None and len(detector.validation_loss_curve_) > 0
+    assert len(detector.validation_scores_) == 10  # the early-stopping rows, as before
+    crossed = VAEOutlierDetector(**{**QUICK, "epoch_selection": "cross_validation"}, max_epochs=50,
+                                 calibration_fraction=0).fit(X)
+    assert crossed.epoch_scores_ is not None and len(crossed.validation_scores_) == 100  # documented: optimistic
+    folded = VAEOutlierDetector(**QUICK, max_epochs=50, calibration_fraction=0, calibration_folds=3).fit(X)
+    assert folded.epoch_scores_ is not None

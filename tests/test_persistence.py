@@ -324,7 +324,6 @@ _FORGERIES = {
     "device unknown": (lambda h: h["params"].update(device="tpu"), "device"),
     "hidden width 0": (lambda h: h["params"].update(hidden_layer_sizes=[0]), "hidden_layer_sizes"),
     "inverted band": (lambda h: h["fitted"].update(thresholds_=h["fitted"]["thresholds_"][::-1]), "thresholds_"),
-    "one-value band": (lambda h: h["fitted"].update(thresholds_=[h["fitted"]["thresholds_"][0]] * 2), "thresholds_"),
     "band of strings": (lambda h: h["fitted"].update(thresholds_=["a", "b"]), "thresholds_"),
     "band without sides": (lambda h: h["fitted"].update(thresholds_=[None, None]), "thresholds_"),
     "percentiles inverted": (lambda h: h["params"].update(threshold_percentiles=[75, 25]), "threshold_percentiles"),
@@ -372,3 +371,29 @@ def test_files_with_numeric_relations_only_load_as_numeric(tmp_path):
     current = VAEOutlierDetector(**SMALL, handle_missing="model").fit(frame)
     save_model(current, path)
     assert load_model(path).column_relations == "linear" and load_model(path).network_.likelihood.discrete is not None
+
+
+def test_a_band_of_one_value_is_written_and_read_back(tmp_path):
+    # every row alike: every calibration row scores the same, so the band's edges meet
+    X = np.tile([[1.0, 2.0]], (20, 1))
+    detector = VAEOutlierDetector(latent_dim=2, hidden_layer_sizes=(8,), max_epochs=5, n_importance_samples=8,
+                                  proposal_steps=0, random_state=0).fit(X)
+    lower, upper = detector.thresholds_
+    assert lower == upper
+    save_model(detector, tmp_path / "m.vf")
+    assert load_model(tmp_path / "m.vf").thresholds_ == detector.thresholds_
+
+
+def test_a_detector_that_cannot_be_written_leaves_the_file_there_alone(tmp_path, monkeypatch):
+    import vaefilter.persistence as persistence
+
+    path = tmp_path / "m.vf"
+    path.write_bytes(b"an earlier model")
+
+    def unwritable(detector):
+        raise ValueError("cannot be written")
+
+    monkeypatch.setattr(persistence, "model_bytes", unwritable)
+    with pytest.raises(ValueError, match="cannot be written"):
+        persistence.save_model(object(), path)
+    assert path.read_bytes() == b"an earlier model"

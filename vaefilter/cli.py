@@ -516,7 +516,8 @@ def run_info(args):
                       f"{', '.join(str(int(r)) for r in rows[:SHOWN_ROWS])}{more}")
     refit = detector.proposal_curve_
     if refit:
-        print(f"proposal refit: {refit[-1][0]} steps, held-out 32-sample bound {refit[0][1]:.3f} -> "
+        rows = "held-out" if len(detector.validation_loss_curve_) else "training-row"
+        print(f"proposal refit: {refit[-1][0]} steps, {rows} 32-sample bound {refit[0][1]:.3f} -> "
               f"{refit[-1][1]:.3f} nats/row")
     return EXIT_OK
 

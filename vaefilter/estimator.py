@@ -96,9 +96,12 @@ def epoch_criterion(log_px, trim_fraction=None):
     """What cross-validation compares epoch counts by: the mean held-out log p(x), nats per row.
 
     The lowest CV_TRIM_SHARE of the scores (or ``trim_fraction``, if more)
-    are left out; NaN counts as -inf.
+    are left out; a score that is not finite (NaN, a row out of the fold
+    model's reach) counts as -inf, so a count any of whose kept rows fails
+    loses to every count that scores them all.
     """
-    log_px = np.nan_to_num(np.asarray(log_px, dtype=np.float64), nan=-np.inf)
+    log_px = np.asarray(log_px, dtype=np.float64)
+    log_px = np.where(np.isfinite(log_px), log_px, -np.inf)
     kept, _ = exclude_lowest(log_px, max(CV_TRIM_SHARE, trim_fraction or 0.0))
     return float(np.mean(log_px[kept]))
 
@@ -309,7 +312,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
         Cross-validation needs 6 rows to train on and ``max_epochs`` of at
         least 50 (two candidates); without them 'auto' stops early and
-        'cross_validation' is an error.
+        'cross_validation' is an error. 'auto' also stops early when
+        ``calibration_fraction=0`` without ``calibration_folds``: the band
+        is then set on the early-stopping rows, which cross-validation would
+        train on; 'cross_validation' there sets it on the training rows
+        (optimistic).
 
     batch_size : int, default=128
         Rows per optimisation step (capped at the number of training rows).
@@ -321,7 +328,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Share of the rows given to ``fit`` held out for early stopping and
         for the proposal refit's checks: never trained on, but the fit
         chooses by them, so their scores are optimistic. With 0, training
-        stops at ``max_epochs`` or on the training loss.
+        stops at ``max_epochs`` or on the training loss. Unused when the
+        epoch count is cross-validated (``epoch_selection``): those rows
+        are trained on.
 
     calibration_fraction : float, default=0.2
         Share of the rows given to ``fit`` held out for the band alone: never
@@ -774,7 +783,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """Whether ``fit`` on ``n_samples`` rows (``n_trainable`` not held out for the band) cross-validates the epochs."""
         mode = self.epoch_selection
         if mode == "auto":
-            mode = "cross_validation" if n_samples < CV_EPOCHS_BELOW_ROWS else "early_stopping"
+            # with calibration_fraction=0 the early-stopping rows are the band's: keep them held out
+            band_on_stopping_rows = not self.calibration_fraction and not self.calibration_folds
+            small = n_samples < CV_EPOCHS_BELOW_ROWS
+            mode = "cross_validation" if small and not band_on_stopping_rows else "early_stopping"
         if mode == "early_stopping":
             return False
         problem = (f"at least {2 * CV_EPOCHS_FOLDS} rows to train on (not held out for the band), got {n_trainable}"

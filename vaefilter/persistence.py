@@ -64,7 +64,9 @@ _TO_JSON = {
     "rows": lambda rows: [int(i) for i in rows],
     "matrix": lambda rows: np.asarray(rows, dtype=np.float64).tolist(),
     "plain": _json_param,
-    "pairs": lambda pairs: None if pairs is None else [[int(step), float(value)] for step, value in pairs],
+    # a score that is not finite (a cross-validated count whose held-out rows failed) as null
+    "pairs": lambda pairs: None if pairs is None else [[int(step), float(value) if math.isfinite(value) else None]
+                                                       for step, value in pairs],
     "margins": lambda margins: _margins_to_json(margins),
 }
 _FROM_JSON = {
@@ -75,7 +77,8 @@ _FROM_JSON = {
     "rows": lambda rows: np.asarray(rows, dtype=np.int64),
     "matrix": lambda rows: np.asarray(rows, dtype=np.float64),
     "plain": lambda value: value,
-    "pairs": lambda pairs: None if pairs is None else [(int(step), float(value)) for step, value in pairs],
+    "pairs": lambda pairs: None if pairs is None else [(int(step), -math.inf if value is None else float(value))
+                                                       for step, value in pairs],
     "margins": lambda values: _margins_from_json(values),
 }
 
@@ -160,8 +163,9 @@ def model_bytes(detector):
 
 def save_model(detector, path):
     """Write a fitted detector to ``path`` in the safe format."""
+    data = model_bytes(detector)  # first: a detector that cannot be written leaves any file at path alone
     with open(path, "wb") as f:
-        f.write(model_bytes(detector))
+        f.write(data)
 
 
 def _read_parts(path):
@@ -280,8 +284,9 @@ def _check_values(path, header):
             and all(t is None or _is_finite_number(t) for t in thresholds) and thresholds != [None, None]):
         bad(f"fitted.thresholds_={thresholds!r}", "must be [lower, upper] of finite numbers or null, not both null")
     lower, upper = thresholds
-    if lower is not None and upper is not None and not lower < upper:
-        bad(f"fitted.thresholds_={thresholds!r}", "must have lower < upper (an empty or one-value band)")
+    # lower == upper is what fit gives when every calibration row scores alike (identical rows)
+    if lower is not None and upper is not None and not lower <= upper:
+        bad(f"fitted.thresholds_={thresholds!r}", "must have lower <= upper (an empty band)")
     # the band's sides need not be threshold_percentiles': calibrate(X, threshold_percentiles=...) may change them
     seed = fitted.get("importance_seed_")
     if not (_is_int(seed) and 0 <= seed < 2**63):

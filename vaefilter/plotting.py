@@ -361,7 +361,9 @@ def plot_proposal_refit(detector, ax=None):
         ax.set_axis_off()
         return figure
     steps, bounds = (np.asarray(v, dtype=float) for v in zip(*detector.proposal_curve_))
-    ax.plot(steps, bounds, color=BATCH_COLOURS[2], marker=".", linewidth=1.6, label="held-out bound, K=32")
+    # without early-stopping rows (a cross-validated epoch count) the refit is checked on the training rows
+    rows = "held-out" if len(detector.validation_loss_curve_) else "training-row"
+    ax.plot(steps, bounds, color=BATCH_COLOURS[2], marker=".", linewidth=1.6, label=f"{rows} bound, K=32")
     ax.axhline(bounds[0], color="0.5", linestyle="--", linewidth=1.0, label=f"ELBO-trained encoder ({bounds[0]:.2f})")
     ax.set_title("Proposal refit (decoder frozen)")
     ax.set_xlabel("refit step")

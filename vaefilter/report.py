@@ -287,8 +287,8 @@ def _model_section(detector):
         _relations_note(detector),
         _trim_note(detector),
         "<h3>Training</h3>",
-        _img(plotting.plot_training(detector), "training and held-out loss per epoch"),
-        _img(plotting.plot_proposal_refit(detector), "held-out importance-sampling bound during the proposal refit"),
+        _img(plotting.plot_training(detector), "loss per epoch"),
+        _img(plotting.plot_proposal_refit(detector), "importance-sampling bound during the proposal refit"),
     ]
     return "\n".join(parts)
 
