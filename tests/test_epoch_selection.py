@@ -188,3 +188,13 @@ def test_auto_keeps_the_early_stopping_rows_when_they_are_the_bands():
     assert crossed.epoch_scores_ is not None and len(crossed.validation_scores_) == 100  # documented: optimistic
     folded = VAEOutlierDetector(**QUICK, max_epochs=50, calibration_fraction=0, calibration_folds=3).fit(X)
     assert folded.epoch_scores_ is not None
+
+
+def test_each_training_run_of_a_cross_validated_fit_has_its_own_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    VAEOutlierDetector(**QUICK, max_epochs=50, calibration_folds=2, verbose=1).fit(_ppca_rows(60))
+    err = capsys.readouterr().err
+    for title in ("vaefilter fit: epoch count, fold 1/3", "vaefilter fit: epoch count, fold 3/3",
+                  "vaefilter fit: calibration fold 2/2"):
+        assert title in err
+    assert "val=" not in err  # no early-stopping rows: only the training loss

@@ -713,7 +713,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.decision_margins_ = self._fit_decision_margins(X[held_out]) if len(held_out) else None
         return self
 
-    def _train_network(self, X, train_rows, val_rows, seeds, hidden, device, max_epochs):
+    def _train_network(self, X, train_rows, val_rows, seeds, hidden, device, max_epochs, description="vaefilter fit"):
         """A network trained on ``X[train_rows]``, stopped early on ``X[val_rows]``, its proposal refitted.
 
         Returns ``(network, history, proposal)``; ``seeds`` are the
@@ -721,11 +721,12 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """
         init_seed, train_seed, proposal_seed = seeds
         network, history, train_tensor, val_tensor = self._trained(
-            X, train_rows, val_rows, (init_seed, train_seed), hidden, device, max_epochs)
+            X, train_rows, val_rows, (init_seed, train_seed), hidden, device, max_epochs, description=description)
         proposal = self._refit_proposal(network, train_tensor, val_tensor, history.set_aside, proposal_seed)
         return network.eval(), history, proposal
 
-    def _trained(self, X, train_rows, val_rows, seeds, hidden, device, max_epochs, snapshots=()):
+    def _trained(self, X, train_rows, val_rows, seeds, hidden, device, max_epochs, snapshots=(),
+                 description="vaefilter fit"):
         """``(network, history, train_tensor, val_tensor)``: the network trained, its proposal not yet refitted."""
         init_seed, train_seed = seeds
         X_train = X[train_rows]
@@ -746,12 +747,13 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             network = VAENetwork(likelihood, self.latent_dim, hidden).to(device)
         val_tensor = to_tensor(X[val_rows], device) if len(val_rows) else None
         train_tensor = to_tensor(X_train, device)
-        history = train(network, train_tensor, val_tensor, self._training_config(max_epochs, len(train_rows)),
-                        train_seed, snapshots=snapshots)
+        config = self._training_config(max_epochs, len(train_rows), description)
+        history = train(network, train_tensor, val_tensor, config, train_seed, snapshots=snapshots)
         return network, history, train_tensor, val_tensor
 
-    def _training_config(self, max_epochs, n_train):
+    def _training_config(self, max_epochs, n_train, description="vaefilter fit"):
         return TrainingConfig(
+            description=description,
             max_epochs=max_epochs,
             batch_size=min(self.batch_size, n_train),
             learning_rate=self.learning_rate,
@@ -818,7 +820,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             init_seed, train_seed, _ = rng.randint(np.iinfo(np.int32).max, size=3)
             network, history, _, _ = self._trained(
                 X, rows[rest], rows[:0], (init_seed, train_seed), hidden, device, self.max_epochs,
-                snapshots=candidates)
+                snapshots=candidates, description=f"vaefilter fit: epoch count, fold {fold + 1}/{CV_EPOCHS_FOLDS}")
             held_tensor = to_tensor(X[rows[held]], device)
             for i, epochs in enumerate(candidates):
                 network.load_state_dict(history.snapshots[epochs])
@@ -859,7 +861,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 train_rows, val_rows = rest, rest[:0]
             network, _, _ = self._train_network(
                 X, train_rows, val_rows, tuple(rng.randint(np.iinfo(np.int32).max, size=3)), hidden, device,
-                self._chosen_epochs())
+                self._chosen_epochs(), description=f"vaefilter fit: calibration fold {fold + 1}/{n_folds}")
             estimate = estimate_log_marginal(
                 network, to_tensor(X[held], device), self.n_importance_samples, self.importance_seed_,
                 per_column=True, search_steps=self.posterior_search_steps,

@@ -83,6 +83,7 @@ class TrainingConfig:
     decay_learning_rate: bool = True
     trim_fraction: float = 0.0
     trim_warmup: int | None = None  # None: TRIM_WARMUP_EPOCHS, read when training starts
+    description: str = "vaefilter fit"  # the progress bar's title (which of a fit's runs this is)
 
 
 def _noise_per_batch(n_rows, batch_size, latent_dim, generator, device):
@@ -134,7 +135,7 @@ def _progress(config):
     if not config.verbose:
         return None
     tqdm = import_optional("tqdm", extra="progress", purpose="a progress bar with verbose > 0")
-    return tqdm.tqdm(total=config.max_epochs, desc="vaefilter fit", unit="epoch", leave=True)
+    return tqdm.tqdm(total=config.max_epochs, desc=config.description, unit="epoch", leave=True)
 
 
 def train(network, X_train, X_val, config: TrainingConfig, seed, snapshots=()):
@@ -208,7 +209,8 @@ def train(network, X_train, X_val, config: TrainingConfig, seed, snapshots=()):
             history.n_iter = epoch
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{history.loss_curve[-1]:.3f}", val=f"{monitored:.3f}")
+                held_out = {"val": f"{monitored:.3f}"} if history.validation_loss_curve else {}
+                bar.set_postfix(loss=f"{history.loss_curve[-1]:.3f}", **held_out)
             if monitored < best_loss - config.tol:
                 best_loss, stale_epochs, history.best_epoch = monitored, 0, epoch
                 best_state = copy.deepcopy(network.state_dict())
