@@ -31,8 +31,8 @@ def test_every_row_is_a_calibration_row_scored_by_a_network_that_did_not_see_it(
     trained, scored = {}, []
     train_network, estimate = estimator.VAEOutlierDetector._train_network, estimator.estimate_log_marginal
 
-    def spy_train(self, X_all, train_rows, val_rows, *args):
-        network, history, proposal = train_network(self, X_all, train_rows, val_rows, *args)
+    def spy_train(self, X_all, train_rows, val_rows, *args, **kwargs):
+        network, history, proposal = train_network(self, X_all, train_rows, val_rows, *args, **kwargs)
         trained[id(network)] = set(train_rows) | set(val_rows)
         return network, history, proposal
 
