@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import stat
 import sys
 
 import numpy as np
@@ -485,3 +486,41 @@ def test_quote_inside_unquoted_field_does_not_shift_other_records():
     assert list(chunk.errors) == [0]
     assert chunk.errors[0].startswith("line 2: column 'b': malformed quoted field")
     assert chunk.frame.to_numpy().tolist() == [["1", "2"], ["3", "4"]]
+
+
+def test_a_named_pipe_output_is_written_through_not_replaced(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)  # no hang on failure
+    reader.start()
+    with AtomicWriter(fifo) as f:
+        f.write(b"a,b\n1,2\n")
+    reader.join(timeout=10)
+    assert received == [b"a,b\n1,2\n"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the pipe, not a file renamed onto it
+
+
+def test_a_linked_output_replaces_the_file_the_link_points_to_and_keeps_its_mode(tmp_path):
+    real, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    real.write_bytes(b"old\n")
+    os.chmod(real, 0o600)
+    link.symlink_to(real)
+    with csvio.AtomicOutputs([link, tmp_path / "other.csv"]) as (a, b):
+        a.write(b"new\n")
+        b.write(b"x\n")
+    assert link.is_symlink() and real.read_bytes() == b"new\n"
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o600
+
+
+def test_minus_zero_reads_as_zero_whatever_the_cells_beside_it():
+    from vaefilter.columns import TableSchema
+    from vaefilter.io.texttypes import parse_text_table
+
+    schema = TableSchema.fit(pd.DataFrame({"fare": [7.25, 0.0, 31.5]}))
+    # a chunk of whole numbers takes pandas' integer path; beside a fraction, its float path
+    alone, _ = parse_text_table(pd.DataFrame({"fare": ["-0", "3"]}), schema)
+    beside_a_fraction, _ = parse_text_table(pd.DataFrame({"fare": ["-0", "7.5"]}), schema)
+    assert not np.signbit(alone["fare"].iloc[0]) and not np.signbit(beside_a_fraction["fare"].iloc[0])

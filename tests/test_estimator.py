@@ -242,3 +242,14 @@ def test_bernoulli_likelihood_on_binary_and_grey_values():
     assert kinds == ["bernoulli", "continuous_bernoulli"]
     scores = det.score_samples(np.array([[0, 1, 1, 0.2, 0.3], [0, 1, 1, 0.2, 1.7]]))
     assert scores[1] < scores[0] - 500  # 1.7 is outside [0, 1]
+
+
+def test_a_row_with_minus_zero_scores_as_the_row_with_zero():
+    X = np.random.RandomState(0).normal(size=(80, 3))
+    detector = VAEOutlierDetector(latent_dim=2, hidden_layer_sizes=(8,), max_epochs=5, n_importance_samples=8,
+                                  proposal_steps=0, random_state=0).fit(X)
+    row = np.array([[0.0, 0.5, -0.2]])
+    negative_zero = row.copy()
+    negative_zero[0, 0] = -0.0
+    assert np.signbit(negative_zero[0, 0])
+    np.testing.assert_array_equal(detector.score_samples(negative_zero), detector.score_samples(row))

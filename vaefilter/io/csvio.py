@@ -45,6 +45,7 @@ import itertools
 import os
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -900,6 +901,11 @@ class AtomicWriter:
     file.  Leaving it with any exception, ``KeyboardInterrupt`` included,
     deletes the temporary file and leaves `path` untouched.  An ``OSError``
     (a full disk, a missing folder) names `path`, never the temporary file.
+    An existing file keeps its permissions; a symbolic link stays a link,
+    and the file it points to is replaced.  A path that is neither a
+    regular file nor absent (``/dev/null``, a named pipe) is written
+    straight through, like ``"-"``: renaming a file onto it would destroy
+    it (``/dev/null`` for every program, when run as root).
 
     Parameters
     ----------
@@ -930,6 +936,8 @@ class AtomicWriter:
         self.fsync = fsync
         self._file: io.BufferedWriter | None = None
         self._tmp_path: str | None = None
+        self.target: str | None = None  # what the temporary file replaces: `path`, or the file a link points to
+        self._direct = False  # a device or a pipe: written in place
 
     def __enter__(self):
         if os.fspath(self.path) == "-":
@@ -937,13 +945,26 @@ class AtomicWriter:
         self.open()
         return _NamedFile(self._file, os.fspath(self.path))
 
+    @property
+    def in_place(self) -> bool:
+        """Whether the output is written straight to `path` (a device or a pipe), with no rename."""
+        return self._direct
+
     def open(self) -> None:
         """Create the temporary file (``__enter__`` without the ``with``)."""
         path = os.fspath(self.path)
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", path)
+        existing = _stat_or_none(path)  # through links
         try:
-            fd, self._tmp_path = _create_temp_beside(path)
+            if existing is not None and not stat.S_ISREG(existing.st_mode):
+                self._direct, self.target = True, path
+                self._file = io.BufferedWriter(io.FileIO(path, "wb"), self.buffer_size)
+                return
+            self.target = os.path.realpath(path) if os.path.islink(path) else path
+            fd, self._tmp_path = _create_temp_beside(self.target)
+            if existing is not None:
+                os.chmod(self._tmp_path, stat.S_IMODE(existing.st_mode))
         except OSError as exc:
             raise _naming(exc, path) from None
         self._file = io.BufferedWriter(io.FileIO(fd, "wb"), self.buffer_size)
@@ -965,16 +986,18 @@ class AtomicWriter:
         """Flush (and fsync) the temporary file and close it: all but the rename."""
         try:
             self._file.flush()
-            if self.fsync:
+            if self.fsync and not self._direct:  # a pipe or a device has nothing to sync
                 os.fsync(self._file.fileno())
             self._file.close()
         except OSError as exc:
             raise _naming(exc, os.fspath(self.path)) from None
 
     def replace(self) -> None:
-        """Rename the prepared temporary file onto `path`."""
+        """Rename the prepared temporary file onto `path` (nothing to do for a device or a pipe)."""
+        if self._direct:
+            return
         try:
-            os.replace(self._tmp_path, self.path)
+            os.replace(self._tmp_path, self.target)
         except OSError as exc:
             raise _naming(exc, os.fspath(self.path)) from None
         self._tmp_path = None
@@ -1072,7 +1095,9 @@ class AtomicOutputs:
         backups, done = {}, []
         try:
             for writer in writers:
-                path = os.fspath(writer.path)
+                if writer.in_place:
+                    continue  # written in place: nothing to rename or roll back
+                path = writer.target
                 if os.path.lexists(path):
                     backup = _temp_name_beside(path) + ".old"
                     try:
@@ -1158,6 +1183,13 @@ def _create_temp_beside(path: str) -> tuple[int, str]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
+
+
+def _stat_or_none(path: str):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def _remove_quietly(path: str) -> None:

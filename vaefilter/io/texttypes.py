@@ -43,7 +43,9 @@ def _missing_mask(text, na_values=()):
 
 def _as_number(text, missing):
     values = pd.to_numeric(text.where(~missing, None), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return values, ~missing & ~np.isfinite(values)
+    # + 0.0 turns -0.0 into 0.0: pandas reads '-0' as 0 in a chunk of integers and as -0.0 beside a
+    # float, and a row's draws are keyed by its bits, so its score would depend on its neighbours
+    return values + 0.0, ~missing & ~np.isfinite(values)
 
 
 def _as_bool(text, missing):

@@ -30,7 +30,8 @@ def _mix32(h):
 
 def row_keys(x, seed):
     """A 32-bit key per row of the float32 matrix ``x``, mixing every column's bits."""
-    bits = x.contiguous().view(torch.int32).to(torch.int64) & _MASK32
+    # + 0.0: a row with -0.0 is the row with 0.0 (same value, other bits), and gets its draws
+    bits = (x + 0.0).contiguous().view(torch.int32).to(torch.int64) & _MASK32
     key = torch.full((x.shape[0],), int(seed) & _MASK32, dtype=torch.int64, device=x.device)
     for j in range(x.shape[1]):
         key = _mix32((key ^ bits[:, j]) + ((j + 1) * _GOLDEN & _MASK32))
