@@ -668,3 +668,13 @@ def test_filter_refuses_the_same_file_twice(setup, tmp_path, capsys):
                              "--invalid", str(same), "-q"], capsys)
     assert code == 2 and str(same) in err
     assert not same.exists()
+
+
+def test_an_output_pattern_names_the_outputs_of_a_single_input_too(setup, tmp_path, capsys):
+    code, _, _ = run_main(["filter", str(setup.batch), "-m", str(setup.model), "--valid", str(tmp_path / "valid-*.csv"),
+                           "--invalid", str(tmp_path / "rejected-*.csv"), "-q"], capsys)
+    stem = setup.batch.stem
+    assert code in (0, 1) and sorted(p.name for p in tmp_path.iterdir()) == [f"rejected-{stem}.csv", f"valid-{stem}.csv"]
+    code, _, _ = run_main(["filter", str(setup.batch), "-m", str(setup.model), "--valid", str(tmp_path / "plain.csv"),
+                           "--invalid", str(tmp_path / "plain-rejected.csv"), "-q"], capsys)
+    assert (tmp_path / "plain.csv").read_bytes() == (tmp_path / f"valid-{stem}.csv").read_bytes()

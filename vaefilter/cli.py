@@ -227,7 +227,7 @@ def _add_stream_parsers(commands):
                         "per file through Dask (the dask extra)")
     f.add_argument("-m", "--model", required=True)
     f.add_argument("--valid", required=True,
-                   help="CSV for valid rows ('-' for stdout); for several files a pattern such as 'out/valid-*.csv' "
+                   help="CSV for valid rows ('-' for stdout); a pattern such as 'out/valid-*.csv' "
                         "('*' becomes each input's name); for Parquet a dataset directory")
     f.add_argument("--invalid", required=True, help="CSV for rejected rows ('-' for stdout); a pattern or directory as --valid")
     f.add_argument("--fail-on-invalid", action="store_true", help="exit 1 when a row is rejected")
@@ -452,6 +452,12 @@ def run_filter_dispatch(args):
     task per file (:func:`vaefilter.dask.filter_files`), each running ``filter_csv`` on its file."""
     if _is_single_plain_file(args):
         args.input = args.input[0]
+        if args.input != "-":
+            # a pattern names the outputs of one file as of many: 'out/valid-*.csv' -> out/valid-<stem>.csv
+            from .dask import output_path
+
+            args.valid, args.invalid = (output_path(target, args.input) if target != "-" and "*" in target else target
+                                        for target in (args.valid, args.invalid))
         return run_filter(args)
     try:
         from .dask import filter_files
