@@ -198,3 +198,20 @@ def test_each_training_run_of_a_cross_validated_fit_has_its_own_progress_bar(cap
                   "vaefilter fit: calibration fold 2/2"):
         assert title in err
     assert "val=" not in err  # no early-stopping rows: only the training loss
+
+
+def test_the_epoch_scores_picture_marks_the_chosen_count_and_needs_cross_validation():
+    pytest.importorskip("matplotlib")
+    from vaefilter import plotting
+    from vaefilter.report import build_report
+
+    X = _ppca_rows(80)
+    detector = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
+    chosen = max(detector.epoch_scores_, key=lambda pair: pair[1])[0]
+    labels = plotting.plot_epoch_scores(detector).axes[0].get_legend_handles_labels()[1]
+    assert any(label.startswith(f"chosen: {chosen} epochs") for label in labels)
+    assert "cross-validated held-out log p(x) of each epoch count" in build_report(detector, X)
+    stopped = VAEOutlierDetector(**{**QUICK, "epoch_selection": "early_stopping"}, max_epochs=50).fit(X)
+    with pytest.raises(ValueError, match="not cross-validated"):
+        plotting.plot_epoch_scores(stopped)
+    assert "each epoch count" not in build_report(stopped, X)

@@ -7,6 +7,7 @@ Pass ``ax`` to draw into an axes of your own figure instead.
 * :func:`plot_latent_grid` -- what the decoder makes of a grid of latent points.
 * :func:`plot_scores` -- the calibration scores, the band, and a new batch.
 * :func:`plot_training` -- training and held-out loss per epoch.
+* :func:`plot_epoch_scores` -- the cross-validated score of each epoch count.
 * :func:`plot_samples` -- real rows beside generated ones.
 """
 
@@ -21,9 +22,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._optional import import_optional
 from .band import signed_distance
+from .estimator import CV_EPOCHS_FOLDS, CV_TRIM_SHARE, chosen_epoch_count
 
-__all__ = ["plot_latent_grid", "plot_samples", "plot_score_histogram", "plot_scores", "plot_training",
-           "require_matplotlib"]
+__all__ = ["plot_epoch_scores", "plot_latent_grid", "plot_samples", "plot_score_histogram", "plot_scores",
+           "plot_training", "require_matplotlib"]
 
 VALID_COLOUR = "#2ca02c"
 TILE_GAP_COLOUR = "#c6d4e6"
@@ -335,6 +337,44 @@ def plot_training(detector, ax=None):
     ax.set_ylabel("-ELBO (nats per row; lower is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper right")  # the curves fall from the upper left
+    return figure
+
+
+def plot_epoch_scores(detector, ax=None):
+    """Held-out log p(x) of each epoch count cross-validation tried (``epoch_scores_``), the chosen one marked.
+
+    Parameters
+    ----------
+    detector : fitted VAEOutlierDetector
+        Fitted with the epoch count cross-validated (``epoch_selection``).
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    check_is_fitted(detector)
+    scores = getattr(detector, "epoch_scores_", None)
+    if not scores:
+        raise ValueError("the epoch count of this detector was not cross-validated (epoch_scores_ is None): "
+                         "fit with epoch_selection='cross_validation', or 'auto' below 500 rows")
+    figure, ax = _figure_and_axes(ax, (7.0, 3.6))
+    epochs, values = (np.asarray(v, dtype=float) for v in zip(*scores))
+    finite = np.isfinite(values)
+    ax.plot(epochs[finite], values[finite], color=BATCH_COLOURS[1], marker="o", linewidth=1.6,
+            label=f"held-out log p(x), {CV_EPOCHS_FOLDS} folds (lowest {CV_TRIM_SHARE:.0%} of rows left out)")
+    chosen = chosen_epoch_count(scores)
+    score = dict(scores)[chosen]
+    if np.isfinite(score):
+        ax.plot([chosen], [score], marker="o", markersize=11, markerfacecolor="none", color="black",
+                linestyle="none", label=f"chosen: {chosen} epochs ({score:.3f} nats/row)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(epochs, [str(int(e)) for e in epochs])
+    ax.set_title("Epoch count by cross-validation")
+    ax.set_xlabel("epochs (each half the next)")
+    ax.set_ylabel("log p(x) (nats per row; higher is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
     return figure
 
 

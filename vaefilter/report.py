@@ -288,6 +288,8 @@ def _model_section(detector):
         _trim_note(detector),
         "<h3>Training</h3>",
         _img(plotting.plot_training(detector), "loss per epoch"),
+        *([_img(plotting.plot_epoch_scores(detector), "cross-validated held-out log p(x) of each epoch count")]
+          if chosen is not None else []),
         _img(plotting.plot_proposal_refit(detector), "importance-sampling bound during the proposal refit"),
     ]
     return "\n".join(parts)
