@@ -340,6 +340,15 @@ def plot_training(detector, ax=None):
     return figure
 
 
+def _finish_line_chart(ax, title, xlabel, ylabel):
+    """Title, axis labels, a light grid and the legend at the lower right (where rising curves leave room)."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+
+
 def plot_epoch_scores(detector, ax=None):
     """Held-out log p(x) of each epoch count cross-validation tried (``epoch_scores_``), the chosen one marked.
 
@@ -370,11 +379,8 @@ def plot_epoch_scores(detector, ax=None):
                 linestyle="none", label=f"chosen: {chosen} epochs ({score:.3f} nats/row)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(epochs, [str(int(e)) for e in epochs])
-    ax.set_title("Epoch count by cross-validation")
-    ax.set_xlabel("epochs (each half the next)")
-    ax.set_ylabel("log p(x) (nats per row; higher is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    _finish_line_chart(ax, "Epoch count by cross-validation", "epochs (each half the next)",
+                       "log p(x) (nats per row; higher is better)")
     return figure
 
 
@@ -405,11 +411,8 @@ def plot_proposal_refit(detector, ax=None):
     rows = "held-out" if len(detector.validation_loss_curve_) else "training-row"
     ax.plot(steps, bounds, color=BATCH_COLOURS[2], marker=".", linewidth=1.6, label=f"{rows} bound, K=32")
     ax.axhline(bounds[0], color="0.5", linestyle="--", linewidth=1.0, label=f"ELBO-trained encoder ({bounds[0]:.2f})")
-    ax.set_title("Proposal refit (decoder frozen)")
-    ax.set_xlabel("refit step")
-    ax.set_ylabel("log p(x) bound (nats per row; higher is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    _finish_line_chart(ax, "Proposal refit (decoder frozen)", "refit step",
+                       "log p(x) bound (nats per row; higher is better)")
     return figure
 
 
