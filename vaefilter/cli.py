@@ -28,7 +28,8 @@ from .drift import DEFAULT_ALPHA, render_drift
 from .estimator import CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, VAEOutlierDetector, chosen_epoch_count, describe_epochs
 from .persistence import ModelFileError, load_model, read_header
 from .band import describe_band
-from .pipeline import MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, filter_csv, fit_csv, report_csv, score_csv
+from .pipeline import (MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, filter_csv, fit_csv, output_path, report_csv,
+                       score_csv)
 
 __all__ = ["EXIT_DRIFT", "EXIT_INVALID_ROWS", "EXIT_OK", "EXIT_USAGE", "MAX_REASON_CHARS", "REJECT_FIELDS",
            "SCORE_FIELDS", "UsageError", "build_parser", "main"]
@@ -454,8 +455,6 @@ def run_filter_dispatch(args):
         args.input = args.input[0]
         if args.input != "-":
             # a pattern names the outputs of one file as of many: 'out/valid-*.csv' -> out/valid-<stem>.csv
-            from .dask import output_path
-
             args.valid, args.invalid = (output_path(target, args.input) if target != "-" and "*" in target else target
                                         for target in (args.valid, args.invalid))
         return run_filter(args)

@@ -59,7 +59,8 @@ from ._optional import import_optional
 from .band import band_pvalues
 from .io.csvio import atomic_directories, remove_temporaries
 from .drift import DEFAULT_ALPHA, batch_drift
-from .pipeline import REJECT_FIELDS, SCORE_FIELDS, check_paths, file_id, filter_csv, score_table, write_summary_json
+from .pipeline import (REJECT_FIELDS, SCORE_FIELDS, check_paths, file_id, filter_csv, input_stem, output_path,
+                       score_table, write_summary_json)
 
 # The Parquet path scores every row at full K (score_table's default), so its
 # rejected rows carry no n_draws field.
@@ -240,25 +241,14 @@ def expand_inputs(inputs):
     return [f for f in files if not (f in seen or seen.add(f))]
 
 
-def _stem(path):
-    return os.path.splitext(os.path.basename(os.fspath(path)))[0]
-
-
-def output_path(pattern, input_path):
-    """``pattern`` with its one '*' replaced by the input file's stem: 'out/valid-*.csv', 'in/a.csv' -> 'out/valid-a.csv'."""
-    pattern = os.fspath(pattern)
-    if pattern.count("*") != 1:
-        raise ValueError(f"output pattern {pattern!r} must contain exactly one '*' (replaced by each input file's stem)")
-    return pattern.replace("*", _stem(input_path))
-
-
 def _plan(files, valid_pattern, invalid_pattern, model_path=None):
     jobs = [(f, output_path(valid_pattern, f), output_path(invalid_pattern, f)) for f in files]
     stems = {}
     for f in files:
-        if _stem(f) in stems:
-            raise ValueError(f"{stems[_stem(f)]} and {f} have the same stem {_stem(f)!r}: their outputs would collide")
-        stems[_stem(f)] = f
+        if input_stem(f) in stems:
+            raise ValueError(f"{stems[input_stem(f)]} and {f} have the same stem {input_stem(f)!r}: "
+                             "their outputs would collide")
+        stems[input_stem(f)] = f
     inputs = {os.path.realpath(f) for f in files} | {file_id(f) for f in files} - {None}
     model = {os.path.realpath(model_path), file_id(model_path)} - {None} if model_path is not None else set()
     for _, valid, invalid in jobs:

@@ -155,6 +155,19 @@ class FitSummary:
 
 
 # ------------------------------------------------------------------ paths
+def input_stem(path):
+    """An input file's name without its folder and extension: 'in/2024-01.csv' -> '2024-01'."""
+    return os.path.splitext(os.path.basename(os.fspath(path)))[0]
+
+
+def output_path(pattern, input_path):
+    """``pattern`` with its one '*' replaced by the input file's stem: 'out/valid-*.csv', 'in/a.csv' -> 'out/valid-a.csv'."""
+    pattern = os.fspath(pattern)
+    if pattern.count("*") != 1:
+        raise ValueError(f"output pattern {pattern!r} must contain exactly one '*' (replaced by each input file's stem)")
+    return pattern.replace("*", input_stem(input_path))
+
+
 def file_id(path):
     """(device, inode) of an existing file, else None."""
     try:

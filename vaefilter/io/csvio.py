@@ -937,18 +937,13 @@ class AtomicWriter:
         self._file: io.BufferedWriter | None = None
         self._tmp_path: str | None = None
         self.target: str | None = None  # what the temporary file replaces: `path`, or the file a link points to
-        self._direct = False  # a device or a pipe: written in place
+        self.in_place = False  # a device or a pipe: written straight to `path`, with no rename
 
     def __enter__(self):
         if os.fspath(self.path) == "-":
             return sys.stdout.buffer
         self.open()
         return _NamedFile(self._file, os.fspath(self.path))
-
-    @property
-    def in_place(self) -> bool:
-        """Whether the output is written straight to `path` (a device or a pipe), with no rename."""
-        return self._direct
 
     def open(self) -> None:
         """Create the temporary file (``__enter__`` without the ``with``)."""
@@ -958,7 +953,7 @@ class AtomicWriter:
         existing = _stat_or_none(path)  # through links
         try:
             if existing is not None and not stat.S_ISREG(existing.st_mode):
-                self._direct, self.target = True, path
+                self.in_place, self.target = True, path
                 self._file = io.BufferedWriter(io.FileIO(path, "wb"), self.buffer_size)
                 return
             self.target = os.path.realpath(path) if os.path.islink(path) else path
@@ -986,7 +981,7 @@ class AtomicWriter:
         """Flush (and fsync) the temporary file and close it: all but the rename."""
         try:
             self._file.flush()
-            if self.fsync and not self._direct:  # a pipe or a device has nothing to sync
+            if self.fsync and not self.in_place:  # a pipe or a device has nothing to sync
                 os.fsync(self._file.fileno())
             self._file.close()
         except OSError as exc:
@@ -994,7 +989,7 @@ class AtomicWriter:
 
     def replace(self) -> None:
         """Rename the prepared temporary file onto `path` (nothing to do for a device or a pipe)."""
-        if self._direct:
+        if self.in_place:
             return
         try:
             os.replace(self._tmp_path, self.target)
