@@ -25,7 +25,8 @@ import numpy as np
 from .columns import CATEGORICAL, VALUE_KINDS
 from .io.csvio import CsvFormatError, check_encoding
 from .drift import DEFAULT_ALPHA, render_drift
-from .estimator import CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, VAEOutlierDetector, chosen_epoch_count, describe_epochs
+from .estimator import (CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, VAEOutlierDetector, chosen_epoch_count, describe_epochs,
+                        held_out_label)
 from .persistence import ModelFileError, load_model, read_header
 from .band import describe_band
 from .pipeline import (MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, filter_csv, fit_csv, output_path, report_csv,
@@ -521,8 +522,7 @@ def run_info(args):
                       f"{', '.join(str(int(r)) for r in rows[:SHOWN_ROWS])}{more}")
     refit = detector.proposal_curve_
     if refit:
-        rows = "held-out" if len(detector.validation_loss_curve_) else "training-row"
-        print(f"proposal refit: {refit[-1][0]} steps, {rows} 32-sample bound {refit[0][1]:.3f} -> "
+        print(f"proposal refit: {refit[-1][0]} steps, {held_out_label(detector)} 32-sample bound {refit[0][1]:.3f} -> "
               f"{refit[-1][1]:.3f} nats/row")
     return EXIT_OK
 

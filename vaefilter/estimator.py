@@ -31,7 +31,7 @@ from .scoring.proposal import refit_proposal
 from .scoring.sequential import DecisionMargins, concatenate_records, fit_margins, sequential_log_marginal
 from .model.network import VAENetwork
 from .model.relations import strongest_relations
-from .model.training import TrainingConfig, train
+from .model.training import FIT_TITLE, TrainingConfig, train
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Columns per rejected row whose deficit explain conditions on the rest of the
@@ -113,12 +113,17 @@ def chosen_epoch_count(epoch_scores):
     return max(epoch_scores, key=lambda pair: pair[1])[0]
 
 
+def held_out_label(detector):
+    """'held-out', or 'training-row' when the fit kept no early-stopping rows (its checks then ran on training rows)."""
+    return "held-out" if len(detector.validation_loss_curve_) else "training-row"
+
+
 def describe_epochs(detector):
     """How long a fitted ``detector`` trained and why, in one sentence (for ``vaefilter info`` and the report)."""
     n_iter, best = int(detector.n_iter_), int(detector.best_epoch_)
     scores = getattr(detector, "epoch_scores_", None)
     if not scores:
-        monitored = "held-out rows'" if len(detector.validation_loss_curve_) else "training"
+        monitored = "held-out rows'" if held_out_label(detector) == "held-out" else "training"
         return (f"{n_iter} of at most {detector.max_epochs} epochs, early stopping on the {monitored} -ELBO; "
                 f"the weights of epoch {best} (its lowest) kept")
     chosen = chosen_epoch_count(scores)
@@ -713,7 +718,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.decision_margins_ = self._fit_decision_margins(X[held_out]) if len(held_out) else None
         return self
 
-    def _train_network(self, X, train_rows, val_rows, seeds, hidden, device, max_epochs, description="vaefilter fit"):
+    def _train_network(self, X, train_rows, val_rows, seeds, hidden, device, max_epochs, description=FIT_TITLE):
         """A network trained on ``X[train_rows]``, stopped early on ``X[val_rows]``, its proposal refitted.
 
         Returns ``(network, history, proposal)``; ``seeds`` are the
@@ -726,7 +731,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         return network.eval(), history, proposal
 
     def _trained(self, X, train_rows, val_rows, seeds, hidden, device, max_epochs, snapshots=(),
-                 description="vaefilter fit"):
+                 description=FIT_TITLE):
         """``(network, history, train_tensor, val_tensor)``: the network trained, its proposal not yet refitted."""
         init_seed, train_seed = seeds
         X_train = X[train_rows]
@@ -751,7 +756,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         history = train(network, train_tensor, val_tensor, config, train_seed, snapshots=snapshots)
         return network, history, train_tensor, val_tensor
 
-    def _training_config(self, max_epochs, n_train, description="vaefilter fit"):
+    def _training_config(self, max_epochs, n_train, description=FIT_TITLE):
         return TrainingConfig(
             description=description,
             max_epochs=max_epochs,

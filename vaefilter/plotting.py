@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._optional import import_optional
 from .band import signed_distance
-from .estimator import CV_EPOCHS_FOLDS, CV_TRIM_SHARE, chosen_epoch_count
+from .estimator import CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, CV_TRIM_SHARE, chosen_epoch_count, held_out_label
 
 __all__ = ["plot_epoch_scores", "plot_latent_grid", "plot_samples", "plot_score_histogram", "plot_scores",
            "plot_training", "require_matplotlib"]
@@ -366,7 +366,7 @@ def plot_epoch_scores(detector, ax=None):
     scores = getattr(detector, "epoch_scores_", None)
     if not scores:
         raise ValueError("the epoch count of this detector was not cross-validated (epoch_scores_ is None): "
-                         "fit with epoch_selection='cross_validation', or 'auto' below 500 rows")
+                         f"fit with epoch_selection='cross_validation', or 'auto' below {CV_EPOCHS_BELOW_ROWS} rows")
     figure, ax = _figure_and_axes(ax, (7.0, 3.6))
     epochs, values = (np.asarray(v, dtype=float) for v in zip(*scores))
     finite = np.isfinite(values)
@@ -408,8 +408,8 @@ def plot_proposal_refit(detector, ax=None):
         return figure
     steps, bounds = (np.asarray(v, dtype=float) for v in zip(*detector.proposal_curve_))
     # without early-stopping rows (a cross-validated epoch count) the refit is checked on the training rows
-    rows = "held-out" if len(detector.validation_loss_curve_) else "training-row"
-    ax.plot(steps, bounds, color=BATCH_COLOURS[2], marker=".", linewidth=1.6, label=f"{rows} bound, K=32")
+    ax.plot(steps, bounds, color=BATCH_COLOURS[2], marker=".", linewidth=1.6,
+            label=f"{held_out_label(detector)} bound, K=32")
     ax.axhline(bounds[0], color="0.5", linestyle="--", linewidth=1.0, label=f"ELBO-trained encoder ({bounds[0]:.2f})")
     _finish_line_chart(ax, "Proposal refit (decoder frozen)", "refit step",
                        "log p(x) bound (nats per row; higher is better)")

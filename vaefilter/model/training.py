@@ -29,6 +29,8 @@ from ..band import n_set_aside
 # probabilistic PCA a fixed step stopped 0.05-0.1 nats/row short of the exact
 # density; restarting with smaller steps got within 0.02-0.03.
 LR_DECAY_FACTOR = 0.2
+#: The progress bar's title of a fit's main training run.
+FIT_TITLE = "vaefilter fit"
 LR_DECAYS = 2
 #: Epochs trained on every row before the trimming starts: a network that has
 #: not yet learned the bulk ranks rows by how far they sit from its start.
@@ -83,7 +85,7 @@ class TrainingConfig:
     decay_learning_rate: bool = True
     trim_fraction: float = 0.0
     trim_warmup: int | None = None  # None: TRIM_WARMUP_EPOCHS, read when training starts
-    description: str = "vaefilter fit"  # the progress bar's title (which of a fit's runs this is)
+    description: str = FIT_TITLE  # the progress bar's title (which of a fit's runs this is)
 
 
 def _noise_per_batch(n_rows, batch_size, latent_dim, generator, device):
