@@ -8,7 +8,7 @@ import pytest
 
 from vaefilter import VAEOutlierDetector
 from vaefilter.columns import TableSchema
-from vaefilter.io.texttypes import infer_text_table, parse_text_table
+from vaefilter.io.texttypes import infer_text_table, odd_cells, parse_text_table
 from vaefilter.datasets import load_titanic
 
 
@@ -43,6 +43,22 @@ def test_csv_text_typing_and_per_row_problems():
     }
     with pytest.raises(ValueError, match="lacks column"):
         parse_text_table(bad[["n"]], schema)
+
+
+def test_a_blank_numeric_cell_is_missing_as_an_empty_one_is():
+    # ' 3 ' reads as 3, so ' ' and ' NA' read as '' and 'NA' do: missing, not a parse error
+    text = pd.DataFrame({"n": ["1.5", " ", "\t", " NA ", " 3 "], "c": ["x", " ", "y", "x", "y"]})
+    typed = infer_text_table(text)
+    assert typed["n"].dtype == np.float64
+    np.testing.assert_array_equal(typed["n"], [1.5, np.nan, np.nan, np.nan, 3.0])
+    assert list(typed["c"].astype(object)) == ["x", " ", "y", "x", "y"]  # a category's text stays exact
+    schema = TableSchema.fit(infer_text_table(pd.DataFrame({"n": ["1", "", "2"], "c": ["x", "y", "x"]})))
+    parsed, problems = parse_text_table(text, schema)
+    assert problems == {}
+    np.testing.assert_array_equal(parsed["n"], [1.5, np.nan, np.nan, np.nan, 3.0])
+    _, problems = parse_text_table(pd.DataFrame({"n": [" x "], "c": ["x"]}), schema)
+    assert problems == {0: "column 'n': ' x ' is not a finite number"}
+    assert odd_cells(pd.DataFrame({"n": ["1", " ", "2"] * 10})) == {}
 
 
 @pytest.fixture(scope="module")

@@ -276,6 +276,10 @@ def test_output_names_and_input_expansion(tmp_path):
     assert expand_inputs(str(tmp_path / "*.csv")) == [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
     with pytest.raises(ValueError, match="no file matches"):
         expand_inputs(str(tmp_path / "*.tsv"))
+    # one file named twice, however spelt, is filtered once under its first spelling
+    a = str(tmp_path / "a.csv")
+    dotted = os.path.join(str(tmp_path), ".", "a.csv")
+    assert expand_inputs([a, a, dotted, str(tmp_path / "*.csv")]) == [a, str(tmp_path / "b.csv")]
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "a.csv").write_text("x\n1\n")
     with pytest.raises(ValueError, match="same stem"):

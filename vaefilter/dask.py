@@ -224,7 +224,12 @@ def explain_dataframe(detector, ddf, *, torch_threads=None):
 
 # ------------------------------------------------------------ many files
 def expand_inputs(inputs):
-    """Sorted, de-duplicated file paths from a glob, a path, or a list of either."""
+    """File paths from a glob, a path, or a list of either; each glob's matches sorted.
+
+    A file named twice (``a.csv a.csv``, ``a.csv ./a.csv``, a glob and a path
+    that both name it) is filtered once, under its first spelling: its rows
+    then end in one output each, not two copies in one output.
+    """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     files = []
@@ -238,7 +243,7 @@ def expand_inputs(inputs):
         else:
             files.append(item)
     seen = set()
-    return [f for f in files if not (f in seen or seen.add(f))]
+    return [f for f in files if not (os.path.realpath(f) in seen or seen.add(os.path.realpath(f)))]
 
 
 def _plan(files, valid_pattern, invalid_pattern, model_path=None):

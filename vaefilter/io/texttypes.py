@@ -6,7 +6,9 @@ A value means the same from CSV text as from a DataFrame:
 * a boolean column takes ``true``/``false`` (any case) and ``0``/``1`` (``0.0``, ``1.0``);
 * a categorical column whose training categories are all numbers matches a cell by its
   numeric value (the text ``1`` is the category ``1.0``); other categories match by text;
-* missing are the texts in :data:`MISSING_TOKENS` and any extra ``na_values``.
+* missing are the texts in :data:`MISSING_TOKENS` and any extra ``na_values``; in a numeric
+  column also those texts with spaces around them (a number may have spaces around it, so
+  ``' '`` and ``' NA'`` are missing there, as ``''`` and ``'NA'`` are).
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def quote_cell(text):
 def _missing_mask(text, na_values=()):
     tokens = MISSING_TOKENS.union(na_values) if na_values else MISSING_TOKENS
     return text.isin(tokens).to_numpy()
+
+
+def _numeric_missing(text, missing, na_values=()):
+    """``missing`` and, as numbers may be padded (``' 3'`` is 3), the missing texts padded with spaces."""
+    padded = ~missing & (text.str.len() > 0).to_numpy()
+    if not padded.any():
+        return missing
+    return missing | (padded & _missing_mask(text.str.strip(), na_values))
 
 
 def _as_number(text, missing):
@@ -87,7 +97,7 @@ def infer_text_table(frame, categorical=(), na_values=()):
     for name in frame.columns:
         text = frame[name].astype(str)
         missing = _missing_mask(text, na_values)
-        numbers, not_numbers = _as_number(text, missing)
+        numbers, not_numbers = _as_number(text, _numeric_missing(text, missing, na_values))
         if name not in categorical and not not_numbers.any():
             typed[name] = numbers
             continue
@@ -113,7 +123,7 @@ def odd_cells(frame, categorical=(), na_values=()):
         if name in categorical:
             continue
         text = frame[name].astype(str)
-        missing = _missing_mask(text, na_values)
+        missing = _numeric_missing(text, _missing_mask(text, na_values), na_values)
         _, not_numbers = _as_number(text, missing)
         n_present = int((~missing).sum())
         n_odd = int(not_numbers.sum())
@@ -140,7 +150,7 @@ def parse_text_table(frame, schema, source="input", na_values=()):
         text = frame[spec.name].astype(str)
         missing = _missing_mask(text, na_values)
         if spec.kind == NUMERIC:
-            values, bad = _as_number(text, missing)
+            values, bad = _as_number(text, _numeric_missing(text, missing, na_values))
             what = "is not a finite number"
         elif spec.kind == BINARY:
             values, bad = _as_bool(text, missing)
