@@ -127,3 +127,41 @@ def test_encoding_a_categorical_dtype_matches_the_cell_by_cell_lookup():
     np.testing.assert_array_equal(only_unseen[:, 0], [3, np.nan])
     empty_categories = schema.encode(pd.DataFrame({"c": pd.Categorical([None, None], categories=[])}))
     assert np.isnan(empty_categories).all()
+
+
+def test_numeric_categories_match_by_value_from_a_dataframe_as_from_csv_text():
+    # a float column (1.0, 2.0: read beside a missing cell) takes the int 1, the text '1' and an
+    # Int64 1 as the category '1.0', as the CSV path does; text-like categories still match by text
+    import pandas as pd
+
+    from vaefilter.columns import ColumnSpec, TableSchema
+
+    schema = TableSchema([ColumnSpec("c", "categorical", categories=["1.0", "2.0", "3.0"], has_missing=True,
+                                     dtype="category")])
+    expected = [0, 1, 2, 3, np.nan]
+    for cells in ([1.0, 2.0, 3.0, 4.0, None], [1, 2, 3, 4, None], ["1", "2.0", " 3", "4", None]):
+        np.testing.assert_array_equal(schema.encode(pd.DataFrame({"c": pd.Series(cells, dtype=object)}))[:, 0],
+                                      expected)
+        np.testing.assert_array_equal(schema.encode(pd.DataFrame({"c": pd.Categorical(cells)}))[:, 0], expected)
+    np.testing.assert_array_equal(
+        schema.encode(pd.DataFrame({"c": pd.array([1, 2, 3, 4, None], dtype="Int64")}))[:, 0], expected)
+    # True is not the number 1, and '007' is not '7' when training showed both texts
+    assert schema.encode(pd.DataFrame({"c": pd.Series([True], dtype=object)}))[0, 0] == 3
+    codes = TableSchema([ColumnSpec("z", "categorical", categories=["007", "7"], has_missing=False,
+                                    dtype="object")])
+    np.testing.assert_array_equal(codes.encode(pd.DataFrame({"z": ["7", "007", 7]}))[:, 0], [1, 0, 1])
+
+
+def test_a_mixed_model_refuses_columns_named_otherwise_or_reordered_whatever_their_names():
+    import pandas as pd
+
+    rng = np.random.RandomState(0)
+    frame = pd.DataFrame({0: rng.normal(size=60), 1: rng.normal(100, 10, size=60),
+                          2: pd.Categorical(rng.choice(["a", "b"], 60))})
+    det = VAEOutlierDetector(hidden_layer_sizes=(8,), latent_dim=2, max_epochs=5, n_importance_samples=8,
+                             proposal_steps=0, epoch_selection="early_stopping", random_state=0).fit(frame)
+    det.score_samples(frame.iloc[:3])
+    with pytest.raises(ValueError, match=r"fitted on \['0', '1', '2'\], in that order"):
+        det.score_samples(frame.iloc[:3][[1, 0, 2]])
+    with pytest.raises(ValueError, match="in that order"):
+        det.score_samples(frame.iloc[:3].set_axis([10, 11, 12], axis=1))

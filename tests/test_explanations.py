@@ -249,3 +249,13 @@ def test_candidates_below_the_posterior_deficit_floor_are_not_conditioned(monkey
     monkeypatch.setattr(estimator, "CONDITIONED_MIN_DEFICIT", None)
     det._condition_deficits(X_model, log_px, deficits.copy(), np.arange(3))
     assert sorted(np.concatenate(sent).ravel().tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_a_long_cell_is_quoted_cut_in_a_reason():
+    det, frame = _small_titanic_detector()
+    row = frame.iloc[:1].copy()
+    row["sex"] = row["sex"].astype(object)
+    row.loc[row.index[0], "sex"] = "m" * 100_000
+    reason = det.explain(row)["reason"].iloc[0]
+    assert "never seen" in reason and "(100000 characters)" in reason
+    assert len(reason) < 400

@@ -154,6 +154,45 @@ def _is_categorical_dtype(series):
     )
 
 
+def _numbers_of(values):
+    """Each value as a float where it is a number (or a number's text, ``'1'``), else NaN; booleans are not numbers."""
+    values = np.asarray(values, dtype=object)
+    numeric = np.array([not isinstance(v, (bool, np.bool_)) for v in values], dtype=bool)
+    out = np.full(len(values), np.nan)
+    if numeric.any():
+        out[numeric] = pd.to_numeric(pd.Series(values[numeric], dtype=object), errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def _by_value(categories):
+    """{value: position} when every category is a finite number, no two with one value; else None.
+
+    The categories of such a column then match a cell by its numeric value,
+    as the CSV path does (:func:`vaefilter.io.texttypes._as_category`): a
+    column fitted on 1.0, 2.0 (a float column, read beside a missing cell)
+    takes the int 1 or the text ``'1'`` as the category ``'1.0'``.
+    """
+    numbers = _numbers_of(categories)
+    if not len(categories) or not np.isfinite(numbers).all():
+        return None
+    by_value = {float(v): i for i, v in enumerate(numbers)}
+    return by_value if len(by_value) == len(categories) else None
+
+
+def _category_codes(values, categories):
+    """Position of each value among ``categories`` (by text, then by numeric value), ``len(categories)`` if none."""
+    codes = {c: i for i, c in enumerate(categories)}
+    unseen = len(categories)
+    out = np.array([codes.get(str(v), unseen) for v in values], dtype=np.float64)
+    by_value = _by_value(categories) if (out == unseen).any() else None
+    if by_value is not None:
+        unmatched = np.flatnonzero(out == unseen)
+        numbers = _numbers_of(np.asarray(values, dtype=object)[unmatched])
+        out[unmatched] = [by_value.get(float(v), unseen) for v in numbers]
+    return out
+
+
 def _categories_of(series):
     present = series.dropna()
     if isinstance(series.dtype, pd.CategoricalDtype):
@@ -161,6 +200,7 @@ def _categories_of(series):
         # never shows has no mass to learn, so it counts as never seen
         seen = {str(v) for v in present}
         return [str(c) for c in series.cat.categories if str(c) in seen]
+    # by text: '007' and '7' (or 1 and 1.0) that training shows side by side stay two categories
     return sorted({str(v) for v in present})
 
 
@@ -286,12 +326,10 @@ class TableSchema:
             if isinstance(series.dtype, pd.CategoricalDtype) and known.is_unique:
                 # the same match by str(value), once per distinct category instead of once per
                 # cell (a third of the typing time of a 30,000-row titanic chunk)
-                lookup = known.get_indexer([str(c) for c in series.cat.categories])
-                lookup = np.append(np.where(lookup < 0, unseen, lookup), unseen).astype(np.float64)
+                lookup = np.append(_category_codes(series.cat.categories, spec.categories), unseen)
                 values = lookup[series.cat.codes.to_numpy()]  # code -1 (missing) -> the appended unseen
             else:
-                codes = {c: i for i, c in enumerate(spec.categories)}
-                values = np.array([codes.get(str(v), unseen) for v in series.to_numpy()], dtype=np.float64)
+                values = _category_codes(series.to_numpy(), spec.categories)
         elif spec.kind == BINARY and pd.api.types.is_bool_dtype(series.dtype):
             values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         else:

@@ -959,6 +959,12 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         validate_data(self, X, skip_check_array=True, reset=reset)
         if X.shape[1] != len(self.schema_.columns):
             raise ValueError(f"X has {X.shape[1]} features, but this detector expects {len(self.schema_.columns)}")
+        # scikit-learn checks only all-string names; the schema reads columns by position, so
+        # others (0, 1, ... of pd.DataFrame(array)) must match too, or swapped columns score silently
+        names = [str(c) for c in X.columns]
+        if not reset and names != self.schema_.names:
+            raise ValueError(f"X has the columns {names}, but this detector was fitted on {self.schema_.names}, "
+                             "in that order")
         if reset and X.shape[0] < 2:
             raise ValueError(f"Found array with {X.shape[0]} sample(s) while a minimum of 2 is required.")
         if X.shape[0] == 0:

@@ -53,10 +53,23 @@ _ABOVE_DETAIL = ("unusually typical row (likelihood models score some anomalies,
 _JOINT_DETAIL = "jointly unlikely: no single column stands out"
 
 
+#: the longest cell text a reason quotes; longer ones are cut and their length given
+MAX_QUOTED_CHARS = 80
+
+
+def quote_cell(text):
+    """``repr`` of a cell text, cut to :data:`MAX_QUOTED_CHARS` characters."""
+    text = str(text)
+    if len(text) <= MAX_QUOTED_CHARS:
+        return repr(text)
+    return f"{text[:MAX_QUOTED_CHARS]!r}... ({len(text)} characters)"
+
+
 def _format_value(value):
     if isinstance(value, float):
         return f"{value:.6g}"
-    return repr(value) if isinstance(value, str) else str(value)
+    # a 100,000-character category would otherwise be the whole reason (and 7 copies in a report)
+    return quote_cell(value) if isinstance(value, str) else str(value)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..columns import BINARY, CATEGORICAL, NUMERIC  # noqa: F401  (CATEGORICAL re-exported)
+from ..explanations import quote_cell
 
 #: cell texts read as missing
 MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"})
@@ -25,17 +26,6 @@ _BOOL_TOKENS = {"true": True, "false": False}
 #: a column inferred as numeric but for at most this share of its present cells is
 #: reported by :func:`odd_cells` (a '?' or 'n/a' in numbers, say)
 ODD_CELL_SHARE = 0.05
-
-#: the longest cell text a reason quotes; longer ones are cut and their length given
-MAX_QUOTED_CHARS = 80
-
-
-def quote_cell(text):
-    """``repr`` of a cell text, cut to :data:`MAX_QUOTED_CHARS` characters."""
-    text = str(text)
-    if len(text) <= MAX_QUOTED_CHARS:
-        return repr(text)
-    return f"{text[:MAX_QUOTED_CHARS]!r}... ({len(text)} characters)"
 
 
 def _missing_mask(text, na_values=()):
