@@ -91,7 +91,7 @@ def test_explain_names_the_corrupted_column(titanic_detector):
 
 def test_missing_cells_are_an_error_unless_modelled():
     frame = load_titanic().head(100)
-    with pytest.raises(ValueError, match="missing value at row .* column 'age'"):
+    with pytest.raises(ValueError, match=r"NaN \(a missing value\) at row .* column 'age'"):
         VAEOutlierDetector(max_epochs=2).fit(frame)
 
 

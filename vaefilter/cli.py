@@ -268,7 +268,7 @@ def build_parser():
                                  description="Summarise a model and, optionally, a scored batch in one HTML file.")
     report.add_argument("input", nargs="?", help="CSV batch to score and summarise")
     report.add_argument("-m", "--model", required=True)
-    report.add_argument("-o", "--output", required=True, help="HTML file to write")
+    report.add_argument("-o", "--output", required=True, help="HTML file to write (- for standard output)")
     _add_csv_options(report)
     report.set_defaults(handler=run_report)
     demo = commands.add_parser("demo", help="train on the embedded digits and show what the gate rejects",
@@ -533,7 +533,7 @@ def run_report(args):
     if summary.n_unscored:
         print(f"vaefilter: {summary.input}: {summary.n_unscored} of {summary.n_rows} rows could not be parsed or "
               f"scored and are not in the report's batch figures; first: {summary.first_unscored}", file=sys.stderr)
-    print(f"report written to {args.output}", file=sys.stderr)
+    print(f"report written to {'standard output' if args.output == '-' else args.output}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -204,6 +204,27 @@ def _categories_of(series):
     return sorted({str(v) for v in present})
 
 
+def _check_no_numeric_kind(name, series, column_kinds):
+    """``column_kinds`` sets how a numeric column's values are modelled; a categorical or
+    boolean column has its own likelihood, and a kind given for one was silently dropped."""
+    kind = column_kinds.get(str(name))
+    if kind is None or (kind == "binary" and pd.api.types.is_bool_dtype(series.dtype)):
+        return
+    what = "boolean" if pd.api.types.is_bool_dtype(series.dtype) else "categorical"
+    raise ValueError(f"column_kinds gives column {name!r} the numeric kind {kind!r}, but that column is {what} "
+                     f"(dtype {series.dtype}); convert it to numbers, or leave it out of column_kinds")
+
+
+def _check_scorable_dtype(spec, series):
+    """Dates and complex numbers would pass ``pd.to_numeric`` as nanoseconds or be cut to
+    their real part, and score as wild numbers of a column trained on others."""
+    dtype = series.dtype
+    if (pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
+            or pd.api.types.is_complex_dtype(dtype) or isinstance(dtype, pd.PeriodDtype)):
+        raise ValueError(f"column {spec.name!r} has dtype {dtype}, but it was numeric ({spec.dtype}) in training; "
+                         "convert it to the same numbers")
+
+
 def _resolve_categorical(frame, categorical_features):
     """Names of the columns to model as categorical."""
     if categorical_features is None:
@@ -285,15 +306,22 @@ class TableSchema:
         unknown = sorted(str(name) for name in set(column_kinds) - {str(c) for c in frame.columns})
         if unknown:
             raise ValueError(f"column_kinds names column(s) that X does not have: {unknown}")
+        if frame.shape[1] == 0:
+            raise ValueError(f"Found array with 0 feature(s) (shape={frame.shape}) while a minimum of 1 is required.")
         specs = []
         for name in frame.columns:
             series = frame[name]
             has_missing = bool(series.isna().any())
+            if name in categorical or pd.api.types.is_bool_dtype(series.dtype):
+                _check_no_numeric_kind(name, series, column_kinds)
             if name in categorical:
                 spec = ColumnSpec(str(name), CATEGORICAL, _categories_of(series), has_missing, "category")
+                if not spec.categories:
+                    raise ValueError(f"categorical column {name!r} is missing in every training row, so there is "
+                                     "no category to learn; drop it")
             elif pd.api.types.is_bool_dtype(series.dtype):
                 spec = ColumnSpec(str(name), BINARY, [], has_missing, "bool")
-            elif pd.api.types.is_numeric_dtype(series.dtype):
+            elif pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_complex_dtype(series.dtype):
                 spec = ColumnSpec(str(name), NUMERIC, [], has_missing, str(series.dtype))
                 values = series.to_numpy(dtype=np.float64, na_value=np.nan)
                 if str(name) in column_kinds:
@@ -333,6 +361,7 @@ class TableSchema:
         elif spec.kind == BINARY and pd.api.types.is_bool_dtype(series.dtype):
             values = series.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
+            _check_scorable_dtype(spec, series)
             try:
                 values = pd.to_numeric(series, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError):

@@ -18,13 +18,13 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, check_scalar, validate_data
 
 from .band import band_from_scores, band_pvalues, conformal_band, exclude_lowest, signed_distance, validate_percentiles
 from .columns import VALUE_KINDS, TableSchema
 from .drift import DEFAULT_ALPHA, batch_drift, calibration_column_sample
 from ._torch import device_of, resolve_device, seeded_torch, to_numpy, to_tensor
-from .explanations import explain_rows, render_reasons
+from .explanations import explain_rows, quote_cell, render_reasons
 from .model.likelihoods import build_likelihood
 from .scoring.marginal import check_finite_scores, encode_in_passes, estimate_log_marginal, log_marginal_without_columns
 from .scoring.proposal import refit_proposal
@@ -205,6 +205,43 @@ def _check_float32_range(X):
             f"X has a value too large for float32 at row {row}, column {col} "
             f"({X[row, col]!r}); rescale that column"
         )
+
+
+def _checked_batch_scores(log_px, n_sample):
+    """``drift_report``'s ``log_px``: scores of a batch that ``X`` (``n_sample`` rows) samples.
+
+    ``batch_drift`` leaves NaN out as rows the CLI could not score; from a
+    caller, all-NaN scores read as 'no drift', so every score must be finite.
+    """
+    scores = np.asarray(log_px)
+    if scores.ndim != 1 or not np.issubdtype(scores.dtype, np.number) or np.iscomplexobj(scores):
+        raise ValueError(f"log_px must be a 1-D array of real scores (score_samples of the batch), "
+                         f"got shape {scores.shape} and dtype {scores.dtype}")
+    if scores.size < n_sample:
+        raise ValueError(f"log_px has {scores.size} scores, fewer than the {n_sample} rows of X; X is the batch "
+                         "or a sample of it, and log_px scores every row of the batch")
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        raise ValueError(f"log_px is not finite at {bad.size} position(s), the first {int(bad[0])} "
+                         f"({scores[bad[0]]}); pass the batch's score_samples")
+    return scores.astype(float)
+
+
+def _first_non_numeric_cell(X):
+    """(row, column, value) of the first cell of a 2-D input that ``float`` refuses, or None."""
+    cells = X.to_numpy(dtype=object) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=object)
+    if cells.ndim != 2:
+        return None
+    for (row, col), value in np.ndenumerate(cells):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return row, col, value
+    return None
+
+
+def _column_label(X, col):
+    return str(X.columns[col]) if isinstance(X, pd.DataFrame) else f"x{col}"
 
 
 def _check_unique_columns(frame):
@@ -922,13 +959,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 return self._table_model_matrix(X, reset=True)
         else:
             schema = None
-        X = validate_data(
-            self,
-            X,
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=2,
-            ensure_all_finite=self._finite_policy(),
-        )
+        X = self._numeric_matrix(X, reset=True)
         self.schema_ = schema or self._fit_schema(pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]), None)
         self._check_values(X)
         return X
@@ -977,12 +1008,12 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         if self.handle_missing == "error" and np.isnan(X).any():
             row, col = map(int, np.argwhere(np.isnan(X))[0])
             raise ValueError(
-                f"X has a missing value at row {row}, column {self.schema_.names[col]!r}; "
+                f"X contains NaN (a missing value) at row {row}, column {self.schema_.names[col]!r}; "
                 "set handle_missing='model' to model missing cells"
             )
         if np.isinf(X).any():
             row, col = map(int, np.argwhere(np.isinf(X))[0])
-            raise ValueError(f"X has an infinite value at row {row}, column {self.schema_.names[col]!r}")
+            raise ValueError(f"X contains infinity ({X[row, col]}) at row {row}, column {self.schema_.names[col]!r}")
         _check_float32_range(X)
 
     def _validated_hidden_layer_sizes(self):
@@ -1053,9 +1084,25 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             _check_unique_columns(X)
         if not self.schema_.is_numeric_only:
             return self._table_model_matrix(X, reset=False)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=self._finite_policy())
+        X = self._numeric_matrix(X, reset=False)
         self._check_values(X)
         return X
+
+    def _numeric_matrix(self, X, reset):
+        """``validate_data`` of a numeric model's input; NaN and inf are left to ``_check_values``,
+        which names the row and column; the error of a cell that is not a number names them too."""
+        try:
+            return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset, ensure_min_samples=2 if reset else 1,
+                                 ensure_all_finite=False)
+        except (ValueError, TypeError) as exc:
+            where = _first_non_numeric_cell(X)
+            if where is None:
+                raise
+            row, col, value = where
+            name = self.schema_.names[col] if not reset and col < len(self.schema_.names) else _column_label(X, col)
+            # scikit-learn's own message and type first, as its checks and callers match them
+            raise type(exc)(f"{exc}; the first value that is not a real number is at row {row}, column {name!r}: "
+                            f"{quote_cell(value)}") from exc
 
     def score_samples(self, X):
         """Estimated log p(x) of each row, in nats (higher is more typical).
@@ -1310,7 +1357,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             given; their columns are tested.
         log_px : array-like of shape (n_rows,), optional
             log p(x) of all the batch's rows (``score_samples``), when ``X`` is
-            a sample of them; default: the scores of ``X``.
+            a sample of them; default: the scores of ``X``. Every score must
+            be finite, and there are at least as many as rows of ``X``.
         alpha : float, default=0.01
             Level of the alarm: about one false alarm in 100 clean batches.
 
@@ -1325,7 +1373,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         estimate = self._log_marginal(self._validate_for_scoring(X), per_column=True)
         check_finite_scores(estimate.log_px)
         return batch_drift(
-            estimate.log_px if log_px is None else log_px,
+            estimate.log_px if log_px is None else _checked_batch_scores(log_px, len(estimate.log_px)),
             self.validation_scores_,
             self.thresholds_,
             alpha=alpha,
@@ -1445,6 +1493,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Parameters
         ----------
         Z : array-like of shape (n_points, latent_dim)
+            Finite latent points; one point may be given as a 1-D array.
 
         Returns
         -------
@@ -1453,7 +1502,14 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """
         check_is_fitted(self)
         network = self._network()
-        Z = to_tensor(np.asarray(Z, dtype=np.float64).reshape(-1, network.latent_dim), device_of(network))
+        Z = np.asarray(Z) if np.ndim(Z) == 1 else Z
+        if np.ndim(Z) == 1 and np.size(Z) == network.latent_dim:
+            Z = np.reshape(Z, (1, -1))  # one point
+        Z = check_array(Z, dtype=np.float64, input_name="Z")
+        if Z.shape[1] != network.latent_dim:
+            raise ValueError(f"Z has {Z.shape[1]} columns, but this detector's latent space has "
+                             f"latent_dim={network.latent_dim}")
+        Z = to_tensor(Z, device_of(network))
         return self._to_training_space(to_numpy(network.expected_rows(Z)))
 
     def sample(self, n_samples=1, random_state=None):
@@ -1474,6 +1530,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             draws them.
         """
         check_is_fitted(self)
+        if isinstance(n_samples, bool):
+            raise TypeError("n_samples must be an int, got a bool")
+        n_samples = check_scalar(n_samples, "n_samples", Integral, min_val=1)
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
         rows = self._network().generate(int(n_samples), int(seed))
         return self._to_training_space(to_numpy(rows))

@@ -65,6 +65,15 @@ def quote_cell(text):
     return f"{text[:MAX_QUOTED_CHARS]!r}... ({len(text)} characters)"
 
 
+def format_nats(value):
+    """A score or deficit in nats: one decimal, or 4 significant digits past a million.
+
+    A value 1e20 standard deviations out costs ~5e28 nats, which ``.1f``
+    wrote as 29 digits.
+    """
+    return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.4g}"
+
+
 def _format_value(value):
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -97,7 +106,7 @@ class ColumnProblem:
 
     def render(self):
         note = f", {self.note}" if self.note else ""
-        return f"{self.column}={_format_value(self.value)} ({self.deficit:.1f} nats below typical{note})"
+        return f"{self.column}={_format_value(self.value)} ({format_nats(self.deficit)} nats below typical{note})"
 
 
 @dataclass(frozen=True)
@@ -132,9 +141,10 @@ class Explanation:
     def render(self):
         """The reason text, as ``explain`` and the CLI write it."""
         if self.side == ABOVE:
-            return f"log p(x)={self.log_px:.1f} above the band's upper edge {self.edge:.1f}: {_ABOVE_DETAIL}"
+            return (f"log p(x)={format_nats(self.log_px)} above the band's upper edge {format_nats(self.edge)}: "
+                    f"{_ABOVE_DETAIL}")
         detail = "; ".join(c.render() for c in self.columns) if self.columns else _JOINT_DETAIL
-        return f"log p(x)={self.log_px:.1f} below the band's lower edge {self.edge:.1f}: {detail}"
+        return f"log p(x)={format_nats(self.log_px)} below the band's lower edge {format_nats(self.edge)}: {detail}"
 
 
 def cell_problem(schema, j, value):
@@ -231,7 +241,7 @@ def render_reasons(records):
 
 # ------------------------------------------------------------ reading back
 _HEAD = re.compile(r"^log p\(x\)=(\S+) (below|above) the band's (?:lower|upper) edge (\S+): (.*)$", re.DOTALL)
-_PART = re.compile(r"^(.*) \((-?[0-9.]+|nan|inf|-inf) nats below typical(?:, (.*))?\)$", re.DOTALL)
+_PART = re.compile(r"^(.*) \((-?[0-9.]+(?:e[+-]?[0-9]+)?|nan|inf|-inf) nats below typical(?:, (.*))?\)$", re.DOTALL)
 
 
 def _problem_of_note(note):

@@ -28,6 +28,7 @@ import struct
 import numpy as np
 import sklearn
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from .band import validate_percentiles
 from .columns import TableSchema
@@ -155,6 +156,9 @@ def unpack_model_file(data):
 
 def model_bytes(detector):
     """A fitted detector in the safe format, as bytes."""
+    if not isinstance(detector, VAEOutlierDetector):
+        raise TypeError(f"only a VAEOutlierDetector can be saved in this format, got {type(detector).__name__}")
+    check_is_fitted(detector)
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in detector.network_.state_dict().items()}, buffer)
     payload = buffer.getvalue()

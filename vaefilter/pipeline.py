@@ -363,7 +363,7 @@ def _explain_splitting(detector, typed, reasons, parts=8, sequential=False):
             label = typed.index[0]
             numbers = typed.iloc[0].apply(lambda v: abs(v) if isinstance(v, (int, float, np.number)) else np.nan)
             largest = numbers.astype(float).idxmax() if numbers.notna().any() else None
-            where = f"; its largest value is {largest}={typed.iloc[0][largest]!r}" if largest is not None else ""
+            where = f"; its largest value is {largest}={float(typed.iloc[0][largest]):.6g}" if largest is not None else ""
             reasons[label] = (f"{_NOT_FINITE}: the likelihood overflowed on a value far outside the training "
                               f"range{where}")
             return []

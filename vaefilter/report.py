@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -509,7 +511,12 @@ def build_report(detector, batch=None, title="vaefilter report", random_state=0)
 
 
 def write_report(detector, path, batch=None, title="vaefilter report", random_state=0):
-    """Write :func:`build_report`'s HTML to ``path`` (UTF-8); return the path."""
+    """Write :func:`build_report`'s HTML to ``path`` (UTF-8; ``"-"``: standard output); return the path."""
+    page = build_report(detector, batch=batch, title=title, random_state=random_state)
+    if os.fspath(path) == "-":  # as the CSV outputs take it; it used to create a file named '-'
+        sys.stdout.buffer.write(page.encode("utf-8"))
+        sys.stdout.buffer.flush()
+        return path
     path = Path(path)
-    path.write_text(build_report(detector, batch=batch, title=title, random_state=random_state), encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
     return path

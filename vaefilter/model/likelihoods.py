@@ -40,6 +40,14 @@ _LOG_SEEN_MASS = math.log1p(-UNSEEN_CATEGORY_PROB)
 # column rather than every column the wild z then mispredicts.
 INPUT_CLIP = 10.0
 
+# A continuous cell is scored at most this many training standard deviations
+# from the column's mean. Beyond ~1.8e19 sd the squared residual of a float32
+# Gaussian overflows (a value of 1e20 in a N(0, 1) column scored -inf and the
+# whole batch raised); at 1e15 sd a cell costs about 5e29 nats (5e32 at the
+# smallest variance), finite for any column count below 1e5, so such a row
+# still ranks below every real one. Values further out tie with each other.
+RESIDUAL_LIMIT = 1e15
+
 
 def _needs_autograd(tensor):
     return torch.is_grad_enabled() and tensor.requires_grad
@@ -228,9 +236,13 @@ class GaussianColumns(ColumnFamily):
         # torch's CPU softplus is ~10x slower on a strided view than on a copy
         return mean, self.min_variance + F.softplus(raw_variance.contiguous())
 
+    def _standardised(self, x_cols):
+        """The value in training standard deviations from the mean, within ``RESIDUAL_LIMIT``."""
+        return ((x_cols - self.loc) / self.scale).clamp(-RESIDUAL_LIMIT, RESIDUAL_LIMIT)
+
     def _log_prob(self, params, x_cols):
         mean, variance = self._mean_and_variance(params)
-        standardised = (x_cols - self.loc) / self.scale
+        standardised = self._standardised(x_cols)
         return -0.5 * (LOG_2PI + variance.log() + (standardised - mean) ** 2 / variance) - self.scale.log()
 
     def _summed_log_prob_in_place(self, params, x_cols):
@@ -241,7 +253,7 @@ class GaussianColumns(ColumnFamily):
         missing = torch.isnan(x_cols)
         masked = may_be_true(missing)
         filled = torch.where(missing, self.loc, x_cols) if masked else x_cols
-        standardised = (filled - self.loc) / self.scale
+        standardised = self._standardised(filled)
         mean, variance = self._mean_and_variance(params)
         terms = torch.sub(standardised, mean).square_().div_(variance).add_(variance.log_())
         constant = 0.5 * LOG_2PI + self.scale.log()
@@ -262,7 +274,7 @@ class GaussianColumns(ColumnFamily):
         missing = torch.isnan(x_cols)
         present = (~missing).to(params.dtype).repeat(1, 2)  # for the means' and the variances' halves
         mean, raw_variance = params.chunk(2, dim=-1)
-        residual = (torch.where(missing, self.loc, x_cols) - self.loc) / self.scale - mean
+        residual = self._standardised(torch.where(missing, self.loc, x_cols)) - mean
         slope = torch.sigmoid(raw_variance)  # d variance / d raw_variance
         variance = self.min_variance + F.softplus(raw_variance)
         d_variance = 0.5 * (residual.square() / variance - 1.0) / variance
@@ -325,7 +337,7 @@ class StudentTColumns(GaussianColumns):
     def _log_prob(self, params, x_cols):
         location, scale_squared = self._mean_and_variance(params)
         df = self.degrees_of_freedom()
-        standardised = (x_cols - self.loc) / self.scale
+        standardised = self._standardised(x_cols)
         normaliser = (torch.lgamma(0.5 * (df + 1)) - torch.lgamma(0.5 * df) - 0.5 * torch.log(math.pi * df))
         return (normaliser - 0.5 * scale_squared.log()
                 - 0.5 * (df + 1) * torch.log1p((standardised - location) ** 2 / (df * scale_squared))

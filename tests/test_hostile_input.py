@@ -1,0 +1,193 @@
+"""Hostile input to the estimator and the CLI: each case used to crash, mislead or pass silently.
+
+One small mixed-type model (a Gaussian column, a whole-number column and a
+category) and one numeric-only model are fitted per module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from vaefilter import VAEOutlierDetector
+from vaefilter.cli import main
+from vaefilter.datasets import titanic_csv_path
+from vaefilter.explanations import format_nats, parse_reason
+from vaefilter.model.likelihoods import RESIDUAL_LIMIT
+from vaefilter.persistence import save_model
+
+FAST = dict(latent_dim=2, hidden_layer_sizes=(16,), max_epochs=8, n_importance_samples=16, proposal_steps=5,
+            random_state=0)
+
+
+def _table(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"a": rng.normal(size=n), "b": 3 * rng.normal(size=n) + 1, "c": rng.integers(0, 5, n),
+                         "k": rng.choice(["x", "y", "z"], n)})
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    return VAEOutlierDetector(**FAST).fit(_table(300))
+
+
+@pytest.fixture(scope="module")
+def numeric():
+    return VAEOutlierDetector(**FAST).fit(np.random.default_rng(0).normal(size=(300, 3)))
+
+
+# ------------------------------------------------------------ values past float32's square root
+def test_a_value_far_out_in_a_gaussian_column_scores_finite_and_is_rejected(mixed):
+    batch = _table(4, seed=1)
+    batch.loc[1, "a"], batch.loc[2, "b"] = 1e20, -1e25
+    log_px = mixed.score_samples(batch)  # each used to be -inf, and the whole batch raised
+    assert np.isfinite(log_px).all()
+    assert log_px[1] < -1e20 and log_px[2] < -1e20 and log_px[[0, 3]].min() > -1e3
+    assert list(mixed.predict(batch)[[1, 2]]) == [-1, -1]
+    assert np.isfinite(mixed.effective_sample_size(batch)).all()
+    reasons = mixed.explain(batch)["reason"]
+    assert reasons[1].startswith("log p(x)=-") and "a=1e+20 (" in reasons[1] and "e+" in reasons[1].split("a=1e+20")[1]
+    assert len(reasons[1]) < 200  # 29-digit numbers were written out in full
+    parsed = parse_reason(reasons[1], ["a", "b", "c", "k"])
+    assert parsed.columns[0].column == "a" and parsed.columns[0].deficit > 1e20
+
+
+def test_values_past_the_residual_limit_rank_below_every_nearer_one(mixed):
+    batch = pd.concat([_table(1, seed=2)] * 4, ignore_index=True)
+    batch["a"] = [1e3, 1e8, 1e14, 1e30]
+    log_px = mixed.score_samples(batch)
+    assert np.all(np.diff(log_px) < 0)
+    assert RESIDUAL_LIMIT ** 2 < np.finfo(np.float32).max / 1e5  # finite for any column count below 1e5
+
+
+def test_format_nats_switches_to_significant_digits_past_a_million():
+    assert format_nats(-12.345) == "-12.3"
+    assert format_nats(-5.573025e28) == "-5.573e+28"
+
+
+# ------------------------------------------------------------ numeric models name the cell
+@pytest.mark.parametrize("value, message", [
+    (np.nan, r"X contains NaN \(a missing value\) at row 2, column 'x1'"),
+    (-np.inf, r"X contains infinity \(-inf\) at row 2, column 'x1'"),
+    ("abc", r"could not convert string to float: 'abc'; the first value that is not a real number is at row 2, "
+            r"column 'x1': 'abc'"),
+])
+def test_a_numeric_model_names_the_row_and_column_of_a_bad_cell(numeric, value, message):
+    X = np.zeros((4, 3), dtype=object)
+    X[2, 1] = value
+    with pytest.raises(ValueError, match=message):  # were scikit-learn's 'Input X contains NaN.'
+        numeric.score_samples(X)
+
+
+def test_fit_names_the_cell_too():
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    X[7, 2] = np.inf
+    with pytest.raises(ValueError, match=r"infinity \(inf\) at row 7, column 'x2'"):
+        VAEOutlierDetector(**FAST).fit(X)
+
+
+# ------------------------------------------------------------ drift_report's log_px
+@pytest.mark.parametrize("log_px, message", [
+    (np.full(10, np.nan), "not finite at 10 position"),  # read as 'no drift'
+    (np.zeros(3), "fewer than the 10 rows"),
+    (np.zeros((10, 2)), "1-D array"),
+    (np.array(["a"] * 10), "1-D array of real scores"),
+])
+def test_drift_report_checks_the_scores_it_is_given(mixed, log_px, message):
+    with pytest.raises(ValueError, match=message):
+        mixed.drift_report(_table(10, seed=3), log_px=log_px)
+
+
+def test_drift_report_takes_scores_of_a_larger_batch(mixed):
+    batch = _table(40, seed=4)
+    report = mixed.drift_report(batch.iloc[:10], log_px=mixed.score_samples(batch))
+    assert report.n_rows == 40
+
+
+# ------------------------------------------------------------ generating
+@pytest.mark.parametrize("Z, message", [
+    (np.zeros((2, 3)), "Z has 3 columns, but .* latent_dim=2"),  # reshaped into 3 points
+    (np.zeros(4), "Expected 2D array"),
+    ([[np.nan, 0.0]], "Z contains NaN"),
+])
+def test_decode_checks_its_points(numeric, Z, message):
+    with pytest.raises(ValueError, match=message):
+        numeric.decode(Z)
+
+
+def test_decode_takes_one_point_as_a_vector(numeric):
+    assert np.allclose(numeric.decode([0.5, -0.5]), numeric.decode([[0.5, -0.5]]))
+
+
+@pytest.mark.parametrize("n, error", [(-1, ValueError), (0, ValueError), (2.7, TypeError), (True, TypeError)])
+def test_sample_checks_its_count(numeric, n, error):
+    with pytest.raises(error, match="n_samples"):
+        numeric.sample(n)
+
+
+def test_sample_takes_a_numpy_integer(numeric):
+    assert numeric.sample(np.int64(3), random_state=0).shape == (3, 3)
+
+
+# ------------------------------------------------------------ fitting
+def test_an_all_missing_category_column_is_refused_by_name():
+    with pytest.raises(ValueError, match="categorical column 'z' is missing in every training row"):
+        VAEOutlierDetector(**FAST, handle_missing="model").fit(_table(60).assign(z=[None] * 60))
+
+
+def test_a_complex_column_is_refused():
+    table = _table(60).assign(w=np.ones(60) + 1j)  # was fitted as a binary column of real parts
+    with pytest.raises(ValueError, match="column 'w' has dtype complex128"):
+        VAEOutlierDetector(**FAST).fit(table)
+
+
+@pytest.mark.parametrize("kinds, message", [
+    ({"k": "continuous"}, "column 'k' the numeric kind 'continuous', but that column is categorical"),
+    ({"flag": "count"}, "column 'flag' the numeric kind 'count', but that column is boolean"),
+])
+def test_a_numeric_kind_for_a_categorical_or_boolean_column_is_refused(kinds, message):
+    table = _table(60).assign(flag=np.arange(60) % 2 == 0)
+    with pytest.raises(ValueError, match=message):  # was silently ignored
+        VAEOutlierDetector(**FAST, column_kinds=kinds).fit(table)
+
+
+def test_binary_kind_for_a_boolean_column_is_what_it_already_is():
+    table = _table(60).assign(flag=np.arange(60) % 2 == 0)
+    detector = VAEOutlierDetector(**FAST, column_kinds={"flag": "binary"}).fit(table)
+    assert detector.schema_.columns[-1].kind == "binary"
+
+
+def test_a_frame_without_columns_is_refused_as_scikit_learn_does():
+    with pytest.raises(ValueError, match=r"0 feature\(s\)"):
+        VAEOutlierDetector(**FAST).fit(pd.DataFrame(index=range(10)))
+
+
+def test_saving_an_unfitted_detector_says_so(tmp_path):
+    with pytest.raises(NotFittedError):
+        save_model(VAEOutlierDetector(), tmp_path / "m.vf")
+    assert not (tmp_path / "m.vf").exists()
+
+
+@pytest.mark.parametrize("values", [pd.to_datetime(["2020-01-01", "2020-01-02"]), pd.to_timedelta([1, 2], unit="s")])
+def test_dates_in_a_numeric_column_are_refused_at_scoring(mixed, values):
+    batch = _table(2, seed=5).assign(a=values)  # scored as nanoseconds: log p(x) about -5e28
+    with pytest.raises(ValueError, match="column 'a' has dtype .*64.*, but it was numeric"):
+        mixed.score_samples(batch)
+
+
+# ------------------------------------------------------------ CLI
+def test_report_to_standard_output(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    lines = titanic_csv_path().read_bytes().splitlines(keepends=True)
+    train = tmp_path / "train.csv"
+    train.write_bytes(b"".join(lines[:200]))
+    model = tmp_path / "m.vf"
+    assert main(["fit", str(train), "-o", str(model), "--epochs", "3", "--hidden", "8", "--latent-dim", "2", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(train), "-m", str(model), "-o", "-"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.lstrip().lower().startswith("<!doctype html") and "</html>" in captured.out
+    assert "standard output" in captured.err
+    assert not (tmp_path / "-").exists() and not (tmp_path.cwd() / "-").exists()
