@@ -977,9 +977,6 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             kinds[str(key)] = kind
         return TableSchema.fit(frame, categorical_features, column_kinds=kinds, infer_kinds=self.likelihood == "auto")
 
-    def _finite_policy(self):
-        return True if self.handle_missing == "error" else "allow-nan"
-
     def _table_model_matrix(self, X, reset):
         """Model matrix of a DataFrame with categorical or boolean columns."""
         if not isinstance(X, pd.DataFrame):
@@ -1370,10 +1367,12 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             ``columns``: the columns that moved with their median shift in
             nats, largest first.
         """
-        estimate = self._log_marginal(self._validate_for_scoring(X), per_column=True)
+        X_model = self._validate_for_scoring(X)
+        given = None if log_px is None else _checked_batch_scores(log_px, len(X_model))
+        estimate = self._log_marginal(X_model, per_column=True)
         check_finite_scores(estimate.log_px)
         return batch_drift(
-            estimate.log_px if log_px is None else _checked_batch_scores(log_px, len(estimate.log_px)),
+            estimate.log_px if given is None else given,
             self.validation_scores_,
             self.thresholds_,
             alpha=alpha,
