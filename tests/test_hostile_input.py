@@ -191,3 +191,134 @@ def test_report_to_standard_output(tmp_path, capsys):
     assert captured.out.lstrip().lower().startswith("<!doctype html") and "</html>" in captured.out
     assert "standard output" in captured.err
     assert not (tmp_path / "-").exists() and not (tmp_path.cwd() / "-").exists()
+
+
+# ------------------------------------------------------------ spreads float32 barely resolves
+def _two_columns(a, n=1500, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"a": a(rng.normal(size=n)), "b": rng.normal(size=n)})
+
+
+@pytest.mark.parametrize("unit, offset, kind", [(1e-7, 0.0, "continuous"), (1000.0, 1.7e9, "continuous")])
+def test_a_small_spread_or_a_large_offset_is_still_checked(unit, offset, kind):
+    # N(0, 1e-7) and epoch seconds 1.7e9 + N(0, 1000) were modelled as constants: 100 sd scored as typical
+    detector = VAEOutlierDetector(**{**FAST, "max_epochs": 20}).fit(_two_columns(lambda z: offset + unit * z))
+    assert detector.schema_.columns[0].value_kind == kind  # the log of 1.7e9 +- 1000 is what float32 cannot resolve
+    batch = pd.DataFrame({"a": offset + unit * np.array([0.0, 20.0, -20.0]), "b": [0.0, 0.0, 0.0]})
+    log_px = detector.score_samples(batch)
+    assert log_px[0] - max(log_px[1:]) > 50
+    assert list(detector.predict(batch)[1:]) == [-1, -1]
+
+
+def test_a_spread_float32_cannot_resolve_is_named_at_fit():
+    table = _two_columns(lambda z: 1.7e9 + 3.0 * z)  # steps of 128 around 1.7e9
+    with pytest.warns(UserWarning, match="column 'a' varies .* by less than float32 resolves there"):
+        VAEOutlierDetector(**FAST).fit(table)
+
+
+def test_the_resolution_rule():
+    from vaefilter._precision import float32_resolves
+    assert float32_resolves(1.7e9, 1000.0) and not float32_resolves(1.7e9, 3.0)
+    assert float32_resolves(0.0, 1e-7) and not float32_resolves(0.0, 0.0)
+
+
+def test_a_reason_quotes_ten_digits_of_a_large_value():
+    from vaefilter.explanations import ColumnProblem
+    assert ColumnProblem("ts", "deficit", 111.7, 1700020000.0).render().startswith("ts=1700020000 (")
+
+
+# ------------------------------------------------------------ fit from CSV
+@pytest.fixture
+def small_csv(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"".join(titanic_csv_path().read_bytes().splitlines(keepends=True)[:151]))
+    return path
+
+
+CLI_FAST = ["--epochs", "3", "--hidden", "8", "--latent-dim", "2", "--importance-samples", "8", "-q"]
+
+
+def _fit(argv, capsys):
+    code = main([str(a) for a in argv] + CLI_FAST)
+    return code, capsys.readouterr().err
+
+
+def test_fit_names_the_file_line_and_column_of_a_number_beyond_float32(small_csv, tmp_path, capsys):
+    lines = small_csv.read_text().splitlines(keepends=True)
+    fields = lines[40].split(",")
+    fields[6] = "1e39"
+    lines[40] = ",".join(fields)
+    small_csv.write_text("".join(lines))
+    code, err = _fit(["fit", small_csv, "-o", tmp_path / "m.vf"], capsys)
+    assert code == 2 and f"{small_csv}: line 41: column 'fare': '1e39' is beyond float32" in err, err
+
+
+def test_fit_refuses_an_empty_validation_file_before_training(small_csv, tmp_path, capsys, monkeypatch):
+    empty = tmp_path / "v.csv"
+    empty.write_bytes(small_csv.read_bytes().splitlines(keepends=True)[0])
+    monkeypatch.setattr(VAEOutlierDetector, "fit", lambda *a, **k: pytest.fail("trained before checking"))
+    code, err = _fit(["fit", small_csv, "--validation", empty, "-o", tmp_path / "m.vf"], capsys)
+    assert code == 2 and "v.csv: no data rows to calibrate the band on" in err, err
+
+
+def test_fit_refuses_excluding_every_column(small_csv, tmp_path, capsys):
+    names = small_csv.read_text().splitlines()[0].split(",")
+    code, err = _fit(["fit", small_csv, "--exclude", *names, "-o", tmp_path / "m.vf"], capsys)
+    assert code == 2 and "--exclude names every column" in err, err
+
+
+def test_fit_reads_a_file_named_twice_once(small_csv, tmp_path, capsys):
+    other = str(small_csv.parent / "." / small_csv.name)
+    assert main(["fit", str(small_csv), other, "-o", str(tmp_path / "m.vf"), *CLI_FAST[:-1]]) == 0
+    assert "trained on 150 rows" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ filter outputs
+@pytest.fixture
+def model_file(small_csv, tmp_path, capsys):
+    code, err = _fit(["fit", small_csv, "-o", tmp_path / "m.vf"], capsys)
+    assert code == 0, err
+    return tmp_path / "m.vf"
+
+
+def test_a_summary_json_in_a_missing_directory_is_refused_before_writing(small_csv, model_file, tmp_path, capsys):
+    valid, invalid = tmp_path / "v.csv", tmp_path / "i.csv"
+    valid.write_text("keep\n")
+    invalid.write_text("keep\n")
+    code = main(["filter", str(small_csv), "-m", str(model_file), "--valid", str(valid), "--invalid", str(invalid),
+                 "-q", "--summary-json", str(tmp_path / "nodir" / "x.json")])
+    assert code == 2 and "its directory" in capsys.readouterr().err
+    assert valid.read_text() == "keep\n" and invalid.read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("valid", ["/dev/stdout", "OUT"])
+def test_an_output_that_is_stdout_under_another_name_is_refused(small_csv, model_file, tmp_path, valid):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import vaefilter
+
+    out = tmp_path / "out.csv"
+    valid = str(out) if valid == "OUT" else valid  # '--valid out.csv --invalid - > out.csv'
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(vaefilter.__file__).parents[1])}
+    with open(out, "wb") as stdout:
+        done = subprocess.run([sys.executable, "-m", "vaefilter.cli", "filter", str(small_csv), "-m", str(model_file),
+                               "--valid", valid, "--invalid", "-", "-q"], stdout=stdout, stderr=subprocess.PIPE,
+                              env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert b"both name stdout" in done.stderr and out.read_bytes() == b""
+
+
+def test_errors_of_one_file_among_many_carry_no_class_name():
+    from vaefilter.pipeline import error_text
+    assert error_text(FileNotFoundError(2, "No such file or directory", "a.csv")) == "a.csv: No such file or directory"
+    assert error_text(ValueError("e.csv: line 1: bad")) == "e.csv: line 1: bad"
+    assert error_text(RuntimeError("worker died")) == "RuntimeError: worker died"
+
+
+def test_bytes_in_a_category_column_match_their_text(mixed):
+    batch = _table(3, seed=6)
+    as_bytes = batch.assign(k=[v.encode() for v in batch["k"]])  # were 'a category never seen' (~27 nats)
+    np.testing.assert_allclose(mixed.score_samples(as_bytes), mixed.score_samples(batch))

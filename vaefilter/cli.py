@@ -19,6 +19,7 @@ import glob
 import os
 import signal
 import sys
+import warnings
 
 import numpy as np
 
@@ -29,8 +30,8 @@ from .estimator import (CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, VAEOutlierDetecto
                         held_out_label)
 from .persistence import ModelFileError, load_model, read_header
 from .band import describe_band
-from .pipeline import (MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, filter_csv, fit_csv, output_path, report_csv,
-                       score_csv)
+from .pipeline import (MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, error_text, filter_csv, fit_csv, output_path,
+                       report_csv, score_csv)
 
 __all__ = ["EXIT_DRIFT", "EXIT_INVALID_ROWS", "EXIT_OK", "EXIT_USAGE", "MAX_REASON_CHARS", "REJECT_FIELDS",
            "SCORE_FIELDS", "UsageError", "build_parser", "main"]
@@ -287,7 +288,7 @@ def main(argv=None):
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_OK
-    with _sigterm_raises():
+    with _sigterm_raises(), _warnings_on_one_line():
         try:
             return args.handler(args)
         except BrokenPipeError:
@@ -303,13 +304,21 @@ def main(argv=None):
             return 128 + signal.SIGTERM
 
 
+@contextlib.contextmanager
+def _warnings_on_one_line():
+    """Python warnings as ``vaefilter: warning: ...`` lines, like the errors: the default
+    format printed the library's source path and line to a shell user."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"vaefilter: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def _one_line(exc):
-    """An error as one line: an OSError names its file first, like other messages."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}"
-    else:
-        text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
+    """An error as one line (:func:`~vaefilter.pipeline.error_text`)."""
+    return " ".join((error_text(exc) or type(exc).__name__).split())
 
 
 def _quiet_broken_pipe():

@@ -34,8 +34,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import warnings
+
 import numpy as np
 import pandas as pd
+
+from ._precision import float32_resolves
 
 NUMERIC, BINARY, CATEGORICAL = "numeric", "binary", "categorical"
 
@@ -122,11 +126,39 @@ def infer_value_kind(values):
     low = float(values.min())
     if np.all(values == np.round(values)) and np.abs(values).max() <= _LARGEST_WHOLE_NUMBER:
         return ("count", _prefers_log_scale(values)) if low >= 0 else ("integer", False)
-    if low > 0:
-        return "positive", False
-    if low == 0:
-        return "nonnegative", False
+    if low > 0 or low == 0:
+        # on the log scale, a narrow band of large values (epoch seconds) is a
+        # spread float32 cannot resolve; on the values' own scale it may be
+        if _resolved(np.log(values[values > 0])) or not _resolved(values):
+            return ("positive" if low > 0 else "nonnegative"), False
     return "continuous", False
+
+
+def _resolved(values):
+    """Whether the model's float32 cells resolve the spread of ``values`` (as ``_standardisation`` judges)."""
+    values = values[np.isfinite(values)]
+    return values.size < 2 or np.ptp(values) == 0 or bool(float32_resolves(np.mean(values), np.std(values)))
+
+
+def modelled_scale(values, kind, log_scale):
+    """The values as the column's family standardises them: logs of positive amounts (their
+    positive part) and of log-scale counts (x + 1/2), the values themselves otherwise."""
+    values = values[~np.isnan(values)]
+    if kind in ("positive", "nonnegative"):
+        return np.log(values[values > 0])
+    return np.log(values + 0.5) if log_scale else values
+
+
+def _warn_if_unresolved(name, values, spec):
+    """A column that varies, but too little for float32 cells around its mean, is modelled as a constant."""
+    if spec.value_kind in ("binary", "proportion"):
+        return
+    finite = values[np.isfinite(values)]  # an inf is refused later, naming its row
+    if not _resolved(modelled_scale(finite, spec.value_kind, spec.log_scale)):
+        warnings.warn(f"column {name!r} varies (standard deviation {np.std(finite):.3g} around {np.mean(finite):.6g}) "
+                      "by less than float32 resolves there, so it is modelled as constant and its values are not "
+                      "checked; subtract an offset (e.g. its minimum) or rescale it before fitting",
+                      UserWarning, stacklevel=4)
 
 
 def _check_value_kind(name, values, kind):
@@ -180,11 +212,21 @@ def _by_value(categories):
     return by_value if len(by_value) == len(categories) else None
 
 
+def _category_text(value):
+    """A category's text: bytes as the UTF-8 text they hold (as a numeric column reads b'29.0' as 29.0)."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return str(value)
+
+
 def _category_codes(values, categories):
     """Position of each value among ``categories`` (by text, then by numeric value), ``len(categories)`` if none."""
     codes = {c: i for i, c in enumerate(categories)}
     unseen = len(categories)
-    out = np.array([codes.get(str(v), unseen) for v in values], dtype=np.float64)
+    out = np.array([codes.get(_category_text(v), unseen) for v in values], dtype=np.float64)
     by_value = _by_value(categories) if (out == unseen).any() else None
     if by_value is not None:
         unmatched = np.flatnonzero(out == unseen)
@@ -198,10 +240,10 @@ def _categories_of(series):
     if isinstance(series.dtype, pd.CategoricalDtype):
         # in the dtype's order; a category the dtype declares but training
         # never shows has no mass to learn, so it counts as never seen
-        seen = {str(v) for v in present}
-        return [str(c) for c in series.cat.categories if str(c) in seen]
+        seen = {_category_text(v) for v in present}
+        return [_category_text(c) for c in series.cat.categories if _category_text(c) in seen]
     # by text: '007' and '7' (or 1 and 1.0) that training shows side by side stay two categories
-    return sorted({str(v) for v in present})
+    return sorted({_category_text(v) for v in present})
 
 
 def _check_no_numeric_kind(name, series, column_kinds):
@@ -330,6 +372,7 @@ class TableSchema:
                     spec.log_scale = spec.value_kind == "count" and _prefers_log_scale(values[~np.isnan(values)])
                 elif infer_kinds:
                     spec.value_kind, spec.log_scale = infer_value_kind(values)
+                _warn_if_unresolved(name, values, spec)
             else:
                 raise ValueError(
                     f"column {name!r} has dtype {series.dtype} that is neither numeric, bool nor "

@@ -59,8 +59,8 @@ from ._optional import import_optional
 from .band import band_pvalues
 from .io.csvio import atomic_directories, remove_temporaries
 from .drift import DEFAULT_ALPHA, batch_drift
-from .pipeline import (REJECT_FIELDS, SCORE_FIELDS, check_paths, file_id, filter_csv, input_stem, output_path,
-                       score_table, write_summary_json)
+from .pipeline import (REJECT_FIELDS, SCORE_FIELDS, check_paths, error_text, file_id, filter_csv, input_stem,
+                       output_path, score_table, write_summary_json)
 
 # The Parquet path scores every row at full K (score_table's default), so its
 # rejected rows carry no n_draws field.
@@ -342,7 +342,7 @@ def _run_tasks(runner, fn, calls, kwargs, retries):
             try:
                 outcomes.append(("ok", fn(*call, **kwargs)))
             except Exception as exc:  # noqa: BLE001 - reported per file
-                outcomes.append(("error", f"{type(exc).__name__}: {exc}"))
+                outcomes.append(("error", error_text(exc)))
         return outcomes
     distributed = _distributed()
     token = secrets.token_hex(4)
@@ -357,7 +357,7 @@ def _run_tasks(runner, fn, calls, kwargs, retries):
             outcomes.append(("ok", future.result()))
         else:
             exc = future.exception()
-            outcomes.append(("error", f"{type(exc).__name__}: {exc}"))
+            outcomes.append(("error", error_text(exc)))
     return outcomes
 
 

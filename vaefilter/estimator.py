@@ -196,14 +196,14 @@ FITTED_STATE = (
 )
 
 
-def _check_float32_range(X):
+def _check_float32_range(X, names):
     """Values beyond float32 would silently become inf inside the model."""
     too_large = np.abs(X) > _FLOAT32_MAX
     if too_large.any():
         row, col = map(int, np.argwhere(too_large)[0])
         raise ValueError(
-            f"X has a value too large for float32 at row {row}, column {col} "
-            f"({X[row, col]!r}); rescale that column"
+            f"X has a value too large for float32 at row {row}, column {names[col]!r} "
+            f"({float(X[row, col]):g}); rescale that column"
         )
 
 
@@ -1011,7 +1011,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         if np.isinf(X).any():
             row, col = map(int, np.argwhere(np.isinf(X))[0])
             raise ValueError(f"X contains infinity ({X[row, col]}) at row {row}, column {self.schema_.names[col]!r}")
-        _check_float32_range(X)
+        _check_float32_range(X, self.schema_.names)
 
     def _validated_hidden_layer_sizes(self):
         sizes = list(self.hidden_layer_sizes)

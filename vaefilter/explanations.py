@@ -76,7 +76,8 @@ def format_nats(value):
 
 def _format_value(value):
     if isinstance(value, float):
-        return f"{value:.6g}"
+        # six digits of an epoch time (1.70002e+09) do not say which second; ten do
+        return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.10g}"
     # a 100,000-character category would otherwise be the whole reason (and 7 copies in a report)
     return quote_cell(value) if isinstance(value, str) else str(value)
 

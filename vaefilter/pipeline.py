@@ -61,6 +61,7 @@ __all__ = [
     "score_csv",
     "score_table",
     "write_summary_json",
+    "error_text",
 ]
 
 #: the fields ``score`` appends to every record
@@ -177,6 +178,34 @@ def file_id(path):
     return (st.st_dev, st.st_ino)
 
 
+def error_text(exc):
+    """What went wrong, for a person: an OSError names its file first, like other messages,
+    and the errors this package raises on bad input carry no class name; anything else
+    (a bug, a worker's crash) keeps it."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, (ValueError, LookupError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _stdout_id():
+    """(device, inode) of what standard output is (a file, a pipe, a terminal), else None."""
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _check_directory_of(what, path):
+    """An output's directory must exist before anything is written: a --summary-json into a
+    missing one failed only after both CSV outputs had been replaced."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"{what} {path!r}: its directory {directory!r} does not exist")
+
+
 def _is_path(target):
     return isinstance(target, (str, os.PathLike))
 
@@ -200,7 +229,11 @@ def check_paths(inputs, outputs):
         if not _is_path(path):
             continue
         path = os.fspath(path)
-        keys = ["-"] if path == "-" else [os.path.realpath(path), file_id(path)]
+        if path != "-":
+            _check_directory_of(what, path)
+        # '-' is also the file or pipe stdout is: '--valid /dev/stdout --invalid -', or
+        # '--valid o.csv --invalid - > o.csv', wrote both outputs into one file, one over the other
+        keys = ["-", _stdout_id()] if path == "-" else [os.path.realpath(path), file_id(path)]
         for key in keys:
             if key is not None and key in seen:
                 other = seen[key]
@@ -962,7 +995,35 @@ def _select_columns(frame, columns, exclude, categorical, path):
     unknown = [n for n in [*(columns or []), *(exclude or []), *categorical] if n not in names]
     if unknown:
         raise ValueError(f"{path}: line 1: no column named {unknown[0]!r} (columns: {names})")
+    if not chosen:
+        raise ValueError(f"{path}: line 1: --exclude names every column ({names}); no column is left to model")
     return frame[chosen]
+
+
+def _refuse_beyond_float32(table, text, places):
+    """A number beyond float32 in a training file: refused with its file, line and column
+    before the fit, which would name only a row of the concatenated files."""
+    for name in table.columns:
+        if not pd.api.types.is_numeric_dtype(table[name].dtype) or pd.api.types.is_bool_dtype(table[name].dtype):
+            continue
+        values = table[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        beyond = np.flatnonzero(np.abs(np.nan_to_num(values)) > _FLOAT32_MAX)
+        if beyond.size:
+            where, line = places[beyond[0]]
+            raise ValueError(f"{where}: line {line}: column {name!r}: {quote_cell(text[name].iloc[beyond[0]])} is "
+                             "beyond float32's range (3.4e38); rescale that column")
+
+
+def _unique_files(paths):
+    """Training files in order, each once: a file named twice (or by two spellings) would
+    put its rows in the fit twice, and the same row in both the training and calibration splits."""
+    seen, unique = set(), []
+    for path in paths:
+        key = os.path.realpath(path) if _is_path(path) and os.fspath(path) != "-" else id(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
 
 
 def _refuse_odd_cells(text, places, categorical, na_values):
@@ -1021,6 +1082,7 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
                         **({"--validation": validation} if validation is not None else {})},
                 outputs={"--output": output})
     resolve_device(params.get("device", "auto"))
+    train = _unique_files(train)
     parts = [_read_whole(path, chunk_rows, encoding, delimiter) for path in train]
     headers = {tuple(f.columns) for f, _ in parts}
     if len(headers) > 1:
@@ -1032,15 +1094,22 @@ def fit_csv(train, output=None, *, params=None, columns=None, exclude=None, cate
         raise ValueError(f"{first}: need at least 2 data rows to train, found {len(text)}")
     _refuse_odd_cells(text, places, categorical, na_values)
     table = infer_text_table(text, categorical=set(categorical), na_values=na_values)
+    _refuse_beyond_float32(table, text, places)
     typed_categorical = {n for n in table.columns if isinstance(table[n].dtype, pd.CategoricalDtype)}
     params["categorical_features"] = sorted(typed_categorical) or None
     if validation is not None:
-        # the band comes from the --validation rows: no training rows need holding out for it
-        params["calibration_fraction"], params["calibration_folds"] = 0.0, None
-    detector = VAEOutlierDetector(**params).fit(table)
-    if validation is not None:
+        # read first: a --validation file without rows used to fail only after the training
         valid_frame, valid_places = _read_whole(validation, chunk_rows, encoding, delimiter)
         valid_text = _select_columns(valid_frame, columns, exclude, categorical, _name(validation))
+        if len(valid_text) == 0:
+            raise ValueError(f"{_name(validation)}: no data rows to calibrate the band on")
+        # the band comes from the --validation rows: no training rows need holding out for it
+        params["calibration_fraction"], params["calibration_folds"] = 0.0, None
+    with warnings.catch_warnings():
+        if validation is not None:  # about the interim band, which the --validation rows replace
+            warnings.filterwarnings("ignore", message="the band is calibrated on only", category=UserWarning)
+        detector = VAEOutlierDetector(**params).fit(table)
+    if validation is not None:
         valid, problems = parse_text_table(valid_text, detector.schema_, source=_name(validation),
                                            na_values=na_values)
         if problems:

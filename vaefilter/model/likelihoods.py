@@ -20,6 +20,7 @@ from torch import nn
 from scipy import stats
 from torch.nn import functional as F
 
+from .._precision import float32_resolves
 from .._torch import LOG_2PI, may_be_true
 from .relations import RELATED_KINDS, DiscreteParents, LinearRelations
 
@@ -1121,9 +1122,9 @@ def _standardisation(X):
     loc, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
     loc[present] = np.nanmean(X[:, present], axis=0)
     scale[present] = np.nanstd(X[:, present], axis=0)
-    # a constant column keeps unit scale (as in sklearn's StandardScaler)
-    tiny = 10 * np.finfo(np.float32).eps * np.maximum(1.0, np.abs(loc))
-    scale = np.where(scale < tiny, 1.0, scale)
+    # a constant column keeps unit scale (as in sklearn's StandardScaler); so
+    # does one that float32 cells cannot tell from constant (the schema warns)
+    scale = np.where(float32_resolves(loc, scale), scale, 1.0)
     return loc, scale
 
 
