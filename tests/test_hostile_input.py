@@ -109,7 +109,7 @@ def test_drift_report_takes_scores_of_a_larger_batch(mixed):
 # ------------------------------------------------------------ generating
 @pytest.mark.parametrize("Z, message", [
     (np.zeros((2, 3)), "Z has 3 columns, but .* latent_dim=2"),  # reshaped into 3 points
-    (np.zeros(4), "Expected 2D array"),
+    (np.zeros(4), "Z has 4 columns, but .* latent_dim=2"),  # a flat array is one point
     ([[np.nan, 0.0]], "Z contains NaN"),
 ])
 def test_decode_checks_its_points(numeric, Z, message):
@@ -173,12 +173,13 @@ def test_saving_an_unfitted_detector_says_so(tmp_path):
 @pytest.mark.parametrize("values", [pd.to_datetime(["2020-01-01", "2020-01-02"]), pd.to_timedelta([1, 2], unit="s")])
 def test_dates_in_a_numeric_column_are_refused_at_scoring(mixed, values):
     batch = _table(2, seed=5).assign(a=values)  # scored as nanoseconds: log p(x) about -5e28
-    with pytest.raises(ValueError, match="column 'a' has dtype .*64.*, but it was numeric"):
+    with pytest.raises(ValueError, match="column 'a' has dtype .*64.*, but it held float64 values in training"):
         mixed.score_samples(batch)
 
 
 # ------------------------------------------------------------ CLI
-def test_report_to_standard_output(tmp_path, capsys):
+def test_report_to_standard_output(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the old bug wrote a file named '-' here
     pytest.importorskip("matplotlib")
     lines = titanic_csv_path().read_bytes().splitlines(keepends=True)
     train = tmp_path / "train.csv"
@@ -190,7 +191,7 @@ def test_report_to_standard_output(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out.lstrip().lower().startswith("<!doctype html") and "</html>" in captured.out
     assert "standard output" in captured.err
-    assert not (tmp_path / "-").exists() and not (tmp_path.cwd() / "-").exists()
+    assert not (tmp_path / "-").exists()
 
 
 # ------------------------------------------------------------ spreads float32 barely resolves
@@ -315,10 +316,85 @@ def test_errors_of_one_file_among_many_carry_no_class_name():
     from vaefilter.pipeline import error_text
     assert error_text(FileNotFoundError(2, "No such file or directory", "a.csv")) == "a.csv: No such file or directory"
     assert error_text(ValueError("e.csv: line 1: bad")) == "e.csv: line 1: bad"
-    assert error_text(RuntimeError("worker died")) == "RuntimeError: worker died"
+    assert error_text(RuntimeError("the input changed")) == "the input changed"
+    assert error_text(KeyError("col")) == "KeyError: 'col'"
+    assert error_text(MemoryError()) == "MemoryError: "
 
 
 def test_bytes_in_a_category_column_match_their_text(mixed):
     batch = _table(3, seed=6)
     as_bytes = batch.assign(k=[v.encode() for v in batch["k"]])  # were 'a category never seen' (~27 nats)
     np.testing.assert_allclose(mixed.score_samples(as_bytes), mixed.score_samples(batch))
+
+
+def test_a_capped_cell_keeps_the_float32_search_finite(monkeypatch):
+    # on a GPU the posterior search runs in float32: residual^2 / variance^3 of a capped cell was
+    # 1e39 and the search's Newton steps turned the row's score into NaN
+    import vaefilter.scoring.marginal as marginal
+    monkeypatch.setattr(marginal, "_in_search_precision", lambda network, *tensors: (network, *tensors))
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=1000)
+    table = pd.DataFrame({"a": a, "b": a + 0.001 * rng.normal(size=1000), "c": rng.normal(size=1000)})
+    detector = VAEOutlierDetector(latent_dim=2, max_epochs=100, random_state=0).fit(table)  # NaN at row 2
+    batch = table.iloc[:4].copy()
+    batch.loc[1, "a"], batch.loc[2, "b"] = 1e20, 1e20
+    log_px = detector.score_samples(batch)
+    assert np.isfinite(log_px).all() and log_px[1] < -1e20 and log_px[2] < -1e20
+
+
+def test_bytes_still_match_a_model_that_stored_their_repr():
+    from vaefilter.columns import _category_codes
+    assert list(_category_codes([b"x", b"y", b"z"], ["b'x'", "b'y'"])) == [0, 1, 2]  # 2: never seen
+
+
+def test_a_non_number_is_named_by_the_frame_s_own_column(numeric):
+    frame = pd.DataFrame({"x0": [0.0, 1.0], "x1": [0.0, 1.0], "zz": ["u", "v"]})
+    with pytest.raises(ValueError, match="column 'zz': 'u'"):  # was named 'x2', the model's column there
+        numeric.score_samples(frame)
+
+
+def test_the_complex_cell_named_is_the_one_with_an_imaginary_part(numeric):
+    X = np.zeros((3, 3), dtype=complex)
+    X[2, 1] = 1j
+    with pytest.raises(ValueError, match=r"(?s)Complex data not supported.*row 2, column 'x1'"):
+        numeric.score_samples(X)
+
+
+def test_dates_are_refused_by_a_numeric_model_too():
+    frame = pd.DataFrame({"a": np.arange(60.0), "b": np.arange(60.0) % 7})
+    detector = VAEOutlierDetector(**FAST).fit(frame)
+    dates = pd.DataFrame({"a": pd.to_datetime(["2020-01-01"] * 2), "b": pd.to_datetime(["2020-01-02"] * 2)})
+    with pytest.raises(ValueError, match="column 'a' has dtype datetime64"):  # scored as about -1.8e30
+        detector.score_samples(dates)
+
+
+def test_decode_takes_a_column_of_points_in_a_one_dimensional_latent_space():
+    detector = VAEOutlierDetector(**{**FAST, "latent_dim": 1}).fit(np.random.default_rng(0).normal(size=(100, 2)))
+    assert detector.decode(np.linspace(-2, 2, 5)).shape == (5, 2)
+
+
+def test_fit_reads_a_hard_link_to_a_training_file_once(small_csv, tmp_path, capsys):
+    import os
+    link = tmp_path / "link.csv"
+    os.link(small_csv, link)
+    assert main(["fit", str(small_csv), str(link), "-o", str(tmp_path / "m.vf"), *CLI_FAST[:-1]]) == 0
+    assert "trained on 150 rows" in capsys.readouterr().err
+
+
+def test_stdout_shared_with_dev_null_or_an_input_is_not_a_clash(small_csv, model_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import vaefilter
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(vaefilter.__file__).parents[1])}
+    base = [sys.executable, "-m", "vaefilter.cli"]
+    with open(os.devnull, "wb") as null:  # an exit-status-only run: --valid /dev/null --invalid - > /dev/null
+        done = subprocess.run([*base, "filter", str(small_csv), "-m", str(model_file), "--valid", os.devnull,
+                               "--invalid", "-", "-q"], stdout=null, stderr=subprocess.PIPE, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    piped = subprocess.run([*base, "filter", str(small_csv), "-m", str(model_file), "--valid", "/dev/stdout",
+                            "--invalid", "-", "-q"], capture_output=True, env=env, timeout=300)  # a pipe
+    assert piped.returncode == 2 and b"both name stdout" in piped.stderr and piped.stdout == b""

@@ -293,7 +293,8 @@ def main(argv=None):
             return args.handler(args)
         except BrokenPipeError:
             return _quiet_broken_pipe()
-        except (CsvFormatError, ModelFileError, ValueError, OSError, LookupError, RuntimeError) as exc:
+        # Warning: a warning turned error by 'python -W error' or PYTHONWARNINGS=error
+        except (CsvFormatError, ModelFileError, ValueError, OSError, LookupError, RuntimeError, Warning) as exc:
             print(f"vaefilter: error: {_one_line(exc)}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
@@ -309,7 +310,9 @@ def _warnings_on_one_line():
     """Python warnings as ``vaefilter: warning: ...`` lines, like the errors: the default
     format printed the library's source path and line to a shell user."""
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"vaefilter: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        # another library's warning (a FutureWarning of pandas) keeps its category
+        kind = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
+        print(f"vaefilter: warning: {kind}{' '.join(str(message).split())}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show

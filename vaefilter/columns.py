@@ -126,7 +126,7 @@ def infer_value_kind(values):
     low = float(values.min())
     if np.all(values == np.round(values)) and np.abs(values).max() <= _LARGEST_WHOLE_NUMBER:
         return ("count", _prefers_log_scale(values)) if low >= 0 else ("integer", False)
-    if low > 0 or low == 0:
+    if low >= 0:
         # on the log scale, a narrow band of large values (epoch seconds) is a
         # spread float32 cannot resolve; on the values' own scale it may be
         if _resolved(np.log(values[values > 0])) or not _resolved(values):
@@ -158,7 +158,7 @@ def _warn_if_unresolved(name, values, spec):
         warnings.warn(f"column {name!r} varies (standard deviation {np.std(finite):.3g} around {np.mean(finite):.6g}) "
                       "by less than float32 resolves there, so it is modelled as constant and its values are not "
                       "checked; subtract an offset (e.g. its minimum) or rescale it before fitting",
-                      UserWarning, stacklevel=4)
+                      UserWarning, stacklevel=6)
 
 
 def _check_value_kind(name, values, kind):
@@ -226,7 +226,8 @@ def _category_codes(values, categories):
     """Position of each value among ``categories`` (by text, then by numeric value), ``len(categories)`` if none."""
     codes = {c: i for i, c in enumerate(categories)}
     unseen = len(categories)
-    out = np.array([codes.get(_category_text(v), unseen) for v in values], dtype=np.float64)
+    # str(v) after the text: a model fitted on bytes before they were read as text holds "b'x'"
+    out = np.array([codes.get(_category_text(v), codes.get(str(v), unseen)) for v in values], dtype=np.float64)
     by_value = _by_value(categories) if (out == unseen).any() else None
     if by_value is not None:
         unmatched = np.flatnonzero(out == unseen)
@@ -263,8 +264,8 @@ def _check_scorable_dtype(spec, series):
     dtype = series.dtype
     if (pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
             or pd.api.types.is_complex_dtype(dtype) or isinstance(dtype, pd.PeriodDtype)):
-        raise ValueError(f"column {spec.name!r} has dtype {dtype}, but it was numeric ({spec.dtype}) in training; "
-                         "convert it to the same numbers")
+        raise ValueError(f"column {spec.name!r} has dtype {dtype}, but it held {spec.dtype} values in training; "
+                         "convert it to the same values")
 
 
 def _resolve_categorical(frame, categorical_features):

@@ -59,8 +59,8 @@ from ._optional import import_optional
 from .band import band_pvalues
 from .io.csvio import atomic_directories, remove_temporaries
 from .drift import DEFAULT_ALPHA, batch_drift
-from .pipeline import (REJECT_FIELDS, SCORE_FIELDS, check_paths, error_text, file_id, filter_csv, input_stem,
-                       output_path, score_table, write_summary_json)
+from .pipeline import (REJECT_FIELDS, SCORE_FIELDS, check_output_directory, check_paths, error_text, file_id,
+                       filter_csv, input_stem, output_path, score_table, write_summary_json)
 
 # The Parquet path scores every row at full K (score_table's default), so its
 # rejected rows carry no n_draws field.
@@ -428,6 +428,7 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
             check_paths(inputs={"--model": model_path, **{f"input {f}": f for f in files}},
                         outputs={"--valid": valid_pattern, "--invalid": invalid_pattern,
                                  "--summary-json": summary_json})
+            check_output_directory("--summary-json", summary_json)
         results = [filter_parquet(model_path, files, valid_pattern, invalid_pattern, scheduler, n_workers=n_workers,
                                   drift_alpha=drift_alpha)]
         if summary_json is not None:
@@ -442,6 +443,7 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
         check_paths(inputs={"--model": model_path, **{f"input {f}": f for f in files}},
                     outputs={**{f"output {out}": out for job in jobs for out in job[1:]},
                              "--summary-json": summary_json})
+        check_output_directory("--summary-json", summary_json)
     fn = file_task or filter_file
     try:
         with _runner(scheduler, len(jobs), n_workers) as runner:

@@ -227,21 +227,48 @@ def _checked_batch_scores(log_px, n_sample):
     return scores.astype(float)
 
 
+def _is_real_number(value):
+    if isinstance(value, (complex, np.complexfloating)):
+        return value.imag == 0  # scikit-learn refuses a complex array even where every cell is real
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _first_non_numeric_cell(X):
-    """(row, column, value) of the first cell of a 2-D input that ``float`` refuses, or None."""
+    """(row, column, value) of the first cell of a 2-D input that is not a real number, or None."""
     cells = X.to_numpy(dtype=object) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=object)
     if cells.ndim != 2:
         return None
     for (row, col), value in np.ndenumerate(cells):
-        try:
-            float(value)
-        except (TypeError, ValueError):
+        if not _is_real_number(value):
             return row, col, value
     return None
 
 
-def _column_label(X, col):
-    return str(X.columns[col]) if isinstance(X, pd.DataFrame) else f"x{col}"
+def _column_label(X, col, names):
+    """A column's name: the DataFrame's own (which may differ from the model's), else the model's."""
+    if isinstance(X, pd.DataFrame):
+        return str(X.columns[col])
+    return names[col] if names is not None and col < len(names) else f"x{col}"
+
+
+#: the conversion errors of ``validate_data`` whose cell is worth finding
+_CONVERSION_ERRORS = ("could not convert", "argument must be", "Complex data not supported", "invalid literal")
+
+
+def _check_scorable_columns(X):
+    """Dates in a numeric model's DataFrame scored as nanoseconds (about -2e30 nats)."""
+    if not isinstance(X, pd.DataFrame):
+        return
+    for name in X.columns:
+        dtype = X[name].dtype
+        if (pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
+                or isinstance(dtype, pd.PeriodDtype)):
+            raise ValueError(f"column {str(name)!r} has dtype {dtype}; this detector models numbers: "
+                             "convert it to the numbers it was fitted on")
 
 
 def _check_unique_columns(frame):
@@ -1088,15 +1115,17 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     def _numeric_matrix(self, X, reset):
         """``validate_data`` of a numeric model's input; NaN and inf are left to ``_check_values``,
         which names the row and column; the error of a cell that is not a number names them too."""
+        _check_scorable_columns(X)
         try:
             return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset, ensure_min_samples=2 if reset else 1,
                                  ensure_all_finite=False)
         except (ValueError, TypeError) as exc:
-            where = _first_non_numeric_cell(X)
+            # other errors (feature names, shapes) are not about a cell
+            where = _first_non_numeric_cell(X) if any(e in str(exc) for e in _CONVERSION_ERRORS) else None
             if where is None:
                 raise
             row, col, value = where
-            name = self.schema_.names[col] if not reset and col < len(self.schema_.names) else _column_label(X, col)
+            name = _column_label(X, col, None if reset else self.schema_.names)
             # scikit-learn's own message and type first, as its checks and callers match them
             raise type(exc)(f"{exc}; the first value that is not a real number is at row {row}, column {name!r}: "
                             f"{quote_cell(value)}") from exc
@@ -1492,7 +1521,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         Parameters
         ----------
         Z : array-like of shape (n_points, latent_dim)
-            Finite latent points; one point may be given as a 1-D array.
+            Finite latent points; one point may be given as a 1-D array, and
+            with ``latent_dim=1`` a 1-D array is a column of points.
 
         Returns
         -------
@@ -1501,9 +1531,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """
         check_is_fitted(self)
         network = self._network()
-        Z = np.asarray(Z) if np.ndim(Z) == 1 else Z
-        if np.ndim(Z) == 1 and np.size(Z) == network.latent_dim:
-            Z = np.reshape(Z, (1, -1))  # one point
+        if np.ndim(Z) == 1:
+            # one point of a latent space, or (latent_dim=1) a column of points
+            Z = np.reshape(Z, (-1, 1) if network.latent_dim == 1 else (1, -1))
         Z = check_array(Z, dtype=np.float64, input_name="Z")
         if Z.shape[1] != network.latent_dim:
             raise ValueError(f"Z has {Z.shape[1]} columns, but this detector's latent space has "

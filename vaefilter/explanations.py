@@ -74,7 +74,8 @@ def format_nats(value):
     return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.4g}"
 
 
-def _format_value(value):
+def format_value(value):
+    """A cell's value as a reason quotes it."""
     if isinstance(value, float):
         # six digits of an epoch time (1.70002e+09) do not say which second; ten do
         return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.10g}"
@@ -107,7 +108,7 @@ class ColumnProblem:
 
     def render(self):
         note = f", {self.note}" if self.note else ""
-        return f"{self.column}={_format_value(self.value)} ({format_nats(self.deficit)} nats below typical{note})"
+        return f"{self.column}={format_value(self.value)} ({format_nats(self.deficit)} nats below typical{note})"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import json
 import os
 import queue
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -40,6 +41,7 @@ from .band import band_pvalues, benjamini_hochberg, conformal_band
 from .io.csvio import AtomicOutputs, CsvReader, append_fields
 from ._torch import resolve_device
 from .drift import DEFAULT_ALPHA, batch_drift
+from .explanations import format_value
 from .persistence import load_model, model_bytes
 from .io.texttypes import infer_text_table, odd_cells, parse_text_table, quote_cell
 
@@ -62,6 +64,7 @@ __all__ = [
     "score_table",
     "write_summary_json",
     "error_text",
+    "check_output_directory",
 ]
 
 #: the fields ``score`` appends to every record
@@ -184,26 +187,19 @@ def error_text(exc):
     (a bug, a worker's crash) keeps it."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
-    if isinstance(exc, (ValueError, LookupError)):
+    if isinstance(exc, (ValueError, RuntimeError)) and str(exc):  # RuntimeError: 'the input changed ...'
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}"  # a KeyError's text is only its key
 
 
 def _stdout_id():
-    """(device, inode) of what standard output is (a file, a pipe, a terminal), else None."""
+    """(device, inode) of the file or pipe standard output is, else None: not for a terminal or
+    /dev/null (character devices), which other outputs may share without overwriting anything."""
     try:
         st = os.fstat(sys.stdout.fileno())
     except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor
         return None
-    return (st.st_dev, st.st_ino)
-
-
-def _check_directory_of(what, path):
-    """An output's directory must exist before anything is written: a --summary-json into a
-    missing one failed only after both CSV outputs had been replaced."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"{what} {path!r}: its directory {directory!r} does not exist")
+    return None if stat.S_ISCHR(st.st_mode) else (st.st_dev, st.st_ino)
 
 
 def _is_path(target):
@@ -216,33 +212,49 @@ def check_paths(inputs, outputs):
     ``inputs`` and ``outputs`` map a description (``'--model'``) to a path.
     Compared by resolved path and, for files that exist, by device and inode
     (symbolic and hard links). ``-`` is stdin for inputs and stdout for
-    outputs; streams and None are not checked.
+    outputs; streams and None are not checked. An output ``-`` is also the
+    file or pipe stdout is, compared with the other outputs only: '--valid
+    /dev/stdout --invalid -', or '--valid o.csv --invalid - > o.csv', wrote
+    both outputs into one file, one over the other.
     """
-    seen = {}  # key -> what
+    seen = {}  # key -> what, of inputs and outputs
     for what, path in inputs.items():
         if not _is_path(path) or os.fspath(path) == "-":
             continue
         for key in (os.path.realpath(path), file_id(path)):
             if key is not None:
                 seen.setdefault(key, what)
+    written = {}  # key -> what, of outputs only (stdout's file may also be an input: '< a.csv ... -o -')
+    stdout = _stdout_id()
     for what, path in outputs.items():
         if not _is_path(path):
             continue
         path = os.fspath(path)
-        if path != "-":
-            _check_directory_of(what, path)
-        # '-' is also the file or pipe stdout is: '--valid /dev/stdout --invalid -', or
-        # '--valid o.csv --invalid - > o.csv', wrote both outputs into one file, one over the other
-        keys = ["-", _stdout_id()] if path == "-" else [os.path.realpath(path), file_id(path)]
-        for key in keys:
-            if key is not None and key in seen:
-                other = seen[key]
-                name = "stdout" if path == "-" else repr(path)
-                raise ValueError(f"{other} and {what} both name {name}; each output needs its own file, "
-                                 "apart from the inputs and the model")
+        keys = ["-"] if path == "-" else [os.path.realpath(path), file_id(path)]
+        among_outputs = [stdout] if path == "-" else keys
+        clashes = [(seen[k], k) for k in keys if k is not None and k in seen]
+        clashes += [(written[k], k) for k in among_outputs if k is not None and k in written]
+        if clashes:
+            other, key = clashes[0]
+            name = "stdout" if path == "-" or key == stdout else repr(path)
+            raise ValueError(f"{other} and {what} both name {name}; each output needs its own file, "
+                             "apart from the inputs and the model")
         for key in keys:
             if key is not None:
                 seen[key] = what
+        for key in among_outputs:
+            if key is not None:
+                written[key] = what
+
+
+def check_output_directory(what, path):
+    """An output written at the end of a run needs its directory now: a --summary-json into a
+    missing one failed only after both CSV outputs had been replaced."""
+    if path is None or not _is_path(path) or os.fspath(path) == "-":
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"{what} {os.fspath(path)!r}: its directory {directory!r} does not exist")
 
 
 @contextlib.contextmanager
@@ -275,6 +287,7 @@ def _prepare(model, input, device, outputs):
     (start time, detector)."""
     started = time.perf_counter()
     check_paths(inputs={"the input": input, "--model": model}, outputs=outputs)
+    check_output_directory("--summary-json", outputs.get("--summary-json"))
     return started, load_detector(model, device)
 
 
@@ -396,7 +409,7 @@ def _explain_splitting(detector, typed, reasons, parts=8, sequential=False):
             label = typed.index[0]
             numbers = typed.iloc[0].apply(lambda v: abs(v) if isinstance(v, (int, float, np.number)) else np.nan)
             largest = numbers.astype(float).idxmax() if numbers.notna().any() else None
-            where = f"; its largest value is {largest}={float(typed.iloc[0][largest]):.6g}" if largest is not None else ""
+            where = "" if largest is None else f"; its largest value is {largest}={format_value(float(typed.iloc[0][largest]))}"
             reasons[label] = (f"{_NOT_FINITE}: the likelihood overflowed on a value far outside the training "
                               f"range{where}")
             return []
@@ -1007,8 +1020,11 @@ def _refuse_beyond_float32(table, text, places):
         if not pd.api.types.is_numeric_dtype(table[name].dtype) or pd.api.types.is_bool_dtype(table[name].dtype):
             continue
         values = table[name].to_numpy(dtype=np.float64, na_value=np.nan)
-        beyond = np.flatnonzero(np.abs(np.nan_to_num(values)) > _FLOAT32_MAX)
+        with np.errstate(invalid="ignore"):
+            beyond = np.flatnonzero(np.abs(values) > _FLOAT32_MAX)  # NaN compares False
         if beyond.size:
+            # (a text that parses as inf, '1e400', never gets here: it makes the column categorical,
+            # which _refuse_odd_cells refuses)
             where, line = places[beyond[0]]
             raise ValueError(f"{where}: line {line}: column {name!r}: {quote_cell(text[name].iloc[beyond[0]])} is "
                              "beyond float32's range (3.4e38); rescale that column")
@@ -1019,10 +1035,13 @@ def _unique_files(paths):
     put its rows in the fit twice, and the same row in both the training and calibration splits."""
     seen, unique = set(), []
     for path in paths:
-        key = os.path.realpath(path) if _is_path(path) and os.fspath(path) != "-" else id(path)
-        if key not in seen:
-            seen.add(key)
+        if not _is_path(path):
+            unique.append(path)  # a stream is read as given
+            continue
+        keys = {"-"} if os.fspath(path) == "-" else {os.path.realpath(path), file_id(path)} - {None}
+        if not keys & seen:  # by path, symlink or hard link
             unique.append(path)
+        seen |= keys
     return unique
 
 

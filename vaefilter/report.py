@@ -514,8 +514,12 @@ def write_report(detector, path, batch=None, title="vaefilter report", random_st
     """Write :func:`build_report`'s HTML to ``path`` (UTF-8; ``"-"``: standard output); return the path."""
     page = build_report(detector, batch=batch, title=title, random_state=random_state)
     if os.fspath(path) == "-":  # as the CSV outputs take it; it used to create a file named '-'
-        sys.stdout.buffer.write(page.encode("utf-8"))
-        sys.stdout.buffer.flush()
+        sys.stdout.flush()  # text printed before comes first
+        if hasattr(sys.stdout, "buffer"):
+            sys.stdout.buffer.write(page.encode("utf-8"))
+            sys.stdout.buffer.flush()
+        else:  # a notebook's stdout
+            sys.stdout.write(page)
         return path
     path = Path(path)
     path.write_text(page, encoding="utf-8")

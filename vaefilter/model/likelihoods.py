@@ -44,9 +44,10 @@ INPUT_CLIP = 10.0
 # A continuous cell is scored at most this many training standard deviations
 # from the column's mean. Beyond ~1.8e19 sd the squared residual of a float32
 # Gaussian overflows (a value of 1e20 in a N(0, 1) column scored -inf and the
-# whole batch raised); at 1e15 sd a cell costs about 5e29 nats (5e32 at the
-# smallest variance), finite for any column count below 1e5, so such a row
-# still ranks below every real one. Values further out tie with each other.
+# whole batch raised); at 1e15 sd a cell costs 5e29 / variance nats (5e32 at
+# the default min_variance 1e-3; finite for any variance above 1e-8 over 100
+# such cells), so such a row still ranks below every real one. Values further
+# out tie with each other, and the search's derivatives leave the cell out.
 RESIDUAL_LIMIT = 1e15
 
 
@@ -271,11 +272,18 @@ class GaussianColumns(ColumnFamily):
         return self.summed_log_prob(params, x_cols), gradient, hessian_directions
 
     def _gaussian_derivatives(self, params, x_cols, directions):
-        """Gradient and Hessian-times-directions of the Gaussian terms; missing cells add none."""
+        """Gradient and Hessian-times-directions of the Gaussian terms; missing cells add none.
+
+        Nor do cells at ``RESIDUAL_LIMIT``: their cost is constant there, and
+        residual^2 / variance^3 overflows float32 (1e30 / 1e-9), which made the
+        float32 search on a GPU return NaN.
+        """
         missing = torch.isnan(x_cols)
-        present = (~missing).to(params.dtype).repeat(1, 2)  # for the means' and the variances' halves
+        standardised = self._standardised(torch.where(missing, self.loc, x_cols))
+        capped = standardised.abs() >= RESIDUAL_LIMIT
+        present = (~(missing | capped)).to(params.dtype).repeat(1, 2)  # for the means' and the variances' halves
         mean, raw_variance = params.chunk(2, dim=-1)
-        residual = self._standardised(torch.where(missing, self.loc, x_cols)) - mean
+        residual = torch.where(capped, torch.zeros_like(standardised), standardised) - mean
         slope = torch.sigmoid(raw_variance)  # d variance / d raw_variance
         variance = self.min_variance + F.softplus(raw_variance)
         d_variance = 0.5 * (residual.square() / variance - 1.0) / variance
