@@ -398,3 +398,18 @@ def test_stdout_shared_with_dev_null_or_an_input_is_not_a_clash(small_csv, model
     piped = subprocess.run([*base, "filter", str(small_csv), "-m", str(model_file), "--valid", "/dev/stdout",
                             "--invalid", "-", "-q"], capture_output=True, env=env, timeout=300)  # a pipe
     assert piped.returncode == 2 and b"both name stdout" in piped.stderr and piped.stdout == b""
+
+
+def test_a_parquet_summary_beside_outputs_in_a_new_directory(small_csv, model_file, tmp_path):
+    pytest.importorskip("dask.dataframe")
+    pytest.importorskip("pyarrow")
+    source = tmp_path / "b.parquet"
+    pd.read_csv(small_csv).to_parquet(source)
+    new = tmp_path / "out" / "new"  # filter_parquet creates it; the summary goes in it too
+    assert main(["filter", str(source), "-m", str(model_file), "--valid", str(new / "valid"), "--invalid",
+                 str(new / "invalid"), "--summary-json", str(new / "s.json"), "-q"]) == 0
+    assert (new / "s.json").exists()
+    assert main(["filter", str(source), "-m", str(model_file), "--valid", str(tmp_path / "o2" / "valid"),
+                 "--invalid", str(tmp_path / "o2" / "invalid"), "--summary-json", str(tmp_path / "no" / "s.json"),
+                 "-q"]) == 2
+    assert not (tmp_path / "o2").exists()

@@ -428,7 +428,9 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
             check_paths(inputs={"--model": model_path, **{f"input {f}": f for f in files}},
                         outputs={"--valid": valid_pattern, "--invalid": invalid_pattern,
                                  "--summary-json": summary_json})
-            check_output_directory("--summary-json", summary_json)
+            created = {os.path.dirname(os.path.abspath(p)) for p in (valid_pattern, invalid_pattern)}
+            if os.path.dirname(os.path.abspath(summary_json)) not in created:  # filter_parquet makes those
+                check_output_directory("--summary-json", summary_json)
         results = [filter_parquet(model_path, files, valid_pattern, invalid_pattern, scheduler, n_workers=n_workers,
                                   drift_alpha=drift_alpha)]
         if summary_json is not None:
