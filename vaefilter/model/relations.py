@@ -232,7 +232,15 @@ class DiscreteParents(nn.Module):
 
     def shifted(self, params, residuals):
         """``params`` with every target moved by C times the residuals (which broadcast against it)."""
-        shift = residuals @ self.coefficients().to(residuals.dtype).T
+        coefficients = self.coefficients().to(residuals.dtype)
+        # Products summed in one fixed order, not a matmul: BLAS rounded this
+        # (rows x indicators) @ (indicators x targets) product differently at 8
+        # rows and at 16 or more (3.7e-9 on titanic), which moved a row's
+        # per-column log p(x) by one float32 step with the rows scored beside it.
+        # The residuals have no draws axis, so this is rows x 7 x 11 there.
+        shift = residuals[..., :1] * coefficients[:, 0]
+        for p in range(1, coefficients.shape[1]):
+            shift = shift + residuals[..., p : p + 1] * coefficients[:, p]
         # The shift laid over all of params' positions (0 off the targets, which
         # are distinct), where it is K times smaller than params, then one
         # broadcast add: index_add into the expanded params copied them and then
