@@ -258,12 +258,17 @@ def _check_no_numeric_kind(name, series, column_kinds):
                      f"(dtype {series.dtype}); convert it to numbers, or leave it out of column_kinds")
 
 
+def is_time_dtype(dtype):
+    """Dates, durations and periods: ``pd.to_numeric`` would pass them on as nanoseconds."""
+    return (pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
+            or isinstance(dtype, pd.PeriodDtype))
+
+
 def _check_scorable_dtype(spec, series):
-    """Dates and complex numbers would pass ``pd.to_numeric`` as nanoseconds or be cut to
+    """Times and complex numbers would pass ``pd.to_numeric`` as nanoseconds or be cut to
     their real part, and score as wild numbers of a column trained on others."""
     dtype = series.dtype
-    if (pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
-            or pd.api.types.is_complex_dtype(dtype) or isinstance(dtype, pd.PeriodDtype)):
+    if is_time_dtype(dtype) or pd.api.types.is_complex_dtype(dtype):
         raise ValueError(f"column {spec.name!r} has dtype {dtype}, but it held {spec.dtype} values in training; "
                          "convert it to the same values")
 

@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, check_scalar, validate_data
 
 from .band import band_from_scores, band_pvalues, conformal_band, exclude_lowest, signed_distance, validate_percentiles
-from .columns import VALUE_KINDS, TableSchema
+from .columns import VALUE_KINDS, TableSchema, is_time_dtype
 from .drift import DEFAULT_ALPHA, batch_drift, calibration_column_sample
 from ._torch import device_of, resolve_device, seeded_torch, to_numpy, to_tensor
 from .explanations import explain_rows, quote_cell, render_reasons
@@ -263,10 +263,8 @@ def _check_scorable_columns(X):
     """Dates in a numeric model's DataFrame scored as nanoseconds (about -2e30 nats)."""
     if not isinstance(X, pd.DataFrame):
         return
-    for name in X.columns:
-        dtype = X[name].dtype
-        if (pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
-                or isinstance(dtype, pd.PeriodDtype)):
+    for name, dtype in X.dtypes.items():
+        if is_time_dtype(dtype):
             raise ValueError(f"column {str(name)!r} has dtype {dtype}; this detector models numbers: "
                              "convert it to the numbers it was fitted on")
 
