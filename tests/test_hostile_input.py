@@ -444,3 +444,25 @@ def test_explain_sequential_does_not_depend_on_the_rows_beside():
     alone = np.concatenate([detector.explain(batch.iloc[[i]], sequential=True)["log_px"].to_numpy()
                             for i in range(len(batch))])
     np.testing.assert_array_equal(together, alone)
+
+
+def test_stdout_redirected_onto_the_input_is_refused(small_csv, model_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import vaefilter
+
+    before = small_csv.read_bytes()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(vaefilter.__file__).parents[1])}
+    with open(small_csv, "ab") as stdout:  # 'vaefilter score t.csv -o - >> t.csv'
+        done = subprocess.run([sys.executable, "-m", "vaefilter.cli", "score", str(small_csv), "-m", str(model_file),
+                               "-o", "-", "-q"], stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=300)
+    assert done.returncode == 2 and b"the input and --output both name stdout" in done.stderr, done.stderr
+    assert small_csv.read_bytes() == before
+    with open(small_csv, "rb") as stdin, open(tmp_path / "o.csv", "wb") as stdout:  # '- < t.csv > o.csv' is fine
+        done = subprocess.run([sys.executable, "-m", "vaefilter.cli", "score", "/dev/stdin", "-m", str(model_file),
+                               "-o", "-", "-q"], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env,
+                              timeout=300)
+    assert done.returncode == 0, done.stderr

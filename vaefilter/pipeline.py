@@ -193,13 +193,16 @@ def error_text(exc):
 
 
 def _stdout_id():
-    """(device, inode) of the file or pipe standard output is, else None: not for a terminal or
-    /dev/null (character devices), which other outputs may share without overwriting anything."""
+    """((device, inode) of the file or pipe standard output is, whether it is a regular file), or
+    (None, False) for a terminal or /dev/null (character devices), which other outputs may share
+    without overwriting anything."""
     try:
         st = os.fstat(sys.stdout.fileno())
     except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor
-        return None
-    return None if stat.S_ISCHR(st.st_mode) else (st.st_dev, st.st_ino)
+        return None, False
+    if stat.S_ISCHR(st.st_mode):
+        return None, False
+    return (st.st_dev, st.st_ino), stat.S_ISREG(st.st_mode)
 
 
 def _is_path(target):
@@ -224,13 +227,16 @@ def check_paths(inputs, outputs):
         for key in (os.path.realpath(path), file_id(path)):
             if key is not None:
                 seen.setdefault(key, what)
-    written = {}  # key -> what, of outputs only (stdout's file may also be an input: '< a.csv ... -o -')
-    stdout = _stdout_id()
+    written = {}  # key -> what, of outputs only
+    stdout, stdout_is_file = _stdout_id()
     for what, path in outputs.items():
         if not _is_path(path):
             continue
         path = os.fspath(path)
-        keys = ["-"] if path == "-" else [os.path.realpath(path), file_id(path)]
+        # stdout redirected onto an input ('score a.csv -o - > a.csv') overwrites it; a pipe or
+        # socket that is also stdin ('/dev/stdin') is compared with the other outputs only
+        keys = ["-", stdout] if path == "-" and stdout_is_file else (
+            ["-"] if path == "-" else [os.path.realpath(path), file_id(path)])
         among_outputs = [stdout] if path == "-" else keys
         clashes = [(seen[k], k) for k in keys if k is not None and k in seen]
         clashes += [(written[k], k) for k in among_outputs if k is not None and k in written]
