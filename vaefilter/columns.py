@@ -140,10 +140,9 @@ def _resolved(values):
     return values.size < 2 or np.ptp(values) == 0 or bool(float32_resolves(np.mean(values), np.std(values)))
 
 
-def modelled_scale(values, kind, log_scale):
-    """The values as the column's family standardises them: logs of positive amounts (their
+def _modelled_scale(values, kind, log_scale):
+    """Present ``values`` as the column's family standardises them: logs of positive amounts (their
     positive part) and of log-scale counts (x + 1/2), the values themselves otherwise."""
-    values = values[~np.isnan(values)]
     if kind in ("positive", "nonnegative"):
         return np.log(values[values > 0])
     return np.log(values + 0.5) if log_scale else values
@@ -154,7 +153,7 @@ def _warn_if_unresolved(name, values, spec):
     if spec.value_kind in ("binary", "proportion"):
         return
     finite = values[np.isfinite(values)]  # an inf is refused later, naming its row
-    if not _resolved(modelled_scale(finite, spec.value_kind, spec.log_scale)):
+    if not _resolved(_modelled_scale(finite, spec.value_kind, spec.log_scale)):
         warnings.warn(f"column {name!r} varies (standard deviation {np.std(finite):.3g} around {np.mean(finite):.6g}) "
                       "by less than float32 resolves there, so it is modelled as constant and its values are not "
                       "checked; subtract an offset (e.g. its minimum) or rescale it before fitting",
@@ -226,8 +225,12 @@ def _category_codes(values, categories):
     """Position of each value among ``categories`` (by text, then by numeric value), ``len(categories)`` if none."""
     codes = {c: i for i, c in enumerate(categories)}
     unseen = len(categories)
-    # str(v) after the text: a model fitted on bytes before they were read as text holds "b'x'"
-    out = np.array([codes.get(_category_text(v), codes.get(str(v), unseen)) for v in values], dtype=np.float64)
+    out = np.array([codes.get(str(v), unseen) for v in values], dtype=np.float64)
+    unmatched = np.flatnonzero(out == unseen)
+    if unmatched.size:
+        # bytes by their text, only where str() (b'x' -> "b'x'", as older models stored them) found none
+        out[unmatched] = [codes.get(_category_text(v), unseen) if isinstance(v, (bytes, bytearray)) else unseen
+                          for v in np.asarray(values, dtype=object)[unmatched]]
     by_value = _by_value(categories) if (out == unseen).any() else None
     if by_value is not None:
         unmatched = np.flatnonzero(out == unseen)
