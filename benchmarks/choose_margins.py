@@ -40,8 +40,9 @@ MIN_BIG_TABLE = 1000
 BANDS = ((25, 75), (1, None))
 
 
-def records(seed, save):
-    """Record every tuning table at ``seed`` into ``save`` (one .npz a table)."""
+def records(seed, save, fractions=None):
+    """Record every tuning table at ``seed`` into ``save`` (one .npz a table); with ``fractions``,
+    at those rounds' draws instead of the library's ``ROUND_FRACTIONS``."""
     import torch
 
     from vaefilter import VAEOutlierDetector
@@ -56,11 +57,13 @@ def records(seed, save):
             held["record"] = record
             return sequential.fit_margins(record)
 
-        with warnings.catch_warnings(), mock.patch("vaefilter.estimator.fit_margins", spy):
+        fractions_ = sequential.ROUND_FRACTIONS if fractions is None else tuple(fractions)
+        with warnings.catch_warnings(), mock.patch("vaefilter.estimator.fit_margins", spy), \
+                mock.patch.object(sequential, "ROUND_FRACTIONS", fractions_):
             warnings.simplefilter("ignore")
             detector = VAEOutlierDetector(random_state=seed, handle_missing="model", **params).fit(train)
-        rows = pd.concat([train, test]) if isinstance(train, pd.DataFrame) else np.vstack([train, test])
-        every = detector._margin_record(detector._network(), detector._validate_for_scoring(rows))
+            rows = pd.concat([train, test]) if isinstance(train, pd.DataFrame) else np.vstack([train, test])
+            every = detector._margin_record(detector._network(), detector._validate_for_scoring(rows))
         h = held["record"]
         np.savez(os.path.join(save, f"{name}_seed{seed}.npz"), held_full=h.full, held_rounds=h.rounds,
                  full=every.full, rounds=every.rounds, se=every.se, draws=np.array(every.draws),
@@ -187,11 +190,57 @@ def judge(files):
                   f"{draws / rows / len(BANDS):.1f} | {differ} of {rows * len(BANDS):,} |")
 
 
+def judge_schedules(files, schedules):
+    """The library's margin rule at each SE factor on each schedule of rounds (draws before the
+    last), every schedule a subset of the recorded rounds: the bound, draws per row, decisions."""
+    tables = [np.load(f) for f in files]
+    keep = [d for d in tables if d["held_full"].size >= sequential.MIN_MARGIN_ROWS]
+    print("\n| rounds (draws) | SE factor | bound, pooled | bound, worst table >= 1,000 rows | passes | draws/row | "
+          "draws/row (25, 75) | draws/row (1, None) | decisions ≠ full K |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    for schedule in schedules:
+        for se_factor in SE_FACTORS:
+            beyond = rows = differ = 0
+            draws = np.zeros(len(BANDS))
+            worst = 0.0
+            for d in keep:
+                recorded = [int(k) for k in d["draws"]]
+                if not set(schedule) <= set(recorded):
+                    raise SystemExit(f"schedule {schedule} is not a subset of the recorded rounds {recorded}")
+                at = [recorded.index(k) for k in schedule]
+                sub = {"draws": np.array(schedule), "rounds": d["rounds"][at], "se": d["se"][at], "full": d["full"],
+                       "K": d["K"]}
+                rise = [sequential.tail_quantile(d["held_full"] - d["held_rounds"][r]) for r in at]
+                fall = [sequential.tail_quantile(d["held_rounds"][r] - d["held_full"]) for r in at]
+                out = np.zeros(d["full"].size, bool)
+                for i, r in enumerate(at):
+                    gap, s_ = d["full"] - d["rounds"][r], se_factor * d["se"][r]
+                    out |= (gap > rise[i] + s_) | (-gap > fall[i] + s_)
+                beyond += out.sum()
+                rows += out.size
+                if out.size >= MIN_BIG_TABLE:
+                    worst = max(worst, out.mean())
+                for b, percentiles in enumerate(BANDS):
+                    band = tuple(None if p is None else float(np.percentile(d["validation"], p)) for p in percentiles)
+                    x, y = simulate(sub, band, rise, fall, se_factor)
+                    differ += x
+                    draws[b] += y * out.size
+            passes = beyond / rows <= 0.001 and worst <= 0.001
+            print(f"| {', '.join(map(str, schedule))} | {se_factor} | {beyond / rows:.3%} | {worst:.3%} | "
+                  f"{'yes' if passes else 'no'} | {draws.sum() / rows / len(BANDS):.1f} | {draws[0] / rows:.1f} | "
+                  f"{draws[1] / rows:.1f} | {differ} of {rows * len(BANDS):,} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--save", help="directory for the records (default: a temporary one)")
     parser.add_argument("--load", help="judge the records saved in this directory instead")
+    parser.add_argument("--fractions", type=float, nargs="+",
+                        help="record at these rounds (cumulative shares of K) instead of the library's")
+    parser.add_argument("--schedules", nargs="+", metavar="DRAWS",
+                        help="judge these subsets of the recorded rounds, each as comma-separated draw counts "
+                             "(e.g. 6,10,30 6,10,30,60) with the library's margin rule")
     args = parser.parse_args()
     if args.load:
         files = sorted(glob.glob(os.path.join(args.load, "*.npz")))
@@ -201,9 +250,12 @@ def main():
         save = args.save or tempfile.mkdtemp()
         os.makedirs(save, exist_ok=True)
         for seed in args.seeds:
-            records(seed, save)
+            records(seed, save, args.fractions)
         files = sorted(glob.glob(os.path.join(save, "*.npz")))
-    judge(files)
+    if args.schedules:
+        judge_schedules(files, [[int(k) for k in schedule.split(",")] for schedule in args.schedules])
+    else:
+        judge(files)
 
 
 if __name__ == "__main__":
