@@ -355,6 +355,18 @@ def _exit_status(args, n_rejected, drifted=False):
     return EXIT_INVALID_ROWS if args.fail_on_invalid and n_rejected else EXIT_OK
 
 
+def _printable(name):
+    """A column name as a terminal shows it: quoted (repr) where it holds a line break, an escape
+    sequence or another unprintable character, which would fake lines or recolour the terminal."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)
+
+
+def _band_percentiles(detector):
+    """The percentiles the band was set by (files before ``band_percentiles_``: the saved setting)."""
+    return getattr(detector, "band_percentiles_", None) or detector.threshold_percentiles
+
+
 def _fmt(value):
     return "none" if value is None else f"{value:.3f}"
 
@@ -404,7 +416,7 @@ def run_fit(args):
                      false_rejection=args.false_rejection, **options)
     detector = fitted.detector
     lower, upper = detector.thresholds_
-    kinds = ", ".join(f"{c.name}:{c.description}" for c in detector.schema_.columns)
+    kinds = ", ".join(f"{_printable(c.name)}:{c.description}" for c in detector.schema_.columns)
     print(
         f"trained on {fitted.n_rows} rows ({kinds}); {_epochs_text(detector)}; "
         f"band log p(x) in [{_fmt(lower)}, {_fmt(upper)}]; model written to {args.output}",
@@ -503,8 +515,8 @@ def run_info(args):
     for column in detector.schema_.columns:
         extra = f" categories={column.categories}" if column.kind == CATEGORICAL else ""
         missing = " (missing values modelled)" if column.has_missing else ""
-        print(f"  {column.name}: {column.description}{extra}{missing}")
-    how, *edges = describe_band(detector.validation_scores_, detector.thresholds_, detector.threshold_percentiles,
+        print(f"  {_printable(column.name)}: {column.description}{extra}{missing}")
+    how, *edges = describe_band(detector.validation_scores_, detector.thresholds_, _band_percentiles(detector),
                                 getattr(detector, "false_rejection_", None),
                                 folds=getattr(detector, "calibration_folds_", None))
     print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats ({how})")
@@ -516,7 +528,8 @@ def run_info(args):
           f"continuous_family={detector.continuous_family}")
     strongest = detector.relations(SHOWN_RELATIONS)
     if len(strongest):
-        listed = "; ".join(f"{row.column} <- {row.parent} {row.coefficient:+.3f}" for row in strongest.itertuples())
+        listed = "; ".join(f"{_printable(row.column)} <- {_printable(row.parent)} {row.coefficient:+.3f}"
+                           for row in strongest.itertuples())
         print(f"strongest relations (column <- parent, coefficient: standardised units, nats for a logit): {listed}")
     curve, val_curve = detector.loss_curve_, detector.validation_loss_curve_
     held_out = f" / {val_curve[-1]:.3f} held-out" if val_curve else ""

@@ -59,6 +59,7 @@ from ._optional import import_optional
 from .band import band_pvalues
 from .io.csvio import atomic_directories, remove_temporaries
 from .drift import DEFAULT_ALPHA, batch_drift
+from .estimator import deficit_column_names
 from .pipeline import (REJECT_FIELDS, SCORE_FIELDS, check_output_directory, check_paths, error_text, file_id,
                        filter_csv, input_stem, output_path, score_table, write_summary_json)
 
@@ -209,13 +210,13 @@ def explain_dataframe(detector, ddf, *, torch_threads=None):
     """:meth:`VAEOutlierDetector.explain` partition by partition (lazy).
 
     Returns a dask DataFrame with ``log_px``, ``is_valid``, ``reason`` and one
-    per-column deficit (nats) per model column. Unlike :func:`score_dataframe`,
+    per-column deficit (nats) per model column, named as ``explain`` names them. Unlike :func:`score_dataframe`,
     a row that cannot be scored fails its partition, as ``explain`` does.
     """
     _dd()
     names = _model_columns(detector, ddf.columns)
     meta = _score_meta(ddf._meta.index)
-    for name in detector.schema_.names:
+    for name in deficit_column_names(detector.schema_.names):
         meta[name] = pd.Series(dtype="float64")
     return ddf.map_partitions(
         _explain_partition, _ship(detector), names, torch_threads, meta=meta, enforce_metadata=False

@@ -187,6 +187,8 @@ FITTED_STATE = (
     FittedAttribute("calibration_column_log_prob_", "matrix", default=None),
     # files written before calibrate(false_rejection=...) set the band by percentiles
     FittedAttribute("false_rejection_", "plain", default=None),
+    # null: files written before it, whose band came from threshold_percentiles as saved
+    FittedAttribute("band_percentiles_", "plain", default=None),
     # sequential decisions' margins; files written before them score every row at K draws
     FittedAttribute("decision_margins_", "margins", default=None),
     # null: the band from a held-out calibration split (files before calibration_folds)
@@ -274,6 +276,26 @@ def _check_unique_columns(frame):
     repeated = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
     if repeated:
         raise ValueError(f"X has duplicate column names {repeated}; give each column its own name")
+
+
+#: The fields explain() puts before the per-column deficits (n_draws with ``sequential``).
+EXPLANATION_FIELDS = ("log_px", "is_valid", "reason", "p_value", "n_draws")
+
+
+def deficit_column_names(names):
+    """explain()'s deficit column of each feature: its name, or ``deficit_<name>`` where the name is
+    one of EXPLANATION_FIELDS (a column named ``reason`` would otherwise hide the ``reason`` field)."""
+    taken = set(EXPLANATION_FIELDS) | {str(name) for name in names}
+    out = []
+    for name in names:
+        if str(name) in EXPLANATION_FIELDS:
+            renamed = f"deficit_{name}"
+            while renamed in taken:
+                renamed = f"deficit_{renamed}"
+            taken.add(renamed)
+            name = renamed
+        out.append(name)
+    return out
 
 
 class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin, BaseEstimator):
@@ -558,6 +580,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         The false-rejection rate the band was set for by
         ``calibrate(false_rejection=...)``; None when it is set by
         ``threshold_percentiles``.
+    band_percentiles_ : tuple of (float or None, float or None) or None
+        The percentiles ``thresholds_`` were set by (with ``false_rejection_``,
+        only which sides are None counts): ``threshold_percentiles`` at fit,
+        or those given to :meth:`calibrate`. A later ``set_params`` does not
+        move the band, nor this. None in model files written before it.
     training_set_aside_ : ndarray of int
         With ``trim_fraction``: the training rows (indices into the X given
         to ``fit``) that the final weights set aside, the
@@ -972,6 +999,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.thresholds_ = band_from_scores(self.validation_scores_, percentiles)
         self.calibration_column_log_prob_ = calibration_column_sample(column_log_prob[kept])
         self.false_rejection_ = None
+        self.band_percentiles_ = tuple(percentiles)
 
     # ----------------------------------------------------------- validation
     def _validate_for_fit(self, X):
@@ -1243,6 +1271,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             sides = tuple(p is not None for p in percentiles)
             self.thresholds_ = conformal_band(self.validation_scores_, float(false_rejection), sides)
             self.false_rejection_ = float(false_rejection)
+        self.band_percentiles_ = tuple(percentiles)
         return self
 
     def pvalues(self, X):
@@ -1316,7 +1345,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             a row decided early has ``log_px`` and deficits estimated from
             the draws it used, its conditioned deficits at as many draws (at
             most 0.3 K, as at full K); the
-            frame then has an ``n_draws`` column after ``reason``.
+            frame then has an ``n_draws`` column after ``p_value``.
 
         Returns
         -------
@@ -1324,7 +1353,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             ``log_px`` (nats), ``is_valid`` (bool), ``reason`` ('' inside the
             band, else the up to three columns with the largest deficits and
             any value training never saw), ``p_value`` (see :meth:`pvalues`),
-            then one deficit column per feature.
+            then one deficit column per feature, named as the feature; a
+            feature named like one of those fields (or ``n_draws``) has its
+            deficit column named ``deficit_<name>``, so that every field
+            keeps its name and the frame's column names stay unique.
             The index is X's index when X is a DataFrame.
         records : list of (vaefilter.explanations.Explanation or None)
             Only with ``return_records``: per row, its reason as a record
@@ -1354,7 +1386,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         )
         if sequential:
             frame["n_draws"] = np.asarray(estimate.n_draws, dtype=np.int64)
-        deficit_frame = pd.DataFrame(deficits, columns=names, index=frame.index)
+        deficit_frame = pd.DataFrame(deficits, columns=deficit_column_names(names), index=frame.index)
         explanation = pd.concat([frame, deficit_frame], axis=1)
         return (explanation, records) if return_records else explanation
 

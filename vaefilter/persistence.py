@@ -23,6 +23,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import stat
 import struct
 
 import numpy as np
@@ -31,7 +33,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .band import validate_percentiles
-from .columns import TableSchema
+from .columns import BINARY, CATEGORICAL, NUMERIC, VALUE_KINDS, TableSchema
 from .estimator import FITTED_STATE, REQUIRED, VAEOutlierDetector
 from .model.network import VAENetwork
 
@@ -173,19 +175,28 @@ def save_model(detector, path):
 
 
 def _read_parts(path):
-    """Header (a checked dict) and tensor payload of a model file."""
+    """Header (a checked dict) and tensor payload of a model file.
+
+    Read piece by piece, each piece's length checked first: a file that is
+    not a model (a data file given by mistake, ``/dev/zero``) is refused on
+    its first 16 bytes, and no length a file declares is read past its end.
+    """
     with open(path, "rb") as f:
-        data = f.read()
-    if not data.startswith(MAGIC):
-        raise ModelFileError(f"{path}: not a vaefilter model file (wrong magic bytes)")
-    start = len(MAGIC) + 8 + 32
-    if len(data) < start:
-        raise ModelFileError(f"{path}: truncated model file (no header)")
-    (header_length,) = struct.unpack("<Q", data[len(MAGIC) : len(MAGIC) + 8])
-    checksum = data[len(MAGIC) + 8 : start]
-    if header_length > _MAX_HEADER_BYTES or start + header_length > len(data):
-        raise ModelFileError(f"{path}: truncated or corrupt model file (header length {header_length})")
-    header_bytes, payload = data[start : start + header_length], data[start + header_length :]
+        size = _size_of(f)
+        prefix = f.read(len(MAGIC) + 8 + 32)
+        if not prefix.startswith(MAGIC):
+            raise ModelFileError(f"{path}: not a vaefilter model file (wrong magic bytes)")
+        start = len(MAGIC) + 8 + 32
+        if len(prefix) < start:
+            raise ModelFileError(f"{path}: truncated model file (no header)")
+        (header_length,) = struct.unpack("<Q", prefix[len(MAGIC) : len(MAGIC) + 8])
+        checksum = prefix[len(MAGIC) + 8 : start]
+        if header_length > _MAX_HEADER_BYTES or (size is not None and start + header_length > size):
+            raise ModelFileError(f"{path}: truncated or corrupt model file (header length {header_length})")
+        header_bytes = f.read(header_length)
+        if len(header_bytes) < header_length:
+            raise ModelFileError(f"{path}: truncated or corrupt model file (header length {header_length})")
+        payload = _read_payload(f, path, size, start + header_length)
     if hashlib.sha256(header_bytes + payload).digest() != checksum:
         raise ModelFileError(f"{path}: model file is truncated or was modified (checksum mismatch)")
     try:
@@ -194,6 +205,34 @@ def _read_parts(path):
         raise ModelFileError(f"{path}: corrupt model header ({exc})") from None
     _check_header(path, header, payload)
     return header, payload
+
+
+#: Largest tensor payload a model file may hold: 4 GiB, far above any network the parameter caps
+#: below allow in practice (a 128-128 network is about 200 kB); a larger file is not read.
+_MAX_PAYLOAD_BYTES = 4 << 30
+
+
+def _size_of(f):
+    """The size of an open file in bytes, or None where it has none (a pipe, a device)."""
+    info = os.fstat(f.fileno())
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _read_payload(f, path, size, offset):
+    """The rest of the file, refused past _MAX_PAYLOAD_BYTES: checked on a file's size before
+    reading, on a stream while reading it in pieces of 1 MiB."""
+    too_large = ModelFileError(f"{path}: not a vaefilter model file (over {_MAX_PAYLOAD_BYTES >> 30} GiB of tensors)")
+    if size is not None:
+        if size - offset > _MAX_PAYLOAD_BYTES:
+            raise too_large
+        return f.read(size - offset)
+    pieces, total = [], 0
+    while piece := f.read(1 << 20):
+        total += len(piece)
+        if total > _MAX_PAYLOAD_BYTES:
+            raise too_large
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 def _check_header(path, header, payload):
@@ -283,6 +322,16 @@ def _check_values(path, header):
     except (TypeError, ValueError):
         bad(f"params.threshold_percentiles={percentiles!r}", "must be two percentiles in [0, 100], lower < upper")
 
+    band_percentiles = fitted.get("band_percentiles_")
+    if band_percentiles is not None:
+        try:
+            validate_percentiles(band_percentiles)
+            if any(p is not None and not _is_finite_number(p) for p in band_percentiles):
+                raise ValueError
+        except (TypeError, ValueError):
+            bad(f"fitted.band_percentiles_={band_percentiles!r}", "must be null or two percentiles in [0, 100], "
+                "lower < upper")
+
     thresholds = fitted.get("thresholds_")
     if not (isinstance(thresholds, list) and len(thresholds) == 2
             and all(t is None or _is_finite_number(t) for t in thresholds) and thresholds != [None, None]):
@@ -299,6 +348,10 @@ def _check_values(path, header):
     if not (isinstance(columns, list) and columns and all(isinstance(c, dict) for c in columns)):
         bad("schema.columns", "must be a non-empty list of column descriptions")
     n_columns = len(columns)
+    _check_schema(bad, header["schema"])
+    curve = fitted.get("loss_curve_")
+    if not (isinstance(curve, list) and curve and all(v is None or _is_finite_number(v) for v in curve)):
+        bad("fitted.loss_curve_", "must be a non-empty list of numbers (one per epoch)")
     for attribute in FITTED_STATE:
         if attribute.default is REQUIRED and attribute.name not in fitted:
             bad(f"fitted.{attribute.name}", "is missing")
@@ -350,8 +403,10 @@ def load_model(path):
         params.setdefault("calibration_folds", None)  # files before cross-fitted calibration
         params.setdefault("epoch_selection", "early_stopping")  # and before cross-validated epochs
         detector = VAEOutlierDetector(**params)
+        detector._validate_params()  # the estimator's own constraints: a forged 'bogus' choice is named
         _set_fitted_from_json(detector, header["fitted"], path)
         detector.schema_ = TableSchema.from_dict(header["schema"])
+        _check_weights(path, state_dict)
     except ModelFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
@@ -359,6 +414,37 @@ def load_model(path):
         raise ModelFileError(f"{path}: model file content cannot be loaded ({type(exc).__name__}: {first_line})") from None
     detector.network_ = network.eval()
     return detector
+
+
+def _check_weights(path, state_dict):
+    """Refuse a network whose weights hold NaN or inf: it would score every row NaN, and each
+    would read as a row's own overflow."""
+    for name, tensor in state_dict.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"{path}: corrupt model file (network weight {name!r} holds NaN or inf)")
+
+
+def _check_schema(bad, schema):
+    """Each column's kind, value kind, dtype and categories are ones the library writes."""
+    from pandas.api.types import pandas_dtype
+
+    for k, column in enumerate(schema.get("columns", [])):
+        if not isinstance(column, dict):
+            bad(f"schema.columns[{k}]", "must be an object")
+        where = f"schema.columns[{k}]"
+        if column.get("kind") not in (NUMERIC, BINARY, CATEGORICAL):
+            bad(f"{where}.kind={column.get('kind')!r}", f"must be one of {[NUMERIC, BINARY, CATEGORICAL]}")
+        if column.get("value_kind") not in (*VALUE_KINDS, CATEGORICAL, None):
+            bad(f"{where}.value_kind={column.get('value_kind')!r}", f"must be one of {list(VALUE_KINDS)}, "
+                "'categorical' or null")
+        categories = column.get("categories", [])
+        if not isinstance(categories, list) or (column["kind"] == CATEGORICAL and not categories) \
+                or not all(isinstance(c, str) for c in categories):
+            bad(f"{where}.categories", "must be a list of texts, not empty for a categorical column")
+        try:
+            pandas_dtype(column.get("dtype", "float64"))
+        except (TypeError, ValueError):
+            bad(f"{where}.dtype={column.get('dtype')!r}", "is not a dtype")
 
 
 def read_header(path):

@@ -234,7 +234,8 @@ def _columns_table(specs):
 
 def _model_section(detector):
     lower, upper = detector.thresholds_
-    percentiles = detector.threshold_percentiles
+    # the band's own percentiles, not a later set_params (files before band_percentiles_: the saved setting)
+    percentiles = getattr(detector, "band_percentiles_", None) or detector.threshold_percentiles
     band_text = f"[{_fmt(lower, 6)}, {_fmt(upper, 6)}]"
     train = list(detector.loss_curve_)
     val = list(detector.validation_loss_curve_)
