@@ -437,8 +437,8 @@ class TableSchema:
                 data[spec.name] = pd.Categorical(labels[codes], categories=spec.categories)
             elif spec.kind == BINARY:
                 data[spec.name] = pd.array(np.where(np.isnan(column), None, column > 0.5), dtype="boolean")
-            elif np.issubdtype(np.dtype(spec.dtype), np.integer) and not np.isnan(column).any():
-                data[spec.name] = np.rint(column).astype(spec.dtype)
+            elif _numpy_integer(spec.dtype) is not None and not np.isnan(column).any():
+                data[spec.name] = np.rint(column).astype(_numpy_integer(spec.dtype))
             else:
                 data[spec.name] = column
         return pd.DataFrame(data)
@@ -477,6 +477,16 @@ class TableSchema:
     @classmethod
     def from_dict(cls, data):
         return cls([ColumnSpec(**c) for c in data["columns"]])
+
+
+def _numpy_integer(dtype_name):
+    """The numpy integer dtype named ``dtype_name``, or None: another dtype, or a name numpy does
+    not read (a pyarrow or nullable dtype's, e.g. 'double[pyarrow]', 'Int64': floats are given)."""
+    try:
+        dtype = np.dtype(dtype_name)
+    except (TypeError, ValueError):
+        return None
+    return dtype if np.issubdtype(dtype, np.integer) else None
 
 
 def _outside_kind(value_kind, values):

@@ -140,11 +140,11 @@ def _limit_torch_threads(n):
             torch.set_num_threads(int(n))
 
 
-def _score_meta(index):
-    return pd.DataFrame(
-        {"log_px": pd.Series(dtype="float64"), "is_valid": pd.Series(dtype="bool"), "reason": pd.Series(dtype=str)},
-        index=index[:0],
-    )
+def _score_meta(index, p_value=False):
+    columns = {"log_px": pd.Series(dtype="float64"), "is_valid": pd.Series(dtype="bool"), "reason": pd.Series(dtype=str)}
+    if p_value:
+        columns["p_value"] = pd.Series(dtype="float64")
+    return pd.DataFrame(columns, index=index[:0])
 
 
 def _score_partition(partition, detector, names, torch_threads=None):
@@ -215,7 +215,7 @@ def explain_dataframe(detector, ddf, *, torch_threads=None):
     """
     _dd()
     names = _model_columns(detector, ddf.columns)
-    meta = _score_meta(ddf._meta.index)
+    meta = _score_meta(ddf._meta.index, p_value=True)  # explain's fields, then its deficit columns
     for name in deficit_column_names(detector.schema_.names):
         meta[name] = pd.Series(dtype="float64")
     return ddf.map_partitions(

@@ -188,7 +188,7 @@ FITTED_STATE = (
     # files written before calibrate(false_rejection=...) set the band by percentiles
     FittedAttribute("false_rejection_", "plain", default=None),
     # null: files written before it, whose band came from threshold_percentiles as saved
-    FittedAttribute("band_percentiles_", "plain", default=None),
+    FittedAttribute("band_percentiles_", "band", default=None),
     # sequential decisions' margins; files written before them score every row at K draws
     FittedAttribute("decision_margins_", "margins", default=None),
     # null: the band from a held-out calibration split (files before calibration_folds)
@@ -280,6 +280,11 @@ def _check_unique_columns(frame):
 
 #: The fields explain() puts before the per-column deficits (n_draws with ``sequential``).
 EXPLANATION_FIELDS = ("log_px", "is_valid", "reason", "p_value", "n_draws")
+
+
+def _plain_percentiles(percentiles):
+    """(lower, upper) percentiles as Python floats or None (a tuple, as a model file gives back)."""
+    return tuple(None if p is None else float(p) for p in percentiles)
 
 
 def deficit_column_names(names):
@@ -999,7 +1004,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.thresholds_ = band_from_scores(self.validation_scores_, percentiles)
         self.calibration_column_log_prob_ = calibration_column_sample(column_log_prob[kept])
         self.false_rejection_ = None
-        self.band_percentiles_ = tuple(percentiles)
+        self.band_percentiles_ = _plain_percentiles(percentiles)
 
     # ----------------------------------------------------------- validation
     def _validate_for_fit(self, X):
@@ -1271,7 +1276,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             sides = tuple(p is not None for p in percentiles)
             self.thresholds_ = conformal_band(self.validation_scores_, float(false_rejection), sides)
             self.false_rejection_ = float(false_rejection)
-        self.band_percentiles_ = tuple(percentiles)
+        self.band_percentiles_ = _plain_percentiles(percentiles)
         return self
 
     def pvalues(self, X):

@@ -69,7 +69,8 @@ def row_keys(x, seed):
 
 
 def _uniform(keys, counters):
-    """Uniforms in (0, 1) with 24 random bits, shape (n_rows, n_counters)."""
+    """Uniforms in (0, 1) with 24 random bits, shape (n_rows, n_counters); counters below 2**31
+    (K x latent_dim values a row: far below it)."""
     # fmix32(fmix32(key ^ counter * golden) + counter): in int32, the sum's
     # overflow past 32 bits is the carry int64 kept (counters are below 2**31)
     mixed = (counters * _GOLDEN & _MASK32).unsqueeze(0)
