@@ -142,6 +142,16 @@ def simulate(d, band, rise, fall, se_factor):
     return int((decision != inside).sum()), float(used.mean())
 
 
+def beyond_margins(d, rounds, rise, fall, se_factor):
+    """Rows of a record beyond margin + se_factor x se at some of ``rounds`` (indices into its
+    rounds; ``rise[i]``, ``fall[i]`` the margins of ``rounds[i]``)."""
+    out = np.zeros(d["full"].size, bool)
+    for i, r in enumerate(rounds):
+        gap, s = d["full"] - d["rounds"][r], se_factor * d["se"][r]
+        out |= (gap > rise[i] + s) | (-gap > fall[i] + s)
+    return out
+
+
 def judge(files):
     tables = [np.load(f) for f in files]
     keep = [(f, d) for f, d in zip(files, tables) if d["held_full"].size >= sequential.MIN_MARGIN_ROWS]
@@ -172,10 +182,7 @@ def judge(files):
             for _, d in keep:
                 rise = [rule(d["held_full"] - e) for e in d["held_rounds"]]
                 fall = [rule(e - d["held_full"]) for e in d["held_rounds"]]
-                out = np.zeros(d["full"].size, bool)
-                for r in range(len(d["draws"])):
-                    gap, s = d["full"] - d["rounds"][r], se_factor * d["se"][r]
-                    out |= (gap > rise[r] + s) | (-gap > fall[r] + s)
+                out = beyond_margins(d, range(len(d["draws"])), rise, fall, se_factor)
                 beyond += out.sum()
                 rows += out.size
                 if out.size >= MIN_BIG_TABLE:
@@ -212,10 +219,7 @@ def judge_schedules(files, schedules):
                        "K": d["K"]}
                 rise = [sequential.tail_quantile(d["held_full"] - d["held_rounds"][r]) for r in at]
                 fall = [sequential.tail_quantile(d["held_rounds"][r] - d["held_full"]) for r in at]
-                out = np.zeros(d["full"].size, bool)
-                for i, r in enumerate(at):
-                    gap, s_ = d["full"] - d["rounds"][r], se_factor * d["se"][r]
-                    out |= (gap > rise[i] + s_) | (-gap > fall[i] + s_)
+                out = beyond_margins(d, at, rise, fall, se_factor)
                 beyond += out.sum()
                 rows += out.size
                 if out.size >= MIN_BIG_TABLE:
