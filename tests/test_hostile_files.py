@@ -251,3 +251,16 @@ def test_a_model_of_columns_whose_dtype_name_numpy_cannot_read_loads_and_samples
     loaded = load_model(tmp_path / "m.vf")
     np.testing.assert_array_equal(loaded.predict(table.head(10)), det.predict(table.head(10)))
     assert len(loaded.sample(5, random_state=0)) == 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["score", "{batch}", "-m", "{model}", "-o", ""], "--output: an empty path"),
+    (["score", "{batch}", "-m", "{model}", "-o", "{out}", "--chunk-rows", "0"],
+     "argument --chunk-rows: expected a whole number >= 1, got '0'"),
+    (["demo", "--seed", "-1"], "argument --seed: expected a whole number in [0, 2**32 - 1], got '-1'"),
+])
+def test_bad_options_are_named_as_the_user_typed_them(files, capsys, argv, message):
+    places = {"batch": files / "batch.csv", "model": files / "m.vf", "out": files / "o.csv"}
+    code = main([a.format(**places) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err  # an empty -o said '.: Is a directory'; 'chunk_rows must be >= 1'

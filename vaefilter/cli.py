@@ -105,6 +105,26 @@ def _trim_fraction(text):
     return value
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**32 - 1], got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**32 - 1], got {text!r}")
+    return value
+
+
 def _probability(text):
     try:
         value = float(text)
@@ -126,7 +146,7 @@ def _encoding(text):
 def _add_csv_options(parser):
     parser.add_argument("--delimiter", default=",", help="field delimiter (default ',')")
     parser.add_argument("--encoding", default="utf-8", type=_encoding, help="text encoding (default utf-8)")
-    parser.add_argument("--chunk-rows", type=int, default=65536, help="rows per chunk (memory stays flat)")
+    parser.add_argument("--chunk-rows", type=_positive_int, default=65536, help="rows per chunk (memory stays flat)")
     parser.add_argument("--na-values", nargs="+", default=[], metavar="TEXT",
                         help="cell texts read as missing besides '', NA, N/A, NaN, nan, null, NULL, None "
                              "(give the same ones to fit and to score/filter/report)")
@@ -204,7 +224,7 @@ def _add_fit_parser(commands):
                         f"(default {d['column_relations']})")
     p.add_argument("--continuous-family", choices=("gaussian", "student_t"), default=d["continuous_family"],
                    help=f"law of the continuous columns given z (default {d['continuous_family']})")
-    p.add_argument("--seed", type=int, default=CLI_SEED, help=f"random seed (default {CLI_SEED})")
+    p.add_argument("--seed", type=_seed, default=CLI_SEED, help=f"random seed (default {CLI_SEED})")
     _add_csv_options(p)
     p.set_defaults(handler=run_fit)
 
@@ -274,7 +294,7 @@ def build_parser():
     report.set_defaults(handler=run_report)
     demo = commands.add_parser("demo", help="train on the embedded digits and show what the gate rejects",
                                description="Train on digits 0-4, calibrate the band, count flagged rows of known and unseen digits.")
-    demo.add_argument("--seed", type=int, default=CLI_SEED)
+    demo.add_argument("--seed", type=_seed, default=CLI_SEED)
     demo.set_defaults(handler=run_demo)
     return parser
 

@@ -221,6 +221,9 @@ def check_paths(inputs, outputs):
     /dev/stdout --invalid -', or '--valid o.csv --invalid - > o.csv', wrote
     both outputs into one file, one over the other.
     """
+    for what, path in {**inputs, **outputs}.items():
+        if _is_path(path) and os.fspath(path) == "":
+            raise ValueError(f"{what}: an empty path (give a file name, or '-')")
     seen = {}  # key -> what, of inputs and outputs
     for what, path in inputs.items():
         if not _is_path(path) or os.fspath(path) == "-":
