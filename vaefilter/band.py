@@ -15,6 +15,8 @@ exchangeable (drawn alike, the calibration rows never used to fit the model).
 
 from __future__ import annotations
 
+from numbers import Real
+
 import math
 import warnings
 
@@ -132,6 +134,8 @@ def validate_percentiles(percentiles):
             f"threshold_percentiles must be a pair (lower, upper), got {percentiles!r}"
         ) from None
     for side in (lower, upper):
+        if side is not None and (isinstance(side, bool) or not isinstance(side, Real)):
+            raise ValueError(f"threshold_percentiles must be numbers in [0, 100] or None, got {percentiles!r}")
         if side is not None and not 0 <= side <= 100:
             raise ValueError(f"threshold_percentiles must lie in [0, 100] or be None, got {percentiles!r}")
     if lower is None and upper is None:

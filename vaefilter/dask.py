@@ -201,6 +201,11 @@ def score_dataframe(detector, ddf, *, torch_threads=None):
 def _explain_partition(partition, detector, names, torch_threads=None):
     _limit_torch_threads(torch_threads)
     frame = partition if names is None else partition[names]
+    if not len(frame):  # a partition filtered empty: explain refuses zero rows, as scikit-learn does
+        columns = ["log_px", "is_valid", "reason", "p_value", *deficit_column_names(detector.schema_.names)]
+        empty = pd.DataFrame({c: pd.Series(dtype=bool if c == "is_valid" else str if c == "reason" else "float64")
+                              for c in columns}, index=partition.index)
+        return empty
     explained = detector.explain(frame.reset_index(drop=True))
     explained.index = partition.index
     return explained

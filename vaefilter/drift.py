@@ -265,8 +265,8 @@ def batch_drift(scores, calibration_scores, thresholds, alpha=DEFAULT_ALPHA, col
     -------
     DriftReport
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
     scores = np.asarray(scores, dtype=float)
     scores = scores[~np.isnan(scores)]
     calibration_scores = np.asarray(calibration_scores, dtype=float)

@@ -777,6 +777,18 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self : object
             The fitted detector.
         """
+        previous = dict(self.__dict__)
+        try:
+            return self._fit(X)
+        except BaseException:
+            # a refused refit leaves the fitted model as it was: the schema of the refused X used
+            # to replace the fitted one under the old network, and scores moved silently
+            self.__dict__.clear()
+            self.__dict__.update(previous)
+            raise
+
+    def _fit(self, X):
+        """:meth:`fit`'s work, on a detector whose state :meth:`fit` restores if it raises."""
         X = self._validate_for_fit(X)
         percentiles = validate_percentiles(self.threshold_percentiles)
         hidden = self._validated_hidden_layer_sizes()
@@ -1135,6 +1147,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
     def _validate_for_scoring(self, X):
         check_is_fitted(self)
+        # the parameters scoring reads, set after fit (set_params(n_importance_samples=0) divided by 0)
+        self._validate_params()
         if isinstance(X, pd.DataFrame):
             _check_unique_columns(X)
         if not self.schema_.is_numeric_only:
@@ -1509,6 +1523,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             Largest magnitude first; empty without relations.
         """
         check_is_fitted(self)
+        if n is not None:
+            if isinstance(n, bool):
+                raise TypeError(f"n must be a whole number >= 0, got {n!r}")
+            n = check_scalar(n, "n", (Integral, np.integer), min_val=0)
         categories = {j: list(spec.categories) for j, spec in enumerate(self.schema_.columns) if spec.categories}
         rows = strongest_relations(self.network_.likelihood, list(self.schema_.names), n, categories)
         return pd.DataFrame(rows, columns=["column", "parent", "coefficient"])
@@ -1546,7 +1564,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
     @property
     def _n_features_out(self):
-        return self.latent_dim
+        # the fitted network's width: a later set_params(latent_dim=...) moves no fitted model
+        return self.network_.latent_dim if hasattr(self, "network_") else self.latent_dim
 
     def decode(self, Z):
         """E[x | z] for latent points, in the training space.

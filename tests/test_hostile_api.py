@@ -1,0 +1,91 @@
+"""Hostile use of the Python API: a refused refit, parameters set after fit, odd arguments of the
+smaller methods, empty Dask partitions. Each case used to corrupt a model or end in a raw error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vaefilter import VAEOutlierDetector
+
+FAST = dict(latent_dim=2, hidden_layer_sizes=(8,), max_epochs=3, n_importance_samples=8, proposal_steps=2,
+            epoch_selection="early_stopping", random_state=0)
+
+
+def _table(n, seed=0):
+    rng = np.random.RandomState(seed)
+    return pd.DataFrame({"a": rng.normal(5, 1, n), "b": rng.normal(0, 2, n), "k": rng.choice(["x", "y"], n)})
+
+
+@pytest.fixture
+def detector():
+    return VAEOutlierDetector(**FAST).fit(_table(200))
+
+
+def test_a_refused_refit_leaves_the_fitted_model_as_it_was(detector):
+    table = _table(200)
+    before = detector.score_samples(table.head(20))
+    kinds = [c.value_kind for c in detector.schema_.columns]
+    with pytest.raises(ValueError, match="minimum of 2"):
+        detector.fit(table.iloc[[3]])  # its schema (a: positive) replaced the fitted one under the old network
+    assert [c.value_kind for c in detector.schema_.columns] == kinds
+    np.testing.assert_array_equal(detector.score_samples(table.head(20)), before)
+
+
+def test_a_refused_first_fit_leaves_the_detector_unfitted():
+    from sklearn.exceptions import NotFittedError
+
+    det = VAEOutlierDetector(**FAST)
+    with pytest.raises(ValueError):
+        det.fit(_table(200).iloc[[0]])
+    with pytest.raises(NotFittedError):
+        det.predict(_table(2))
+
+
+@pytest.mark.parametrize("name, value", [("n_importance_samples", 0), ("posterior_search_steps", -3)])
+def test_parameters_set_after_fit_are_checked_before_scoring(detector, name, value):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    detector.set_params(**{name: value})  # K=0 divided by zero deep in the scoring
+    with pytest.raises(InvalidParameterError, match=name):
+        detector.predict(_table(5))
+
+
+def test_feature_names_out_follow_the_fitted_network(detector):
+    detector.set_params(latent_dim=5)  # moves no fitted model
+    assert len(detector.get_feature_names_out()) == 2
+    out = detector.set_output(transform="pandas").transform(_table(4))
+    assert out.shape == (4, 2) and list(out.columns) == list(detector.get_feature_names_out())
+
+
+@pytest.mark.parametrize("percentiles", [("5", None), "ab", (True, None)])
+def test_percentiles_that_are_not_numbers_are_refused(detector, percentiles):
+    with pytest.raises(ValueError, match="must be numbers in"):
+        detector.calibrate(threshold_percentiles=percentiles)
+
+
+@pytest.mark.parametrize("alpha", [None, "0.1", True])
+def test_drift_alpha_must_be_a_number(detector, alpha):
+    with pytest.raises(ValueError, match="alpha must be a number in"):
+        detector.drift_report(_table(10), alpha=alpha)
+
+
+@pytest.mark.parametrize("n, error", [(2.5, TypeError), ("3", TypeError), (-1, ValueError), (True, TypeError)])
+def test_relations_checks_its_count(n, error):
+    det = VAEOutlierDetector(column_relations="linear", **FAST).fit(_table(200))
+    with pytest.raises(error, match=r"n must be|n == -1"):  # was a raw 'slice indices must be integers'
+        det.relations(n)
+    assert len(det.relations(1)) <= 1
+
+
+def test_explain_dataframe_on_empty_partitions(detector):
+    dd = pytest.importorskip("dask.dataframe")
+    from vaefilter.dask import explain_dataframe
+
+    ddf = dd.from_pandas(_table(30).assign(row=np.arange(30)), npartitions=3)
+    empty = ddf[ddf["a"] > 1e9]  # every partition filtered empty: the whole compute used to fail
+    explained = explain_dataframe(detector, empty).compute()
+    assert len(explained) == 0 and list(explained.columns[:4]) == ["log_px", "is_valid", "reason", "p_value"]
+    some = ddf[ddf["row"] < 5]  # one partition with rows, two without
+    assert len(explain_dataframe(detector, some).compute()) == 5
