@@ -105,34 +105,25 @@ def _trim_fraction(text):
     return value
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+def _typed_in(convert, accepts, wanted):
+    """An argparse type: ``convert(text)`` where ``accepts`` the value, else an error that says ``wanted``
+    (argparse names the option)."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**32 - 1], got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**32 - 1], got {text!r}")
-    return value
-
-
-def _probability(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
+_positive_int = _typed_in(int, lambda value: value >= 1, "a whole number >= 1")
+_seed = _typed_in(int, lambda value: 0 <= value < 2**32, "a whole number in [0, 2**32 - 1]")
+_probability = _typed_in(float, lambda value: 0 < value < 1, "a number in (0, 1)")
 
 
 def _encoding(text):
