@@ -89,3 +89,47 @@ def test_explain_dataframe_on_empty_partitions(detector):
     assert len(explained) == 0 and list(explained.columns[:4]) == ["log_px", "is_valid", "reason", "p_value"]
     some = ddf[ddf["row"] < 5]  # one partition with rows, two without
     assert len(explain_dataframe(detector, some).compute()) == 5
+
+
+def test_a_numeric_model_counts_the_columns_of_a_frame_before_casting_them():
+    det = VAEOutlierDetector(**FAST).fit(np.random.RandomState(0).normal(size=(200, 3)))
+    frame = pd.DataFrame(np.random.RandomState(1).normal(size=(5, 4)), columns=list("pqrs")).assign(c="y")
+    with pytest.raises(ValueError, match="X has 5 features, but VAEOutlierDetector is expecting 3"):
+        det.predict(frame)  # was pandas' 'Cannot cast str dtype to float64', naming nothing
+
+
+def test_categorical_features_for_an_array_are_refused_not_ignored():
+    X = np.random.RandomState(0).randint(0, 3, size=(200, 3)).astype(float)
+    with pytest.raises(ValueError, match="categorical_features names columns of a DataFrame"):
+        VAEOutlierDetector(categorical_features=[0], **FAST).fit(X)
+
+
+def test_categorical_features_as_a_boolean_mask():
+    table = _table(200)
+    det = VAEOutlierDetector(categorical_features=[False, False, True], **FAST).fit(table.astype({"k": object}))
+    assert [c.kind for c in det.schema_.columns] == ["numeric", "numeric", "categorical"]
+    with pytest.raises(ValueError, match="one entry per column"):
+        VAEOutlierDetector(categorical_features=[False, True], **FAST).fit(table)
+
+
+def test_dask_entry_points_refuse_a_pandas_frame_and_an_unfitted_detector(detector):
+    pytest.importorskip("dask.dataframe")
+    from sklearn.exceptions import NotFittedError
+
+    from vaefilter.dask import explain_dataframe, score_dataframe
+
+    for function in (score_dataframe, explain_dataframe):
+        with pytest.raises(TypeError, match="expected a dask DataFrame"):
+            function(detector, _table(5))
+        with pytest.raises(NotFittedError):
+            function(VAEOutlierDetector(), _table(5))
+
+
+def test_plot_score_histogram_of_an_unfitted_detector():
+    pytest.importorskip("matplotlib")
+    from sklearn.exceptions import NotFittedError
+
+    from vaefilter.plotting import plot_score_histogram
+
+    with pytest.raises(NotFittedError):
+        plot_score_histogram(VAEOutlierDetector(), {})

@@ -282,8 +282,15 @@ def _resolve_categorical(frame, categorical_features):
         return set()
     if isinstance(categorical_features, str) and categorical_features == "from_dtype":
         return {name for name in frame.columns if _is_categorical_dtype(frame[name])}
+    items = list(categorical_features)
+    if items and all(isinstance(item, (bool, np.bool_)) for item in items):
+        # a boolean mask, as scikit-learn's HistGradientBoosting takes
+        if len(items) != frame.shape[1]:
+            raise ValueError(f"categorical_features as a boolean mask needs one entry per column "
+                             f"({frame.shape[1]}), got {len(items)}")
+        return {name for name, chosen in zip(frame.columns, items) if chosen}
     names = set()
-    for item in categorical_features:
+    for item in items:
         if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
             if not 0 <= item < frame.shape[1]:
                 raise ValueError(f"categorical_features index {item} is out of range for {frame.shape[1]} columns")

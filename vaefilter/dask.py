@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.utils.validation import check_is_fitted
 
 from ._optional import import_optional
 from .band import band_pvalues
@@ -171,6 +172,15 @@ def _score_partition(partition, detector, names, torch_threads=None):
     )
 
 
+def _check_dask_call(detector, ddf):
+    """A fitted detector and a dask DataFrame, refused now rather than at ``.compute()``."""
+    dd = _dd()
+    check_is_fitted(detector)
+    if not isinstance(ddf, dd.DataFrame):
+        raise TypeError(f"expected a dask DataFrame, got {type(ddf).__name__}; for a pandas DataFrame call the "
+                        "detector's own methods (score_samples, predict, explain)")
+
+
 def score_dataframe(detector, ddf, *, torch_threads=None):
     """Score a dask DataFrame partition by partition.
 
@@ -190,7 +200,7 @@ def score_dataframe(detector, ddf, *, torch_threads=None):
         ``log_px`` (float64, nats), ``is_valid`` (bool), ``reason`` (str) per
         row, with ``ddf``'s index and partitions. Lazy: call ``.compute()``.
     """
-    _dd()
+    _check_dask_call(detector, ddf)
     names = _model_columns(detector, ddf.columns)
     return ddf.map_partitions(
         _score_partition, _ship(detector), names, torch_threads, meta=_score_meta(ddf._meta.index),
@@ -218,7 +228,7 @@ def explain_dataframe(detector, ddf, *, torch_threads=None):
     per-column deficit (nats) per model column, named as ``explain`` names them. Unlike :func:`score_dataframe`,
     a row that cannot be scored fails its partition, as ``explain`` does.
     """
-    _dd()
+    _check_dask_call(detector, ddf)
     names = _model_columns(detector, ddf.columns)
     meta = _score_meta(ddf._meta.index, p_value=True)  # explain's fields, then its deficit columns
     for name in deficit_column_names(detector.schema_.names):

@@ -1029,6 +1029,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 return self._table_model_matrix(X, reset=True)
         else:
             schema = None
+            if self.categorical_features is not None and not (
+                    isinstance(self.categorical_features, str) and self.categorical_features == "from_dtype"):
+                raise ValueError("categorical_features names columns of a DataFrame; an array X is modelled as "
+                                 "numbers (it was ignored): pass a DataFrame to model columns as categories")
         X = self._numeric_matrix(X, reset=True)
         self.schema_ = schema or self._fit_schema(pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]), None)
         self._check_values(X)
@@ -1161,6 +1165,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         """``validate_data`` of a numeric model's input; NaN and inf are left to ``_check_values``,
         which names the row and column; the error of a cell that is not a number names them too."""
         _check_scorable_columns(X)
+        if not reset and isinstance(X, pd.DataFrame) and X.shape[1] != self.n_features_in_:
+            # scikit-learn's message, before pandas fails to cast an extra text column
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input.")
         try:
             return validate_data(self, X, dtype=[np.float64, np.float32], reset=reset, ensure_min_samples=2 if reset else 1,
                                  ensure_all_finite=False)

@@ -203,6 +203,7 @@ def plot_score_histogram(detector, batches, ax=None, bins=50):
     -------
     matplotlib.figure.Figure
     """
+    check_is_fitted(detector)
     figure, ax = _figure_and_axes(ax, (7.0, 4.2))
     reference = np.asarray(detector.validation_scores_, dtype=float)
     batches = {label: np.asarray(scores, dtype=float) for label, scores in batches.items()}
