@@ -512,11 +512,13 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         degrees of freedom learned per column (at least 2), whose heavier
         tails cost less for rare large residuals.
 
-    categorical_features : 'from_dtype', list of str or int, or None, default='from_dtype'
+    categorical_features : 'from_dtype', list of str or int, boolean mask, or None, default='from_dtype'
         Columns of a DataFrame modelled as categorical (a softmax over the
-        training categories plus an 'unseen' bucket). 'from_dtype' takes the
+        training categories plus an 'unseen' bucket): names, positions, or a
+        boolean mask with one entry per column. 'from_dtype' takes the
         columns of category, object or string dtype, as scikit-learn's
-        HistGradientBoosting does.
+        HistGradientBoosting does. An array X is modelled as numbers; a list
+        given with one is refused.
 
     column_kinds : dict of {str or int: str} or None, default=None
         Value kinds that replace the inferred ones, by column name (or
