@@ -61,7 +61,7 @@ from .band import band_pvalues
 from .io.csvio import atomic_directories, remove_temporaries
 from .drift import DEFAULT_ALPHA, batch_drift
 from .estimator import deficit_column_names
-from .pipeline import (REJECT_FIELDS, SCORE_FIELDS, check_output_directory, check_paths, error_text, file_id,
+from .pipeline import (REJECT_FIELDS, check_output_directory, check_paths, error_text, file_id,
                        filter_csv, input_stem, output_path, score_table, write_summary_json)
 
 # The Parquet path scores every row at full K (score_table's default), so its
