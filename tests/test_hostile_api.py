@@ -133,3 +133,31 @@ def test_plot_score_histogram_of_an_unfitted_detector():
 
     with pytest.raises(NotFittedError):
         plot_score_histogram(VAEOutlierDetector(), {})
+
+
+def test_decode_refuses_a_point_float32_cannot_carry_through_the_network(detector):
+    with pytest.raises(ValueError, match="beyond float32's range at row 0, column 0"):
+        detector.decode(np.array([[1e300, 0.0]]))  # gave NaN cells from a model without missing values
+
+    import torch
+
+    def overflowing(Z):  # a network whose float32 passes overflow at a point far out
+        return torch.full((Z.shape[0], 3), float("nan"))
+
+    detector.network_.expected_rows = overflowing
+    with pytest.raises(ValueError, match="non-finite E\\[x \\| z\\] for column 'a'"):
+        detector.decode(np.array([[0.0, 3e38]]))
+
+
+def test_decode_keeps_floats_where_a_whole_number_would_not_fit_its_dtype():
+    import torch
+
+    table = _table(200).assign(n=np.random.RandomState(2).poisson(3, 200))
+    det = VAEOutlierDetector(**FAST).fit(table)
+    assert det.decode(np.zeros((1, 2)))["n"].dtype.kind == "i"
+    names = list(det.schema_.names)
+    expected = det.network_.expected_rows(torch.zeros(1, 2)).clone()
+    expected[0, names.index("n")] = 1e30  # a count far past int64, as a point far out gives
+    det.network_.expected_rows = lambda Z: expected
+    out = det.decode(np.zeros((1, 2)))
+    assert out["n"].dtype.kind == "f" and out["n"].iloc[0] == pytest.approx(1e30, rel=1e-6)  # was -2**63

@@ -444,7 +444,7 @@ class TableSchema:
                 data[spec.name] = pd.Categorical(labels[codes], categories=spec.categories)
             elif spec.kind == BINARY:
                 data[spec.name] = pd.array(np.where(np.isnan(column), None, column > 0.5), dtype="boolean")
-            elif _numpy_integer(spec.dtype) is not None and not np.isnan(column).any():
+            elif _numpy_integer(spec.dtype) is not None and _fits_integer(column, _numpy_integer(spec.dtype)):
                 data[spec.name] = np.rint(column).astype(_numpy_integer(spec.dtype))
             else:
                 data[spec.name] = column
@@ -494,6 +494,13 @@ def _numpy_integer(dtype_name):
     except (TypeError, ValueError):
         return None
     return dtype if np.issubdtype(dtype, np.integer) else None
+
+
+def _fits_integer(values, dtype):
+    """Whether every value is a number that ``dtype`` holds once rounded (a cast would wrap otherwise)."""
+    info = np.iinfo(dtype)
+    return bool(np.isfinite(values).all() and (values.min() >= info.min) and (values.max() <= info.max)) \
+        if values.size else True
 
 
 def _outside_kind(value_kind, values):

@@ -1602,8 +1602,19 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         if Z.shape[1] != network.latent_dim:
             raise ValueError(f"Z has {Z.shape[1]} columns, but this detector's latent space has "
                              f"latent_dim={network.latent_dim}")
-        Z = to_tensor(Z, device_of(network))
-        return self._to_training_space(to_numpy(network.expected_rows(Z)))
+        beyond = np.argwhere(np.abs(Z) > _FLOAT32_MAX)
+        if len(beyond):
+            row, column = beyond[0]
+            raise ValueError(f"Z has a value beyond float32's range at row {row}, column {column} "
+                             f"({Z[row, column]:g})")
+        expected = to_numpy(network.expected_rows(to_tensor(Z, device_of(network))))
+        bad = np.argwhere(~np.isfinite(expected))
+        if len(bad):
+            row, column = bad[0]
+            raise ValueError(f"decode: the point at row {row} (largest |z| {np.abs(Z[row]).max():.3g}) gives a "
+                             f"non-finite E[x | z] for column {self.schema_.names[column]!r}: it lies too far "
+                             "outside the prior N(0, I) for float32")
+        return self._to_training_space(expected)
 
     def sample(self, n_samples=1, random_state=None):
         """Generate rows from the model: z ~ N(0, I), then x ~ p(x | z).
