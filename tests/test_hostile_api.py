@@ -161,3 +161,21 @@ def test_decode_keeps_floats_where_a_whole_number_would_not_fit_its_dtype():
     det.network_.expected_rows = lambda Z: expected
     out = det.decode(np.zeros((1, 2)))
     assert out["n"].dtype.kind == "f" and out["n"].iloc[0] == pytest.approx(1e30, rel=1e-6)  # was -2**63
+
+
+def test_a_category_column_left_out_of_categorical_features_is_named_as_such():
+    table = _table(200).astype({"k": "category"})
+    with pytest.raises(ValueError, match="column 'k' has dtype category but is not in categorical_features"):
+        VAEOutlierDetector(categorical_features=["a"], **FAST).fit(table)  # said 'neither ... nor categorical'
+
+
+def test_plot_score_histogram_of_an_empty_batch_warns_of_nothing(detector):
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    from vaefilter.plotting import plot_score_histogram
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's 'invalid value encountered in divide'
+        figure = plot_score_histogram(detector, {"empty": []})
+    assert "n=0" in " ".join(t.get_text() for t in figure.axes[0].get_legend().get_texts())

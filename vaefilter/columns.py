@@ -389,6 +389,12 @@ class TableSchema:
                 elif infer_kinds:
                     spec.value_kind, spec.log_scale = infer_value_kind(values)
                 _warn_if_unresolved(name, values, spec)
+            elif _is_categorical_dtype(series):
+                # categorical_features was given as a list and left it out
+                raise ValueError(
+                    f"column {name!r} has dtype {series.dtype} but is not in categorical_features; name it "
+                    "there (or leave categorical_features='from_dtype'), or convert it to numbers"
+                )
             else:
                 raise ValueError(
                     f"column {name!r} has dtype {series.dtype} that is neither numeric, bool nor "

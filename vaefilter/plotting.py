@@ -231,7 +231,7 @@ def plot_score_histogram(detector, batches, ax=None, bins=50):
         ax.hist(
             clipped(scores),
             bins=edges,
-            density=True,
+            density=bool(scores.size),  # an empty batch: a density of no rows is 0/0, drawn flat
             histtype="step",
             linewidth=1.8,
             color=colour,
