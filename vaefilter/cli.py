@@ -26,8 +26,8 @@ import numpy as np
 from .columns import CATEGORICAL, VALUE_KINDS
 from .io.csvio import CsvFormatError, check_encoding
 from .drift import DEFAULT_ALPHA, render_drift
-from .estimator import (CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, VAEOutlierDetector, chosen_epoch_count, describe_epochs,
-                        held_out_label)
+from .estimator import (CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, VAEOutlierDetector, band_percentiles, chosen_epoch_count,
+                        describe_epochs, held_out_label)
 from .persistence import ModelFileError, load_model, read_header
 from .band import describe_band
 from .pipeline import (MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, error_text, filter_csv, fit_csv, output_path,
@@ -373,11 +373,6 @@ def _printable(name):
     return text if text.isprintable() else repr(text)
 
 
-def _band_percentiles(detector):
-    """The percentiles the band was set by (files before ``band_percentiles_``: the saved setting)."""
-    return getattr(detector, "band_percentiles_", None) or detector.threshold_percentiles
-
-
 def _fmt(value):
     return "none" if value is None else f"{value:.3f}"
 
@@ -527,7 +522,7 @@ def run_info(args):
         extra = f" categories={column.categories}" if column.kind == CATEGORICAL else ""
         missing = " (missing values modelled)" if column.has_missing else ""
         print(f"  {_printable(column.name)}: {column.description}{extra}{missing}")
-    how, *edges = describe_band(detector.validation_scores_, detector.thresholds_, _band_percentiles(detector),
+    how, *edges = describe_band(detector.validation_scores_, detector.thresholds_, band_percentiles(detector),
                                 getattr(detector, "false_rejection_", None),
                                 folds=getattr(detector, "calibration_folds_", None))
     print(f"band: log p(x) in [{_fmt(lower)}, {_fmt(upper)}] nats ({how})")

@@ -450,7 +450,7 @@ class TableSchema:
                 data[spec.name] = pd.Categorical(labels[codes], categories=spec.categories)
             elif spec.kind == BINARY:
                 data[spec.name] = pd.array(np.where(np.isnan(column), None, column > 0.5), dtype="boolean")
-            elif _numpy_integer(spec.dtype) is not None and _fits_integer(column, _numpy_integer(spec.dtype)):
+            elif _fits_integer(column, _numpy_integer(spec.dtype)):
                 data[spec.name] = np.rint(column).astype(_numpy_integer(spec.dtype))
             else:
                 data[spec.name] = column
@@ -503,10 +503,14 @@ def _numpy_integer(dtype_name):
 
 
 def _fits_integer(values, dtype):
-    """Whether every value is a number that ``dtype`` holds once rounded (a cast would wrap otherwise)."""
+    """Whether ``dtype`` is an integer dtype that holds every value once rounded (a cast would wrap
+    otherwise); False for None (not an integer dtype)."""
+    if dtype is None:
+        return False
+    if not values.size:
+        return True
     info = np.iinfo(dtype)
-    return bool(np.isfinite(values).all() and (values.min() >= info.min) and (values.max() <= info.max)) \
-        if values.size else True
+    return bool(np.isfinite(values).all() and values.min() >= info.min and values.max() <= info.max)
 
 
 def _outside_kind(value_kind, values):

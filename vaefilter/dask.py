@@ -148,6 +148,14 @@ def _score_meta(index, p_value=False):
     return pd.DataFrame(columns, index=index[:0])
 
 
+def _explain_meta(detector, index):
+    """An empty frame of explain's columns: its fields, then its deficit columns."""
+    meta = _score_meta(index, p_value=True)
+    for name in deficit_column_names(detector.schema_.names):
+        meta[name] = pd.Series(dtype="float64")
+    return meta
+
+
 def _score_partition(partition, detector, names, torch_threads=None):
     """log_px, is_valid, reason for every row of one partition, in row order.
 
@@ -212,10 +220,7 @@ def _explain_partition(partition, detector, names, torch_threads=None):
     _limit_torch_threads(torch_threads)
     frame = partition if names is None else partition[names]
     if not len(frame):  # a partition filtered empty: explain refuses zero rows, as scikit-learn does
-        columns = ["log_px", "is_valid", "reason", "p_value", *deficit_column_names(detector.schema_.names)]
-        empty = pd.DataFrame({c: pd.Series(dtype=bool if c == "is_valid" else str if c == "reason" else "float64")
-                              for c in columns}, index=partition.index)
-        return empty
+        return _explain_meta(detector, partition.index)
     explained = detector.explain(frame.reset_index(drop=True))
     explained.index = partition.index
     return explained
@@ -230,9 +235,7 @@ def explain_dataframe(detector, ddf, *, torch_threads=None):
     """
     _check_dask_call(detector, ddf)
     names = _model_columns(detector, ddf.columns)
-    meta = _score_meta(ddf._meta.index, p_value=True)  # explain's fields, then its deficit columns
-    for name in deficit_column_names(detector.schema_.names):
-        meta[name] = pd.Series(dtype="float64")
+    meta = _explain_meta(detector, ddf._meta.index)
     return ddf.map_partitions(
         _explain_partition, _ship(detector), names, torch_threads, meta=meta, enforce_metadata=False
     )

@@ -118,6 +118,12 @@ def held_out_label(detector):
     return "held-out" if len(detector.validation_loss_curve_) else "training-row"
 
 
+def band_percentiles(detector):
+    """The percentiles a fitted ``detector``'s band was set by (for ``vaefilter info`` and the
+    report): ``band_percentiles_``, or in files and pickles from before it the saved setting."""
+    return getattr(detector, "band_percentiles_", None) or detector.threshold_percentiles
+
+
 def describe_epochs(detector):
     """How long a fitted ``detector`` trained and why, in one sentence (for ``vaefilter info`` and the report)."""
     n_iter, best = int(detector.n_iter_), int(detector.best_epoch_)

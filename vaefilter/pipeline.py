@@ -210,6 +210,11 @@ def _is_path(target):
     return isinstance(target, (str, os.PathLike))
 
 
+def _file_keys(path):
+    """What identifies a file named by ``path``: its real path and (device, inode); '-' for stdin."""
+    return {"-"} if os.fspath(path) == "-" else {os.path.realpath(path), file_id(path)} - {None}
+
+
 def check_paths(inputs, outputs):
     """Refuse outputs that would overwrite each other, an input or the model.
 
@@ -228,9 +233,8 @@ def check_paths(inputs, outputs):
     for what, path in inputs.items():
         if not _is_path(path) or os.fspath(path) == "-":
             continue
-        for key in (os.path.realpath(path), file_id(path)):
-            if key is not None:
-                seen.setdefault(key, what)
+        for key in _file_keys(path):
+            seen.setdefault(key, what)
     written = {}  # key -> what, of outputs only
     stdout, stdout_is_file = _stdout_id()
     for what, path in outputs.items():
@@ -1077,11 +1081,6 @@ def _refuse_beyond_float32(table, text, places):
             where, line = places[beyond[0]]
             raise ValueError(f"{where}: line {line}: column {name!r}: {quote_cell(text[name].iloc[beyond[0]])} is "
                              "beyond float32's range (3.4e38); rescale that column")
-
-
-def _file_keys(path):
-    """What identifies a file named by ``path``: its real path and (device, inode); '-' for stdin."""
-    return {"-"} if os.fspath(path) == "-" else {os.path.realpath(path), file_id(path)} - {None}
 
 
 def _unique_files(paths):

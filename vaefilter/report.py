@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import plotting
 from .band import describe_band
-from .estimator import chosen_epoch_count, describe_epochs
+from .estimator import band_percentiles, chosen_epoch_count, describe_epochs
 from .explanations import ABOVE_BAND, JOINTLY_UNLIKELY, Explanation, parse_reason
 
 __all__ = ["build_report", "reason_groups", "reason_key", "write_report"]
@@ -234,8 +234,7 @@ def _columns_table(specs):
 
 def _model_section(detector):
     lower, upper = detector.thresholds_
-    # the band's own percentiles, not a later set_params (files before band_percentiles_: the saved setting)
-    percentiles = getattr(detector, "band_percentiles_", None) or detector.threshold_percentiles
+    percentiles = band_percentiles(detector)  # the band's own, not a later set_params
     band_text = f"[{_fmt(lower, 6)}, {_fmt(upper, 6)}]"
     train = list(detector.loss_curve_)
     val = list(detector.validation_loss_curve_)
