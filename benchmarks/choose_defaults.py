@@ -32,7 +32,9 @@ Tuning tasks:
 * ``--schedule``: the same for the training's length (``max_epochs`` and
   the early-stopping patience ``n_iter_no_change``), cheapest first;
   ``--schedule-longer``: the chosen (400, 20) against more patience;
-  ``--schedule-end``: patience 40 against 60 and 80, to find where it stops paying.
+  ``--schedule-end``: patience 40 against 60 and 80, to find where it stops paying;
+  ``--training-samples``: the training loss, the ELBO against the 4-, 16-
+  and 32-sample importance-weighted bounds.
 
 * ``--calibration-folds``: the tuning tables under 500 rows (diabetes, both
   irises, barley, grunfeld, star98, macrodata) and two generated ones cut to
@@ -46,7 +48,7 @@ Tuning tasks:
 
     python benchmarks/choose_defaults.py [--quick | --relations | --continuous-family | --discrete-relations
                                           | --calibration-folds | --architecture | --schedule
-                                          | --schedule-longer | --schedule-end]
+                                          | --schedule-longer | --schedule-end | --training-samples]
 """
 
 from __future__ import annotations
@@ -242,6 +244,13 @@ SCHEDULE_END_SETTINGS = {
     "max_epochs 1600, patience 60": {"max_epochs": 1600, "n_iter_no_change": 60},
     "max_epochs 1600, patience 80": {"max_epochs": 1600, "n_iter_no_change": 80},
 }
+#: ``--training-samples``: the training loss, cheapest first (the ELBO, then K-sample bounds)
+TRAINING_SAMPLES_SETTINGS = {
+    "training_samples 1 (ELBO)": {"training_samples": 1},
+    "training_samples 4": {"training_samples": 4},
+    "training_samples 16": {"training_samples": 16},
+    "training_samples 32": {"training_samples": 32},
+}
 #: Mean shortfall (nats/row over the tasks) within which a cheaper setting
 #: counts as tied with the best: about the seed-to-seed spread of one task's
 #: held-out mean (0.01-0.05 on the PPCA tasks, choose_defaults' floor grid).
@@ -354,13 +363,16 @@ def main():
                         help="the same for more patience than --schedule tried (30 and 40, up to 800 epochs)")
     parser.add_argument("--schedule-end", action="store_true",
                         help="the same for patience 40 against 60 and 80 (up to 1600 epochs)")
+    parser.add_argument("--training-samples", action="store_true",
+                        help="the same for the training loss: the ELBO against the 4-, 16- and 32-sample bounds")
     parser.add_argument("--save",
                         help="with a grid flag (--architecture, --schedule, ...): also write the per-fit rows to this CSV")
     parser.add_argument("--summarise", nargs="+", metavar="CSV",
                         help="with a grid flag: summarise saved runs (e.g. one per seed) instead of fitting")
     args = parser.parse_args()
     grids = {"architecture": ARCHITECTURE_SETTINGS, "schedule": SCHEDULE_SETTINGS,
-             "schedule_longer": SCHEDULE_LONGER_SETTINGS, "schedule_end": SCHEDULE_END_SETTINGS}
+             "schedule_longer": SCHEDULE_LONGER_SETTINGS, "schedule_end": SCHEDULE_END_SETTINGS,
+             "training_samples": TRAINING_SAMPLES_SETTINGS}
     asked = [grids[name] for name in grids if getattr(args, name)]
     if asked:
         torch.set_num_threads(1)

@@ -27,7 +27,7 @@ from .columns import CATEGORICAL, VALUE_KINDS
 from .io.csvio import CsvFormatError, check_encoding
 from .drift import DEFAULT_ALPHA, render_drift
 from .estimator import (CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, VAEOutlierDetector, band_percentiles, chosen_epoch_count,
-                        describe_epochs, held_out_label)
+                        describe_epochs, held_out_label, training_loss_name)
 from .persistence import ModelFileError, load_model, read_header
 from .band import describe_band
 from .pipeline import (MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, error_text, filter_csv, fit_csv, output_path,
@@ -188,6 +188,8 @@ def _add_fit_parser(commands):
                         f"step size is cut, twice, then training stops (default {d['n_iter_no_change']})")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
+    p.add_argument("--training-samples", type=_positive_int, default=d["training_samples"], metavar="K",
+                   help="draws per row in the training loss: 1 the ELBO, K > 1 the K-sample importance-weighted bound")
     p.add_argument("--importance-samples", type=int, default=d["n_importance_samples"], help="K draws per row for log p(x)")
     p.add_argument("--proposal-steps", type=int, default=d["proposal_steps"],
                    help="steps refitting the encoder as the sampler's proposal after training (0: none)")
@@ -391,6 +393,7 @@ def _fit_params(args):
         n_iter_no_change=args.n_iter_no_change,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        training_samples=args.training_samples,
         validation_fraction=args.validation_fraction,
         trim_fraction=args.trim_fraction,
         calibration_fraction=args.calibration_fraction,
@@ -539,7 +542,8 @@ def run_info(args):
         print(f"strongest relations (column <- parent, coefficient: standardised units, nats for a logit): {listed}")
     curve, val_curve = detector.loss_curve_, detector.validation_loss_curve_
     held_out = f" / {val_curve[-1]:.3f} held-out" if val_curve else ""
-    print(f"training: {describe_epochs(detector)}; final -ELBO {curve[-1]:.3f} train{held_out} (nats/row)")
+    print(f"training: {describe_epochs(detector)}; final {training_loss_name(detector)} {curve[-1]:.3f} "
+          f"train{held_out} (nats/row)")
     if detector.trim_fraction:
         aside = list(getattr(detector, "training_set_aside_", ()))
         excluded = list(getattr(detector, "calibration_excluded_", ()))

@@ -255,6 +255,7 @@ _INT_PARAMS = {
     "n_importance_samples": (1, 100_000),
     "posterior_search_steps": (0, 10_000),
     "proposal_steps": (0, 10_000_000),
+    "training_samples": (1, 100_000),
     "max_epochs": (1, 10_000_000),
     "batch_size": (1, 10_000_000),
     "n_iter_no_change": (1, 10_000_000),
@@ -402,6 +403,7 @@ def load_model(path):
         params.setdefault("continuous_family", "gaussian")
         params.setdefault("calibration_folds", None)  # files before cross-fitted calibration
         params.setdefault("epoch_selection", "early_stopping")  # and before cross-validated epochs
+        params.setdefault("training_samples", 1)  # and before the K-sample training bound: the ELBO
         detector = VAEOutlierDetector(**params)
         detector._validate_params()  # the estimator's own constraints: a forged 'bogus' choice is named
         _set_fitted_from_json(detector, header["fitted"], path)

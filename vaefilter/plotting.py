@@ -22,7 +22,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._optional import import_optional
 from .band import signed_distance
-from .estimator import CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, CV_TRIM_SHARE, chosen_epoch_count, held_out_label
+from .estimator import (CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, CV_TRIM_SHARE, chosen_epoch_count, held_out_label,
+                        training_loss_name)
 
 __all__ = ["plot_epoch_scores", "plot_latent_grid", "plot_samples", "plot_score_histogram", "plot_scores",
            "plot_training", "require_matplotlib"]
@@ -296,7 +297,7 @@ def plot_scores(detector, X_new=None, ax=None, bins=50, label="new batch"):
 
 # --------------------------------------------------------------- training
 def plot_training(detector, ax=None):
-    """Training and held-out loss (-ELBO, nats per row) per epoch, best epoch marked.
+    """Training and held-out loss (-ELBO, or the negative K-sample bound; nats per row) per epoch, best epoch marked.
 
     Parameters
     ----------
@@ -335,7 +336,7 @@ def plot_training(detector, ax=None):
         else:
             ax.set_title("Training curves")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("-ELBO (nats per row; lower is better)")
+    ax.set_ylabel(f"{training_loss_name(detector)} (nats per row; lower is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper right")  # the curves fall from the upper left
     return figure

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import plotting
 from .band import describe_band
-from .estimator import band_percentiles, chosen_epoch_count, describe_epochs
+from .estimator import band_percentiles, chosen_epoch_count, describe_epochs, training_loss_name
 from .explanations import ABOVE_BAND, JOINTLY_UNLIKELY, Explanation, parse_reason
 
 __all__ = ["build_report", "reason_groups", "reason_key", "write_report"]
@@ -239,19 +239,20 @@ def _model_section(detector):
     train = list(detector.loss_curve_)
     val = list(detector.validation_loss_curve_)
     best = int(detector.best_epoch_)
+    loss = training_loss_name(detector)
     cards = [
         _card(band_text, f"valid band of log p(x), nats (percentiles {percentiles[0]}, {percentiles[1]})"),
         _card(detector.n_iter_, "epochs run"),
         _card(best, "best epoch (weights kept)"),
-        _card(f"{train[-1]:.3f}" if train else "n/a", "final training -ELBO, nats/row"),
+        _card(f"{train[-1]:.3f}" if train else "n/a", f"final training {loss}, nats/row"),
     ]
     chosen = chosen_epoch_count(getattr(detector, "epoch_scores_", None))
     if chosen is not None:  # no early-stopping rows: the count came from cross-validation
         cards.append(_card(chosen, "epoch count chosen by cross-validation"))
     else:
         cards += [
-            _card(f"{val[-1]:.3f}" if val else "n/a", "final held-out -ELBO, nats/row"),
-            _card(f"{val[best - 1]:.3f}" if val and 1 <= best <= len(val) else "n/a", "best held-out -ELBO, nats/row"),
+            _card(f"{val[-1]:.3f}" if val else "n/a", f"final held-out {loss}, nats/row"),
+            _card(f"{val[best - 1]:.3f}" if val and 1 <= best <= len(val) else "n/a", f"best held-out {loss}, nats/row"),
         ]
     cards.append(_card(len(detector.validation_scores_), "calibration rows"))
     if getattr(detector, "trim_fraction", None):

@@ -6,6 +6,8 @@ column is fed in and scored is the business of its likelihood family.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -79,6 +81,24 @@ class VAENetwork(nn.Module):
         reconstruction = self.likelihood.log_prob(self.decode(z), x)
         kl = 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1)
         return kl - reconstruction
+
+    def negative_bound(self, x, noise):
+        """The training loss per row (nats): -ELBO for ``noise`` of shape (n, latent_dim), else the
+        negative K-sample importance-weighted bound (IWAE; Burda et al., 2016) for (n, K, latent_dim).
+
+        The K-sample bound lies between the ELBO and log p(x) and tightens
+        with K, so a decoder trained on it is fitted nearer to the maximum
+        likelihood and its encoder is left wider (mass-covering), which the
+        importance sampler that scores rows prefers.
+        """
+        if noise.dim() == 2:
+            return self.negative_elbo(x, noise)
+        mean, log_var = self.encode(x)
+        z = reparameterize(mean, log_var, noise)
+        # (z - mean) / std is exactly the noise, so q's density needs no division
+        log_q = self.log_prior(noise) - 0.5 * log_var.sum(-1, keepdim=True)
+        log_w = self.likelihood.log_prob(self.decode(z), x.unsqueeze(1)) + self.log_prior(z) - log_q
+        return math.log(noise.shape[1]) - torch.logsumexp(log_w, dim=1)
 
     def expected_rows(self, z):
         """E[x | z] per column for latent points ``z`` of shape (n, latent_dim), original units."""

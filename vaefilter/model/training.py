@@ -86,50 +86,55 @@ class TrainingConfig:
     trim_fraction: float = 0.0
     trim_warmup: int | None = None  # None: TRIM_WARMUP_EPOCHS, read when training starts
     description: str = FIT_TITLE  # the progress bar's title (which of a fit's runs this is)
+    #: draws per row in the loss: 1 is the ELBO (analytic KL), K > 1 the K-sample importance-weighted bound
+    n_samples: int = 1
 
 
-def _noise_per_batch(n_rows, batch_size, latent_dim, generator, device):
-    """The epoch's standard-normal draws, one (batch, latent_dim) block per batch, moved once.
+def _noise_per_batch(n_rows, batch_size, latent_dim, generator, device, n_samples=1):
+    """The epoch's standard-normal draws, one (batch, latent_dim) block per batch, moved once
+    ((batch, n_samples, latent_dim) blocks for the K-sample bound).
 
     Drawn batch by batch so the stream is the one a per-batch draw gives, and
     copied in one transfer: a copy per batch would make a GPU wait for the
     host at every step.
     """
+    shape = (latent_dim,) if n_samples == 1 else (n_samples, latent_dim)
     blocks = [
-        torch.randn(min(batch_size, n_rows - start), latent_dim, generator=generator)
+        torch.randn(min(batch_size, n_rows - start), *shape, generator=generator)
         for start in range(0, n_rows, batch_size)
     ]
     return torch.cat(blocks).to(device).split(batch_size)
 
 
-def _row_losses(network, X, generator, batch_size):
-    """-ELBO of every row of X with a fixed generator, without gradients (float64, on X's device)."""
-    noise = _noise_per_batch(X.shape[0], batch_size, network.latent_dim, generator, X.device)
+def _row_losses(network, X, generator, batch_size, n_samples=1):
+    """The loss (-ELBO, or the negative K-sample bound) of every row of X with a fixed generator,
+    without gradients (float64, on X's device)."""
+    noise = _noise_per_batch(X.shape[0], batch_size, network.latent_dim, generator, X.device, n_samples)
     with torch.inference_mode():
         return torch.cat([
-            network.negative_elbo(X[start : start + batch_size], batch_noise).double()
+            network.negative_bound(X[start : start + batch_size], batch_noise).double()
             for batch_noise, start in zip(noise, range(0, X.shape[0], batch_size))
         ])
 
 
-def _trimmed_mean_loss(network, X, generator, batch_size, fraction):
-    """Mean -ELBO over X without its ``fraction`` of highest losses (the plain mean at 0)."""
+def _trimmed_mean_loss(network, X, generator, batch_size, fraction, n_samples=1):
+    """Mean loss over X without its ``fraction`` of highest losses (the plain mean at 0)."""
     if fraction == 0:
-        return _mean_loss(network, X, generator, batch_size)
-    losses = _row_losses(network, X, generator, batch_size)
+        return _mean_loss(network, X, generator, batch_size, n_samples)
+    losses = _row_losses(network, X, generator, batch_size, n_samples)
     return float(losses[kept_rows(losses, fraction)].mean())
 
 
-def _mean_loss(network, X, generator, batch_size):
-    """Mean -ELBO over X with a fixed generator, without gradients."""
+def _mean_loss(network, X, generator, batch_size, n_samples=1):
+    """Mean loss over X with a fixed generator, without gradients."""
     # summed on the device in float64 (as exact as a Python float): one
     # transfer at the end instead of a stall per batch on a GPU
     total = torch.zeros((), dtype=torch.float64, device=X.device)
-    noise = _noise_per_batch(X.shape[0], batch_size, network.latent_dim, generator, X.device)
+    noise = _noise_per_batch(X.shape[0], batch_size, network.latent_dim, generator, X.device, n_samples)
     with torch.inference_mode():
         for batch_noise, start in zip(noise, range(0, X.shape[0], batch_size)):
             batch = X[start : start + batch_size]
-            total += network.negative_elbo(batch, batch_noise).sum().double()
+            total += network.negative_bound(batch, batch_noise).sum().double()
     return float(total) / X.shape[0]
 
 
@@ -174,18 +179,19 @@ def train(network, X_train, X_val, config: TrainingConfig, seed, snapshots=()):
                 # the same draws every epoch, so the ranking moves only with the weights
                 network.eval()
                 losses = _row_losses(network, X_train, torch.Generator().manual_seed(trim_generator_seed),
-                                     config.batch_size)
+                                     config.batch_size, config.n_samples)
                 rows = kept_rows(losses, config.trim_fraction).to(X_train.device)
                 order = rows[torch.randperm(rows.shape[0], generator=generator).to(X_train.device)]
             else:
                 order = torch.randperm(n_rows, generator=generator).to(X_train.device)
             network.train()
             n_epoch_rows = order.shape[0]
-            noise = _noise_per_batch(n_epoch_rows, config.batch_size, network.latent_dim, generator, X_train.device)
+            noise = _noise_per_batch(n_epoch_rows, config.batch_size, network.latent_dim, generator, X_train.device,
+                                     config.n_samples)
             summed_loss = torch.zeros((), dtype=torch.float64, device=X_train.device)
             for batch_noise, start in zip(noise, range(0, n_epoch_rows, config.batch_size)):
                 batch = X_train[order[start : start + config.batch_size]]
-                loss = network.negative_elbo(batch, batch_noise).mean()
+                loss = network.negative_bound(batch, batch_noise).mean()
                 # MAP: the weights' log-prior spread over the training rows (only the relations have one)
                 loss = loss - network.likelihood.log_prior_of_weights() / n_rows
                 optimizer.zero_grad(set_to_none=True)
@@ -204,7 +210,7 @@ def train(network, X_train, X_val, config: TrainingConfig, seed, snapshots=()):
                 # the same draws every epoch, so the curve moves only with the weights
                 val_generator = torch.Generator().manual_seed(val_generator_seed)
                 monitored = _trimmed_mean_loss(network, X_val, val_generator, config.batch_size,
-                                               config.trim_fraction)
+                                               config.trim_fraction, config.n_samples)
                 history.validation_loss_curve.append(monitored)
             else:
                 monitored = history.loss_curve[-1]
@@ -234,7 +240,8 @@ def train(network, X_train, X_val, config: TrainingConfig, seed, snapshots=()):
         history.snapshots.setdefault(epoch, copy.deepcopy(network.state_dict()))
     if trimming:
         network.eval()
-        losses = _row_losses(network, X_train, torch.Generator().manual_seed(trim_generator_seed), config.batch_size)
+        losses = _row_losses(network, X_train, torch.Generator().manual_seed(trim_generator_seed), config.batch_size,
+                             config.n_samples)
         kept = np.zeros(n_rows, dtype=bool)
         kept[kept_rows(losses, config.trim_fraction).cpu().numpy()] = True
         history.set_aside = np.flatnonzero(~kept)
