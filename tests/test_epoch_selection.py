@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import vaefilter.estimator as estimator_module
+from vaefilter.estimator import training_loss_name
 from vaefilter import VAEOutlierDetector
 from vaefilter.model.likelihoods import build_likelihood
 from vaefilter.model.network import VAENetwork
@@ -149,7 +150,8 @@ def test_the_cli_chooses_the_epoch_selection_and_info_says_how_the_count_was_cho
 
     detector, fit_message, info = _fit_and_info(tmp_path, capsys, "early_stopping")
     assert detector.epoch_scores_ is None and "cross-validation" not in fit_message + info
-    assert f"training: {detector.n_iter_} of at most 50 epochs, early stopping on the held-out rows' -ELBO" in info
+    assert (f"training: {detector.n_iter_} of at most 50 epochs, early stopping on the held-out rows' "
+            f"{training_loss_name(detector)}") in info
 
 
 def test_the_report_says_how_the_epoch_count_was_chosen(tmp_path):
@@ -160,7 +162,7 @@ def test_the_report_says_how_the_epoch_count_was_chosen(tmp_path):
     detector = VAEOutlierDetector(**QUICK, max_epochs=50).fit(X)
     page = build_report(detector, X)
     assert "Training: epoch count" in page and "3-fold cross-validation" in page
-    assert "epoch count chosen by cross-validation" in page and "best held-out -ELBO" not in page
+    assert "epoch count chosen by cross-validation" in page and f"best held-out {training_loss_name(detector)}" not in page
 
 
 def test_a_count_whose_held_out_rows_fail_scores_minus_infinity_not_a_huge_number():

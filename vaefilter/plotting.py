@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._optional import import_optional
 from .band import signed_distance
 from .estimator import (CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, CV_TRIM_SHARE, chosen_epoch_count, held_out_label,
-                        training_loss_name)
+                        training_bound_name, training_loss_name)
 
 __all__ = ["plot_epoch_scores", "plot_latent_grid", "plot_samples", "plot_score_histogram", "plot_scores",
            "plot_training", "require_matplotlib"]
@@ -390,7 +390,8 @@ def plot_epoch_scores(detector, ax=None):
 def plot_proposal_refit(detector, ax=None):
     """Held-out 32-sample bound (nats per row, mean over rows) during the proposal refit.
 
-    Step 0 is the encoder as trained on the ELBO; a rising curve means the
+    Step 0 is the encoder as trained (on the ELBO or the ``training_samples``-sample
+    bound); a rising curve means the
     refitted encoder is a better importance-sampling proposal for the same model.
 
     Parameters
@@ -412,7 +413,7 @@ def plot_proposal_refit(detector, ax=None):
     # without early-stopping rows (a cross-validated epoch count) the refit is checked on the training rows
     ax.plot(steps, bounds, color=BATCH_COLOURS[2], marker=".", linewidth=1.6,
             label=f"{held_out_label(detector)} bound, K=32")
-    ax.axhline(bounds[0], color="0.5", linestyle="--", linewidth=1.0, label=f"ELBO-trained encoder ({bounds[0]:.2f})")
+    ax.axhline(bounds[0], color="0.5", linestyle="--", linewidth=1.0, label=f"encoder as trained on the {training_bound_name(detector)} ({bounds[0]:.2f})")
     _finish_line_chart(ax, "Proposal refit (decoder frozen)", "refit step",
                        "log p(x) bound (nats per row; higher is better)")
     return figure
