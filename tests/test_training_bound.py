@@ -7,27 +7,19 @@ import pytest
 import torch
 
 from vaefilter import VAEOutlierDetector
-from vaefilter.model.likelihoods import build_likelihood
-from vaefilter.model.network import VAENetwork
 from vaefilter.model.training import _noise_per_batch
 from vaefilter.persistence import load_model, save_model
 from vaefilter.scoring.marginal import log_weights
 
+from test_epoch_selection import _network, _ppca_rows
 from test_persistence import _assemble, _parts
 
 QUICK = dict(latent_dim=2, hidden_layer_sizes=(16,), n_importance_samples=16, proposal_steps=5,
              posterior_search_steps=0, max_epochs=30, random_state=0, epoch_selection="early_stopping")
 
 
-def _rows(n, seed=0, n_features=5):
-    rng = np.random.RandomState(seed)
-    W = np.random.RandomState(99).normal(size=(n_features, 2))
-    return rng.normal(size=(n, 2)) @ W.T + 0.3 * rng.normal(size=(n, n_features))
-
-
-def _network(X, seed=0):
-    torch.manual_seed(seed)
-    return VAENetwork(build_likelihood(X.numpy(), "gaussian", 1e-3), 2, (16,))
+def _rows(n, seed=0):
+    return _ppca_rows(n, seed, n_features=5)
 
 
 def test_the_k_sample_bound_is_the_scoring_estimate_at_the_same_draws():
