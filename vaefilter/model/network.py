@@ -88,8 +88,7 @@ class VAENetwork(nn.Module):
 
         The K-sample bound lies between the ELBO and log p(x) and tightens
         with K, so a decoder trained on it is fitted nearer to the maximum
-        likelihood and its encoder is left wider (mass-covering), which the
-        importance sampler that scores rows prefers.
+        likelihood; its encoder is left wider (mass-covering) than the ELBO's.
         """
         if noise.dim() == 2:
             return self.negative_elbo(x, noise)

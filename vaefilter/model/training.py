@@ -1,9 +1,10 @@
-"""The optimisation loop: minibatch Adam on -ELBO, early stopping on held-out rows.
+"""The optimisation loop: minibatch Adam on the training loss (-ELBO, or the negative K-sample
+importance-weighted bound), early stopping on held-out rows.
 
 With ``trim_fraction > 0`` the loop is a trimmed-likelihood fit (the classic
 robust M-estimation step; Neykov & Mueller 2003, "Breakdown point and
 computational properties of the trimmed likelihood estimator"): after
-``trim_warmup`` epochs, each epoch scores every training row's -ELBO in one
+``trim_warmup`` epochs, each epoch scores every training row's loss in one
 pass without gradients and trains on all but the highest ``trim_fraction``
 share; the validation loss that drives early stopping is the same trimmed
 mean, from the first epoch (validation rows can be dirty too).
@@ -62,7 +63,7 @@ def _restart_with_smaller_steps(network, optimizer, best_state):
 
 @dataclass
 class TrainingHistory:
-    """What happened during training (losses are -ELBO in nats per row)."""
+    """What happened during training (losses in nats per row: -ELBO, or the negative K-sample bound)."""
 
     loss_curve: list = field(default_factory=list)
     validation_loss_curve: list = field(default_factory=list)
