@@ -390,9 +390,8 @@ def plot_epoch_scores(detector, ax=None):
 def plot_proposal_refit(detector, ax=None):
     """Held-out 32-sample bound (nats per row, mean over rows) during the proposal refit.
 
-    Step 0 is the encoder as trained (on the ELBO or the ``training_samples``-sample
-    bound); a rising curve means the
-    refitted encoder is a better importance-sampling proposal for the same model.
+    Step 0 is the encoder as trained (on the ELBO or the ``training_samples``-sample bound); a
+    rising curve means the refitted encoder is a better importance-sampling proposal for the same model.
 
     Parameters
     ----------
@@ -413,7 +412,8 @@ def plot_proposal_refit(detector, ax=None):
     # without early-stopping rows (a cross-validated epoch count) the refit is checked on the training rows
     ax.plot(steps, bounds, color=BATCH_COLOURS[2], marker=".", linewidth=1.6,
             label=f"{held_out_label(detector)} bound, K=32")
-    ax.axhline(bounds[0], color="0.5", linestyle="--", linewidth=1.0, label=f"encoder as trained on the {training_bound_name(detector)} ({bounds[0]:.2f})")
+    baseline = f"encoder as trained on the {training_bound_name(detector)} ({bounds[0]:.2f})"
+    ax.axhline(bounds[0], color="0.5", linestyle="--", linewidth=1.0, label=baseline)
     _finish_line_chart(ax, "Proposal refit (decoder frozen)", "refit step",
                        "log p(x) bound (nats per row; higher is better)")
     return figure
