@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
 import datasets as ds
+import mixed_tables
 from check_search_gap import CACHE, REPORT, TUNE, fitted, task
+from vaefilter import VAEOutlierDetector
 from vaefilter.scoring import posterior_search
 from vaefilter.scoring.marginal import _in_search_precision, encode_in_passes, estimate_log_marginal, log_weights
 from vaefilter.scoring.row_noise import keyed_normal, row_keys
@@ -71,23 +74,44 @@ def pilot_ess(det, X, draw_seed, n_draws=50):
         return torch.exp(2 * torch.logsumexp(w, 1) - torch.logsumexp(2 * w, 1)).numpy()
 
 
+def _fitted_test_rows(name, seed):
+    """The model fitted at the defaults (cached), its test rows and their labels (1 = outlier).
+
+    A mixed table (``mixed:<table>``, see mixed_tables.py) has no outliers:
+    its clean test split, all labelled 0.
+    """
+    if not name.startswith("mixed:"):
+        t = task(name)
+        sp = ds.split(t, seed)
+        return fitted(t, seed, sp), sp.X_test_raw, sp.y_test
+    train, test, *_ = mixed_tables.split(name.split(":", 1)[1], seed)
+    path = os.path.join(CACHE, f"{name.replace(':', '-')}-{seed}.pkl")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            det = pickle.load(f)
+    else:
+        det = VAEOutlierDetector(handle_missing="model", random_state=seed, device="cpu").fit(train)
+        os.makedirs(CACHE, exist_ok=True)
+        with open(path, "wb") as f:
+            pickle.dump(det, f)
+    return det, test, np.zeros(len(test), dtype=int)
+
+
 def collect(names, seeds, draw_seeds):
     for name in names:
-        t = task(name)
         for seed in seeds:
-            path = os.path.join(CACHE, f"flag-{name}-{seed}.npz")
+            path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
             if os.path.exists(path):
                 continue
-            sp = ds.split(t, seed)
-            det = fitted(t, seed, sp)
-            X = det._validate_for_scoring(sp.X_test_raw)
-            inl = sp.y_test == 0
+            det, X_test, y = _fitted_test_rows(name, seed)
+            X = det._validate_for_scoring(X_test)
+            inl = y == 0
             on = np.array([_scores(det, X, 100, d, EVERY_ROW).log_px for d in range(draw_seeds)])
             off = np.array([_scores(det, X, 100, d, 1e30).log_px for d in range(draw_seeds)])
             ref = _scores(det, X[inl], 5000, 0, EVERY_ROW).log_px
             m = misplacements(det, X)
             ess50 = np.array([pilot_ess(det, X, d) for d in range(draw_seeds)])
-            np.savez(path, on=on, off=off, ref=ref, m=m, y=sp.y_test, ess50=ess50)
+            np.savez(path, on=on, off=off, ref=ref, m=m, y=y, ess50=ess50)
             print(f"{name}/{seed}: {len(X)} rows, m > 2 on {np.mean(m > 2):.0%}", flush=True)
 
 
@@ -97,7 +121,7 @@ def report(names, seeds, thresholds):
     for name in names:
         rows = []
         for seed in seeds:
-            path = os.path.join(CACHE, f"flag-{name}-{seed}.npz")
+            path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
             if os.path.exists(path):
                 rows.append(dict(np.load(path)))
         if not rows:
@@ -111,11 +135,31 @@ def report(names, seeds, thresholds):
                 flagged.append(np.mean(r["m"] > t))
                 flagged_in.append(np.mean(r["m"][inl] > t))
                 gaps.append(np.mean(s[:, inl].mean(0) - r["ref"]))
-                aucs.append(np.mean([roc_auc_score(r["y"], -si) for si in s]))
+                if r["y"].any():
+                    aucs.append(np.mean([roc_auc_score(r["y"], -si) for si in s]))
             gap = np.mean(gaps)
             base = gap if t == thresholds[0] else base
             print(f"| {name} | {t:g} | {np.mean(flagged):.1%} | {np.mean(flagged_in):.1%} | {gap:+.4f} | "
-                  f"{gap - base:+.4f} | {np.mean(aucs):.4f} |")
+                  f"{gap - base:+.4f} | {np.mean(aucs) if aucs else float('nan'):.4f} |")
+
+
+def report_fitted(names, seeds):
+    """Per task and seed: rows flagged and the inliers' gap at the fixed threshold and at the model's own
+    ``search_threshold_`` (chosen at fit time by ``posterior_search_tolerance``)."""
+    print("| task/seed | fitted threshold | flagged at 2 | flagged at fitted | gap at 2 | gap at fitted | change |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
+    for name in names:
+        for seed in seeds:
+            path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
+            if not os.path.exists(path):
+                continue
+            r = dict(np.load(path))
+            threshold = float(_fitted_test_rows(name, seed)[0].search_threshold_)
+            inl = r["y"] == 0
+            gaps = [np.mean(np.where(r["m"] > t, r["on"], r["off"])[:, inl].mean(0) - r["ref"])
+                    for t in (posterior_search.SEARCH_THRESHOLD, threshold)]
+            print(f"| {name}/{seed} | {threshold:.3g} | {np.mean(r['m'] > 2):.1%} | {np.mean(r['m'] > threshold):.1%} | "
+                  f"{gaps[0]:+.4f} | {gaps[1]:+.4f} | {gaps[1] - gaps[0]:+.4f} |")
 
 
 def bins(names, seeds):
@@ -123,7 +167,7 @@ def bins(names, seeds):
           "total gain |\n|---|---|---:|---:|---:|---:|")
     for name in names:
         for seed in seeds:
-            path = os.path.join(CACHE, f"flag-{name}-{seed}.npz")
+            path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
             if not os.path.exists(path):
                 continue
             r = dict(np.load(path))
@@ -149,12 +193,16 @@ def main():
     p.add_argument("--draw-seeds", type=int, default=4)
     p.add_argument("--thresholds", nargs="*", type=float, default=[2, 3, 4, 5, 6, 8])
     p.add_argument("--bins", action="store_true")
+    p.add_argument("--fitted", action="store_true",
+                   help="compare the fixed threshold with each model's own search_threshold_")
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.collect:
         collect(args.tasks, args.seeds, args.draw_seeds)
     if args.bins:
         bins(args.tasks, args.seeds)
+    elif args.fitted:
+        report_fitted(args.tasks, args.seeds)
     else:
         report(args.tasks, args.seeds, args.thresholds)
 

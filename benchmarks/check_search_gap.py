@@ -13,7 +13,7 @@ worse too, so A's reference is the fair one), and both AUCs.
     python benchmarks/check_search_gap.py --tag before
     python benchmarks/check_search_gap.py --tag after
     python benchmarks/check_search_gap.py --compare before after
-    python benchmarks/check_search_gap.py --profile   # where scoring digits spends its time
+    python benchmarks/check_search_gap.py --profile [TABLE]   # where scoring digits (or TABLE) spends its time
 
 ``--profile`` fits bench_speed's digits model (the whole table, random_state=0,
 handle_missing='model'), scores the table three times under cProfile and
@@ -39,6 +39,7 @@ from sklearn.metrics import roc_auc_score
 
 import datasets as ds
 from vaefilter import VAEOutlierDetector
+from vaefilter.scoring.posterior_search import SEARCH_THRESHOLD
 
 CACHE = os.environ.get("SEARCH_GAP_CACHE", "/tmp/vaefilter_search_gap")
 TUNE = ("digits-5to9",)
@@ -78,13 +79,15 @@ def timed(f, turns=3):
     return best
 
 
-def run(names, seeds, draw_seeds):
+def run(names, seeds, draw_seeds, fixed_threshold=False):
     out = {}
     for name in names:
         t = task(name)
         for seed in seeds:
             sp = ds.split(t, seed)
             det = fitted(t, seed, sp)
+            if fixed_threshold:  # every row the flag marks, as before posterior_search_tolerance
+                det.search_threshold_ = SEARCH_THRESHOLD
             X_in = sp.X_test_raw[sp.y_test == 0]
             steps = det.posterior_search_steps
             det.set_params(n_importance_samples=100)
@@ -106,7 +109,8 @@ def run(names, seeds, draw_seeds):
                 det.set_params(posterior_search_steps=steps)
             out[f"{name}/{seed}"] = dict(
                 s100=np.mean(s100, axis=0).tolist(), s5000=s_ref.tolist(), y=sp.y_test.tolist(),
-                s_all=s_all.tolist(), searched=searched, t_search=min(t_search), t_plain=min(t_plain))
+                s_all=s_all.tolist(), searched=searched, t_search=min(t_search), t_plain=min(t_plain),
+                search_threshold=float(det.search_threshold_))
             r = out[f"{name}/{seed}"]
             print(f"{name} seed {seed}: gap {np.mean(r['s100']) - np.mean(s_ref):+.4f}, searched {searched:.0%}, "
                   f"AUC {roc_auc_score(sp.y_test, -s_all):.4f}, time x{r['t_search'] / r['t_plain']:.2f}", flush=True)
@@ -116,8 +120,8 @@ def run(names, seeds, draw_seeds):
 def compare(a, b):
     A, B = (json.load(open(os.path.join(CACHE, f"{tag}.json"))) for tag in (a, b))
     print(f"| task/seed | gap {a} | gap {b} vs {a}'s K=5000 | gap {b} vs own K=5000 | AUC {a} | AUC {b} | "
-          f"searched | search cost × {a} | × {b} | {b} - {a} per row, mean ± s.e. |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"searched {a} → {b} | threshold {b} | search cost × {a} | × {b} | {b} - {a} per row, mean ± s.e. |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in A:
         if key not in B:
             continue
@@ -126,7 +130,8 @@ def compare(a, b):
         auc = [roc_auc_score(r["y"], -np.asarray(r["s_all"])) for r in (ra, rb)]
         print(f"| {key} | {np.mean(np.asarray(ra['s100']) - ref):+.4f} | {np.mean(np.asarray(rb['s100']) - ref):+.4f} | "
               f"{np.mean(np.asarray(rb['s100']) - np.asarray(rb['s5000'])):+.4f} | {auc[0]:.4f} | {auc[1]:.4f} | "
-              f"{rb['searched']:.0%} | {ra['t_search'] / ra['t_plain']:.2f} | {rb['t_search'] / rb['t_plain']:.2f} | "
+              f"{ra['searched']:.0%} → {rb['searched']:.0%} | {rb.get('search_threshold', float('nan')):.3g} | "
+              f"{ra['t_search'] / ra['t_plain']:.2f} | {rb['t_search'] / rb['t_plain']:.2f} | "
               f"{_paired(ra, rb)} |")
     means = {}
     for key in A:
@@ -158,13 +163,14 @@ PROFILED = {
 }
 
 
-def profile(turns=3):
+def profile(table="digits", turns=3):
     import cProfile
     import pstats
 
+    import mixed_tables
     from vaefilter.scoring import marginal, posterior_search
 
-    X = skd.load_digits().data.astype(np.float64)
+    X = skd.load_digits().data.astype(np.float64) if table == "digits" else mixed_tables.load(table)[0]
     det = VAEOutlierDetector(random_state=0, handle_missing="model", device="cpu").fit(X)
     X_model = torch.tensor(det._validate_for_scoring(X), dtype=torch.float32)
     counts = {"_derivatives": 0, "log_joint": 0}
@@ -198,7 +204,7 @@ def profile(turns=3):
         if "vaefilter" in path and (name in PROFILED or name == "estimate_log_marginal"):
             seconds[name] = seconds.get(name, 0.0) + cumulative / turns
     total = seconds["estimate_log_marginal"]
-    print(f"digits, {len(X)} rows, {n_searched} searched; per searched row: "
+    print(f"{table}, {len(X)} rows, {n_searched} searched; per searched row: "
           f"{per_row['_derivatives']:.2f} evaluations of the derivatives, {per_row['log_joint']:.2f} of log p(x, z) "
           "(the rows of padded passes included)\n")
     print(f"| stage | s per score of the table | share |\n|---|---:|---:|\n| total | {total:.3f} | 100% |")
@@ -215,16 +221,19 @@ def main():
     p.add_argument("--draw-seeds", type=int, default=4,
                    help="K=100 estimates per row, each under other importance draws, averaged")
     p.add_argument("--compare", nargs=2)
-    p.add_argument("--profile", action="store_true")
+    p.add_argument("--fixed-threshold", action="store_true",
+                   help="score with the fixed flag threshold (every row above 2 searched), not the model's own")
+    p.add_argument("--profile", nargs="?", const="digits", metavar="TABLE",
+                   help="profile scoring digits (the default) or a table of mixed_tables.py")
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.profile:
-        profile()
+        profile(args.profile)
         return
     if args.compare:
         compare(*args.compare)
         return
-    out = run(args.tasks, args.seeds, args.draw_seeds)
+    out = run(args.tasks, args.seeds, args.draw_seeds, args.fixed_threshold)
     path = os.path.join(CACHE, f"{args.tag}.json")
     if os.path.exists(path):
         out = {**json.load(open(path)), **out}

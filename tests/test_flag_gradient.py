@@ -78,5 +78,6 @@ def test_the_flag_passes_sized_for_one_point_per_row_flag_the_same_rows(titanic_
     network, X, mean, log_var = _at_the_median_misplacement(titanic_model, monkeypatch)
     floats = 2**12  # several passes of each size over the 1309 rows
     assert len(X) > marginal._flag_pass_rows(network, floats) >= 3 * marginal._search_pass_rows(network, floats)
-    in_search_passes = marginal._rows_to_search(network, X, mean, log_var, marginal._search_pass_rows(network, floats))
+    in_search_passes = marginal._rows_to_search(network, X, mean, log_var, marginal._search_pass_rows(network, floats),
+                                                marginal.SEARCH_THRESHOLD)
     assert torch.equal(rows_to_search(network, X, mean, log_var, floats), in_search_passes)

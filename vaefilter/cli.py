@@ -27,7 +27,7 @@ from .columns import CATEGORICAL, VALUE_KINDS
 from .io.csvio import CsvFormatError, check_encoding
 from .drift import DEFAULT_ALPHA, render_drift
 from .estimator import (CV_EPOCHS_BELOW_ROWS, CV_EPOCHS_FOLDS, VAEOutlierDetector, band_percentiles, chosen_epoch_count,
-                        describe_epochs, held_out_label, training_loss_name)
+                        describe_epochs, held_out_label, search_threshold, training_loss_name)
 from .persistence import ModelFileError, load_model, read_header
 from .band import describe_band
 from .pipeline import (MAX_REASON_CHARS, REJECT_FIELDS, SCORE_FIELDS, error_text, filter_csv, fit_csv, output_path,
@@ -196,6 +196,10 @@ def _add_fit_parser(commands):
     p.add_argument("--posterior-search-steps", type=int, default=d["posterior_search_steps"],
                    help="when scoring, at most this many Newton steps to the posterior mode of rows "
                         f"the encoder fits poorly, for a second proposal (default {d['posterior_search_steps']}; 0: none)")
+    p.add_argument("--posterior-search-tolerance", type=float, default=d["posterior_search_tolerance"],
+                   metavar="NATS",
+                   help="held-out log p(x), nats per row, the fit may give up to search fewer rows "
+                        f"(default {d['posterior_search_tolerance']:g}; 0: every row the flag marks)")
     p.add_argument("--validation-fraction", type=float, default=d["validation_fraction"],
                    help=f"share of rows held out for early stopping (default {d['validation_fraction']:g})")
     p.add_argument("--calibration-fraction", type=float, default=d["calibration_fraction"],
@@ -388,6 +392,7 @@ def _fit_params(args):
         n_importance_samples=args.importance_samples,
         proposal_steps=args.proposal_steps,
         posterior_search_steps=args.posterior_search_steps,
+        posterior_search_tolerance=args.posterior_search_tolerance,
         max_epochs=args.epochs,
         epoch_selection=args.epoch_selection,
         n_iter_no_change=args.n_iter_no_change,
@@ -533,7 +538,8 @@ def run_info(args):
         print(f"band uncertainty: {line}")
     print(f"model: latent_dim={detector.latent_dim} hidden={list(detector.hidden_layer_sizes)} "
           f"K={detector.n_importance_samples} likelihood={detector.likelihood} "
-          f"posterior_search_steps={detector.posterior_search_steps} column_relations={detector.column_relations} "
+          f"posterior_search_steps={detector.posterior_search_steps} "
+          f"search_threshold={search_threshold(detector):.3g} column_relations={detector.column_relations} "
           f"continuous_family={detector.continuous_family}")
     strongest = detector.relations(SHOWN_RELATIONS)
     if len(strongest):

@@ -26,7 +26,14 @@ from .drift import DEFAULT_ALPHA, batch_drift, calibration_column_sample
 from ._torch import device_of, resolve_device, seeded_torch, to_numpy, to_tensor
 from .explanations import explain_rows, quote_cell, render_reasons
 from .model.likelihoods import build_likelihood
-from .scoring.marginal import check_finite_scores, encode_in_passes, estimate_log_marginal, log_marginal_without_columns
+from .scoring.marginal import (
+    check_finite_scores,
+    encode_in_passes,
+    estimate_log_marginal,
+    log_marginal_without_columns,
+    row_misplacement,
+)
+from .scoring.posterior_search import SEARCH_CHOICE_DRAWS, SEARCH_THRESHOLD, raised_threshold
 from .scoring.proposal import refit_proposal
 from .scoring.sequential import DecisionMargins, concatenate_records, fit_margins, sequential_log_marginal
 from .model.network import VAENetwork
@@ -124,6 +131,12 @@ def band_percentiles(detector):
     return getattr(detector, "band_percentiles_", None) or detector.threshold_percentiles
 
 
+def search_threshold(detector):
+    """The misplacement above which a fitted ``detector`` searches a row: ``search_threshold_``, or in
+    pickles from before it was chosen at fit time the fixed SEARCH_THRESHOLD."""
+    return getattr(detector, "search_threshold_", SEARCH_THRESHOLD)
+
+
 def training_bound_name(detector):
     """The bound ``detector`` was trained on: 'ELBO', or 'K-sample bound' (for info, the report, plots)."""
     k = int(getattr(detector, "training_samples", 1))
@@ -215,6 +228,8 @@ FITTED_STATE = (
     FittedAttribute("calibration_folds_", "plain", default=None),
     # null: early stopping chose the epochs (files before epoch_selection)
     FittedAttribute("epoch_scores_", "pairs", default=None),
+    # files written before posterior_search_tolerance searched every row above the fixed threshold
+    FittedAttribute("search_threshold_", "plain", default=SEARCH_THRESHOLD),
 )
 
 
@@ -382,6 +397,20 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         searched, scoring costs 1.54x scoring without the search at two
         threads (benchmarks/RESULTS.md, speed_round6_score; 1.48x at one
         thread in speed_round5_score). 0 samples from q(z|x) alone.
+
+    posterior_search_tolerance : float, default=0.005
+        Nats per row of held-out log p(x) that the fit may give up to search
+        fewer rows. At fit time the held-out rows are scored with and
+        without the search; the threshold above which a row is searched
+        (``search_threshold_``) is raised from 2 as long as the gains of the
+        rows it stops searching, summed over the held-out rows and divided
+        by their number, stay within this (see
+        :func:`vaefilter.scoring.posterior_search.raised_threshold`).
+        Where the search gains little (titanic: 0.004 nats per row in all,
+        with 39% of the rows flagged) it then fires only on rows more
+        misplaced than any held-out row; where it gains much (digits: 0.88)
+        the threshold stays near 2. 0 searches every row above 2. Models
+        whose band comes from ``calibration_folds`` keep 2.
 
     sequential_decisions : bool, default=True
         ``predict``, ``decision_function`` and ``explain(sequential=True)``
@@ -659,6 +688,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         of its 3 folds; the network was trained for the best. None when
         early stopping decided.
 
+    search_threshold_ : float
+        Rows whose misplacement (see ``posterior_search_steps``) exceeds it
+        get the posterior search; chosen at fit time by
+        ``posterior_search_tolerance`` on the held-out rows, at least 2.
+
     decision_margins_ : DecisionMargins or None
         Stopping margins of sequential decisions (nats the full-K estimate
         rose above or fell below each round's estimate on the held-out rows,
@@ -715,6 +749,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "likelihood": [StrOptions({"auto", "gaussian", "bernoulli"})],
         "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
         "posterior_search_steps": [Interval(Integral, 0, None, closed="left")],
+        "posterior_search_tolerance": [Interval(Real, 0, None, closed="left")],
         "sequential_decisions": ["boolean"],
         "proposal_steps": [Interval(Integral, 0, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -748,6 +783,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         n_importance_samples=100,
         proposal_steps=200,
         posterior_search_steps=10,
+        posterior_search_tolerance=0.005,
         sequential_decisions=True,
         max_epochs=800,
         epoch_selection="auto",
@@ -777,6 +813,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         self.n_importance_samples = n_importance_samples
         self.proposal_steps = proposal_steps
         self.posterior_search_steps = posterior_search_steps
+        self.posterior_search_tolerance = posterior_search_tolerance
         self.sequential_decisions = sequential_decisions
         self.max_epochs = max_epochs
         self.epoch_selection = epoch_selection
@@ -859,9 +896,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             return self
         self.calibration_folds_ = None
         calibration_rows = cal_rows if len(cal_rows) else val_rows if len(val_rows) else train_rows
+        held_out = cal_rows if len(cal_rows) else val_rows
+        self.search_threshold_ = self._chosen_search_threshold(X[held_out])
         self._calibrate_on(X[calibration_rows], percentiles, rows=calibration_rows)
         # the margins of sequential decisions, from rows the fit did not train on (none: K draws for every row)
-        held_out = cal_rows if len(cal_rows) else val_rows
         self.decision_margins_ = self._fit_decision_margins(X[held_out]) if len(held_out) else None
         return self
 
@@ -1023,6 +1061,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             networks.append((network, held))
         self._calibrate_from(log_px, column_log_prob, np.arange(X.shape[0]), percentiles)
         self.calibration_folds_ = n_folds
+        self.search_threshold_ = SEARCH_THRESHOLD  # the fold networks' scores above: searched at the fixed threshold
         record = concatenate_records([self._margin_record(network, X[held]) for network, held in networks])
         self.decision_margins_ = fit_margins(record) if record.draws else None
 
@@ -1036,6 +1075,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         return sequential_log_marginal(
             network, to_tensor(X_held_out, device_of(network)), self.n_importance_samples, self.importance_seed_,
             self.thresholds_, None, search_steps=self.posterior_search_steps, record=True,
+            search_threshold=self._search_threshold() if network is self.network_ else SEARCH_THRESHOLD,
         )
 
     def _calibrate_on(self, X_model, percentiles, rows=None):
@@ -1176,7 +1216,28 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             self.importance_seed_,
             per_column=per_column,
             search_steps=self.posterior_search_steps,
+            search_threshold=self._search_threshold(),
         )
+
+    def _search_threshold(self):
+        return search_threshold(self)
+
+    def _chosen_search_threshold(self, X_held_out):
+        """``search_threshold_`` from held-out rows (see ``posterior_search_tolerance``): SEARCH_THRESHOLD without them."""
+        if not len(X_held_out) or not self.posterior_search_steps or self.n_importance_samples < 2 \
+                or not self.posterior_search_tolerance:
+            return SEARCH_THRESHOLD
+        network = self._network()
+        rows = to_tensor(X_held_out, device_of(network))
+        gain = np.zeros(len(X_held_out))
+        for draws in range(SEARCH_CHOICE_DRAWS):
+            seed = self.importance_seed_ + draws
+            searched = estimate_log_marginal(network, rows, self.n_importance_samples, seed,
+                                             search_steps=self.posterior_search_steps)
+            plain = estimate_log_marginal(network, rows, self.n_importance_samples, seed)
+            gain += np.where(searched.searched, searched.log_px.astype(np.float64) - plain.log_px, 0.0)
+        return raised_threshold(to_numpy(row_misplacement(network, rows)), gain / SEARCH_CHOICE_DRAWS,
+                                self.posterior_search_tolerance)
 
     def _decide(self, X, per_column=False):
         """Estimates for decisions: in rounds (see ``sequential_decisions``), else K draws per row."""
@@ -1189,6 +1250,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         return sequential_log_marginal(
             network, to_tensor(X, device_of(network)), self.n_importance_samples, self.importance_seed_,
             self.thresholds_, margins, search_steps=self.posterior_search_steps, per_column=per_column,
+            search_threshold=self._search_threshold(),
         )
 
     def _validate_for_scoring(self, X):

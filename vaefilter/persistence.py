@@ -298,8 +298,12 @@ def _check_values(path, header):
         rows = fitted.get(attribute.name) or []
         if attribute.form == "rows" and not (isinstance(rows, list) and all(_is_int(i) and i >= 0 for i in rows)):
             bad(f"fitted.{attribute.name}", "must be a list of row indices (whole numbers >= 0)")
-    if "tol" in params and not (_is_finite_number(params["tol"]) and params["tol"] >= 0):
-        bad(f"params.tol={params['tol']!r}", "must be a finite number >= 0")
+    for name in ("tol", "posterior_search_tolerance"):
+        if name in params and not (_is_finite_number(params[name]) and params[name] >= 0):
+            bad(f"params.{name}={params[name]!r}", "must be a finite number >= 0")
+    search_threshold = fitted.get("search_threshold_")
+    if search_threshold is not None and not (_is_finite_number(search_threshold) and search_threshold > 0):
+        bad(f"fitted.search_threshold_={search_threshold!r}", "must be null or a finite number > 0")
     folds = params.get("calibration_folds")
     if not (folds is None or folds == "auto" or _is_int(folds) and folds >= 2):
         bad(f"params.calibration_folds={folds!r}", "must be null, 'auto' or a whole number >= 2")
@@ -404,6 +408,8 @@ def load_model(path):
         params.setdefault("calibration_folds", None)  # files before cross-fitted calibration
         params.setdefault("epoch_selection", "early_stopping")  # and before cross-validated epochs
         params.setdefault("training_samples", 1)  # and before the K-sample training bound: the ELBO
+        # and before the fitted flag threshold: every row above the fixed one searched (fitted default)
+        params.setdefault("posterior_search_tolerance", 0.0)
         detector = VAEOutlierDetector(**params)
         detector._validate_params()  # the estimator's own constraints: a forged 'bogus' choice is named
         _set_fitted_from_json(detector, header["fitted"], path)

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import plotting
 from .band import describe_band
-from .estimator import band_percentiles, chosen_epoch_count, describe_epochs, training_loss_name
+from .estimator import band_percentiles, chosen_epoch_count, describe_epochs, search_threshold, training_loss_name
 from .explanations import ABOVE_BAND, JOINTLY_UNLIKELY, Explanation, parse_reason
 
 __all__ = ["build_report", "reason_groups", "reason_key", "write_report"]
@@ -266,10 +266,11 @@ def _model_section(detector):
     settings = pd.DataFrame(
         {
             "setting": ["latent_dim", "hidden_layer_sizes", "likelihood", "n_importance_samples",
-                        "posterior_search_steps", "column_relations", "continuous_family", "handle_missing",
-                        "n_features_in_"],
+                        "posterior_search_steps", "search_threshold_", "column_relations", "continuous_family",
+                        "handle_missing", "n_features_in_"],
             "value": [str(detector.latent_dim), str(tuple(detector.hidden_layer_sizes)), str(detector.likelihood),
                       str(detector.n_importance_samples), str(detector.posterior_search_steps),
+                      f"{search_threshold(detector):.3g}",
                       str(detector.column_relations), str(detector.continuous_family),
                       str(detector.handle_missing), str(detector.n_features_in_)],
         }

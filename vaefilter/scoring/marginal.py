@@ -162,16 +162,17 @@ def fixed_shape_passes(X, rows, *aligned):
         yield (start, stop, *(_padded(t[start:stop], pad_to) for t in (X, *aligned)))
 
 
-def search_in_passes(network, X, max_steps, activation_floats):
+def search_in_passes(network, X, max_steps, activation_floats, search_threshold=None):
     """Each row's second proposal: the Laplace Gaussian where the encoder looks misplaced, else q.
 
     Returns the :class:`LaplaceProposal` of every row and a boolean mask of
-    the rows searched. The Hessian's latent_dim tangents play the part of K
+    the rows searched (misplacement above ``search_threshold``, default
+    SEARCH_THRESHOLD). The Hessian's latent_dim tangents play the part of K
     draws in sizing the search's passes.
     """
     mean, log_var = encode_in_passes(network, X)
     proposal = encoder_as_laplace(mean, log_var)
-    searched = rows_to_search(network, X, mean, log_var, activation_floats)
+    searched = rows_to_search(network, X, mean, log_var, activation_floats, search_threshold)
     rows = torch.nonzero(searched).squeeze(1)
     if rows.numel():
         found = search_rows(network, X[rows], mean[rows], log_var[rows], max_steps, activation_floats)
@@ -193,9 +194,20 @@ def _flag_pass_rows(network, activation_floats):
     return rows_per_pass(1, network.widest_hidden_layer, activation_floats, max_rows=MAX_ROWS_PER_SEARCH_PASS)
 
 
-def rows_to_search(network, X, mean, log_var, activation_floats):
-    """The boolean mask of the rows of ``X`` whose encoder mean looks misplaced (see :mod:`.posterior_search`)."""
-    return _rows_to_search(network, X, mean, log_var, _flag_pass_rows(network, activation_floats))
+def rows_to_search(network, X, mean, log_var, activation_floats, search_threshold=None):
+    """The boolean mask of the rows of ``X`` whose encoder mean looks misplaced (see :mod:`.posterior_search`):
+    misplacement above ``search_threshold`` (default SEARCH_THRESHOLD)."""
+    threshold = SEARCH_THRESHOLD if search_threshold is None else float(search_threshold)
+    return _rows_to_search(network, X, mean, log_var, _flag_pass_rows(network, activation_floats), threshold)
+
+
+def row_misplacement(network, X, activation_floats=None):
+    """The flag's statistic (see :func:`~vaefilter.scoring.posterior_search.misplacement`) of every row, in float32."""
+    if activation_floats is None:
+        activation_floats = activation_floats_for(X.device)
+    with torch.no_grad():
+        mean, log_var = encode_in_passes(network, X)
+        return _misplacement_in_passes(network, X, mean, log_var, _flag_pass_rows(network, activation_floats))
 
 
 def search_rows(network, X, mean, log_var, max_steps, activation_floats):
@@ -218,23 +230,23 @@ def search_rows(network, X, mean, log_var, max_steps, activation_floats):
     return proposal
 
 
-def _rows_to_search(network, X, mean, log_var, pass_rows):
-    """The mask of rows whose encoder mean looks misplaced.
+def _rows_to_search(network, X, mean, log_var, pass_rows, threshold):
+    """The mask of rows whose encoder mean looks misplaced: misplacement above ``threshold``.
 
     The test runs in float32. Its rounding depends on the rows beside a row
     (~1e-6 relative, see _in_search_precision), which could only flip rows
-    whose misplacement lies that close to SEARCH_THRESHOLD: on the CPU those
+    whose misplacement lies that close to the threshold: on the CPU those
     within AMBIGUOUS_BAND of it are decided again in float64. In float64
     for every row, the test took 8-12% of scoring time at 10 features.
     """
     misplaced = _misplacement_in_passes(network, X, mean, log_var, pass_rows)
-    searched = misplaced > SEARCH_THRESHOLD
+    searched = misplaced > threshold
     if X.device.type == "cuda":
         return searched
-    close = torch.nonzero((misplaced - SEARCH_THRESHOLD).abs() <= AMBIGUOUS_BAND * SEARCH_THRESHOLD).squeeze(1)
+    close = torch.nonzero((misplaced - threshold).abs() <= AMBIGUOUS_BAND * threshold).squeeze(1)
     if close.numel():
         retest = _in_search_precision(network, X[close], mean[close], log_var[close])
-        searched[close] = _misplacement_in_passes(*retest, pass_rows) > SEARCH_THRESHOLD
+        searched[close] = _misplacement_in_passes(*retest, pass_rows) > threshold
     return searched
 
 
@@ -288,7 +300,8 @@ def rows_per_pass(n_importance_samples, hidden_width, activation_floats=CPU_ACTI
 
 
 def estimate_log_marginal(
-    network, X, n_importance_samples, seed, activation_floats=None, per_column=False, search_steps=0
+    network, X, n_importance_samples, seed, activation_floats=None, per_column=False, search_steps=0,
+    search_threshold=None,
 ):
     """Importance-sampled log p(x) for every row of ``X``.
 
@@ -311,6 +324,9 @@ def estimate_log_marginal(
         At most this many Newton steps towards each row's posterior mode, where
         the Laplace approximation becomes a second proposal (see
         :mod:`vaefilter.scoring.posterior_search`); 0 samples from q(z|x) alone.
+    search_threshold : float, optional
+        Rows whose misplacement exceeds it are searched; default
+        SEARCH_THRESHOLD (a fitted model keeps its own, ``search_threshold_``).
 
     Returns
     -------
@@ -336,7 +352,7 @@ def estimate_log_marginal(
         keys = row_keys(X, seed)
         laplace, searched = None, None
         if search_steps and n_importance_samples > 1:
-            laplace, searched = search_in_passes(network, X, search_steps, activation_floats)
+            laplace, searched = search_in_passes(network, X, search_steps, activation_floats, search_threshold)
         aligned = (keys,) if laplace is None else (keys, searched, *laplace.tensors())
         for start, stop, padded, padded_keys, *padded_search in fixed_shape_passes(X, rows, *aligned):
             noise = keyed_normal(padded_keys, n_importance_samples, network.latent_dim)

@@ -262,12 +262,12 @@ class SequentialRecord:
 
 
 def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, margins, search_steps=0,
-                            per_column=False, activation_floats=None, record=False):
+                            per_column=False, activation_floats=None, record=False, search_threshold=None):
     """log p(x) of every row of ``X``, each row stopping once its decision is clear.
 
     Parameters
     ----------
-    network, X, n_importance_samples, seed, per_column, search_steps, activation_floats :
+    network, X, n_importance_samples, seed, per_column, search_steps, activation_floats, search_threshold :
         As :func:`vaefilter.scoring.marginal.estimate_log_marginal`.
     thresholds : tuple of (float or None, float or None)
         The band.
@@ -300,7 +300,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
         mean, log_var = encode_in_passes(network, X)
         flagged = torch.zeros(n, dtype=torch.bool, device=device)
         if search_steps and K > 1:
-            flagged = rows_to_search(network, X, mean, log_var, activation_floats)
+            flagged = rows_to_search(network, X, mean, log_var, activation_floats, search_threshold)
         laplace = {}  # row index tensor -> proposal, for the rows searched
         active = torch.arange(n, device=device)
         previous = torch.arange(0)
