@@ -19,6 +19,13 @@ K=5000 gap, its change from the first threshold given, and ROC-AUC of
 the search (searched minus plain K=100 estimate, per row and draw seed) by
 misplacement and, among rows above 2, by the effective sample size of the
 first 50 of the row's plain draws (a pilot that a flag rule could read).
+``--statistics`` compares candidate flag statistics (the misplacement, the
+Newton step's length in q's units, KL(Laplace || q) at the encoder's mean,
+chance) by the estimate given up when only a share of the rows is searched;
+``--split-half`` chooses ``posterior_search.raised_threshold`` on half of the
+test rows and judges it on the other half; ``--fitted`` compares the fixed
+threshold with each model's own ``search_threshold_``. Tables of
+mixed_tables.py are tasks ``mixed:<table>`` (no outliers: ROC-AUC is nan).
 """
 
 from __future__ import annotations
@@ -162,6 +169,89 @@ def report_fitted(names, seeds):
                   f"{gaps[0]:+.4f} | {gaps[1]:+.4f} | {gaps[1] - gaps[0]:+.4f} |")
 
 
+def row_statistics(det, X):
+    """Candidate flag statistics per row, at the encoder's mean, in float64 (the Hessian for every row):
+    the Newton step's length in q's standard deviations and KL(Laplace there || q)."""
+    from vaefilter.scoring.posterior_search import CURVATURE_FLOOR, _derivatives
+
+    network = det._network()
+    X = torch.as_tensor(X, dtype=torch.float32)
+    with torch.no_grad():
+        mean, log_var = encode_in_passes(network, X)
+    net64, X64, mu, lv = _in_search_precision(network, X, mean, log_var)
+    steps, kls = [], []
+    for s in range(0, len(X64), 256):
+        x, m, l = X64[s:s + 256], mu[s:s + 256], lv[s:s + 256]
+        _, g, negative_hessian = _derivatives(net64, x, m)
+        curvature, axes = torch.linalg.eigh(negative_hessian.detach())
+        curvature = curvature.abs().clamp(min=CURVATURE_FLOOR)
+        step = (axes @ ((axes.transpose(-1, -2) @ g.detach().unsqueeze(-1)) / curvature.unsqueeze(-1))).squeeze(-1)
+        sd = (0.5 * l).exp()
+        covariance_over_q = ((axes ** 2) / curvature.unsqueeze(-2)).sum(-1) / sd ** 2
+        steps.append((step / sd).norm(dim=-1))
+        kls.append(0.5 * (covariance_over_q.sum(-1) + ((step / sd) ** 2).sum(-1) - m.shape[-1] + l.sum(-1)
+                          + curvature.log().sum(-1)))
+    return {"newton_step": torch.cat(steps).numpy(), "kl": torch.cat(kls).numpy()}
+
+
+def statistics(names, seeds, shares=(1.0, 0.8, 0.6, 0.4, 0.2, 0.1)):
+    """The inliers' K=100 estimate given up (vs every row searched) when only the top share of rows by each
+    statistic is searched: does any statistic rank the rows by the search's gain better than chance?"""
+    print("| task | statistic | " + " | ".join(f"{s:.0%} searched" for s in shares) + " |\n|---|---|"
+          + "---:|" * len(shares))
+    for name in names:
+        res = {}
+        for seed in seeds:
+            path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
+            if not os.path.exists(path):
+                continue
+            r = dict(np.load(path))
+            det, X_test, _ = _fitted_test_rows(name, seed)
+            stats = {"misplacement": r["m"], **row_statistics(det, det._validate_for_scoring(X_test)),
+                     "random": np.random.RandomState(seed).rand(len(r["m"]))}
+            inl = r["y"] == 0
+            for key, v in stats.items():
+                lost = []
+                for share in shares:
+                    flag = np.zeros(len(v), bool)
+                    flag[np.argsort(-v)[: int(round(share * len(v)))]] = True
+                    lost.append(np.mean(np.where(flag, r["on"], r["off"])[:, inl].mean(0) - r["on"][:, inl].mean(0)))
+                res.setdefault(key, []).append(lost)
+        for key, v in res.items():
+            print(f"| {name} | {key} | " + " | ".join(f"{x:+.4f}" for x in np.mean(v, 0)) + " |")
+
+
+def split_half(names, seeds, tolerance=0.005, draw_sets=(1, 4), factors=(0, 1, 2)):
+    """posterior_search.raised_threshold chosen on half of the test rows, judged on the other half:
+    the estimate given up there (at 2 minus at the threshold, mean over the draw seeds) and the share of rows
+    searched."""
+    from vaefilter.scoring import posterior_search as ps
+
+    print("| task/seed | gains from | GAIN_SE_FACTOR | threshold | searched at 2 | searched at it | given up |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
+    old = ps.GAIN_SE_FACTOR
+    try:
+        for name in names:
+            for seed in seeds:
+                path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
+                if not os.path.exists(path):
+                    continue
+                r = dict(np.load(path))
+                m = r["m"]
+                order = np.random.RandomState(seed).permutation(len(m))
+                a, b = order[: len(m) // 2], order[len(m) // 2:]
+                for n_draws in draw_sets:
+                    gain = np.where(m[a] > 2, (r["on"][:n_draws, a] - r["off"][:n_draws, a]).mean(0), 0.0)
+                    for factor in factors:
+                        ps.GAIN_SE_FACTOR = factor
+                        t = ps.raised_threshold(m[a], gain, tolerance)
+                        at = lambda th: np.where(m[b] > th, r["on"][:, b], r["off"][:, b]).mean(0)
+                        print(f"| {name}/{seed} | {n_draws} set(s) of draws | {factor:g} | {t:.3g} | {np.mean(m[b] > 2):.0%} | "
+                              f"{np.mean(m[b] > t):.0%} | {np.mean(at(2) - at(t)):+.4f} |")
+    finally:
+        ps.GAIN_SE_FACTOR = old
+
+
 def bins(names, seeds):
     print("| task/seed | rows | count (inlier rows x draw seeds) | mean gain, nats | share of rows gaining < 0.01 | share of the "
           "total gain |\n|---|---|---:|---:|---:|---:|")
@@ -193,6 +283,9 @@ def main():
     p.add_argument("--draw-seeds", type=int, default=4)
     p.add_argument("--thresholds", nargs="*", type=float, default=[2, 3, 4, 5, 6, 8])
     p.add_argument("--bins", action="store_true")
+    p.add_argument("--statistics", action="store_true", help="compare candidate flag statistics")
+    p.add_argument("--split-half", action="store_true",
+                   help="the fitted threshold's rule chosen on half of the rows, judged on the rest")
     p.add_argument("--fitted", action="store_true",
                    help="compare the fixed threshold with each model's own search_threshold_")
     args = p.parse_args()
@@ -203,6 +296,10 @@ def main():
         bins(args.tasks, args.seeds)
     elif args.fitted:
         report_fitted(args.tasks, args.seeds)
+    elif args.statistics:
+        statistics(args.tasks, args.seeds)
+    elif args.split_half:
+        split_half(args.tasks, args.seeds)
     else:
         report(args.tasks, args.seeds, args.thresholds)
 

@@ -110,3 +110,15 @@ def test_model_files_keep_the_threshold_and_older_files_search_above_the_fixed_o
     forged.write_bytes(pack_model_file(header, payload))
     with pytest.raises(ModelFileError, match="search_threshold_"):
         load_model(forged)
+
+
+def test_a_pickle_from_before_the_tolerance_scores_as_it_did(titanic_fits):
+    fits, test = titanic_fits
+    detector = fits[0.0]
+    state = detector.__getstate__()
+    del state["search_threshold_"], state["posterior_search_tolerance"], state["training_samples"]
+    older = VAEOutlierDetector.__new__(VAEOutlierDetector)
+    older.__setstate__(state)
+    assert older.search_threshold_ == SEARCH_THRESHOLD and older.posterior_search_tolerance == 0.0
+    assert older.training_samples == 1  # what trained the networks of pickles from before the parameter
+    np.testing.assert_array_equal(older.score_samples(test), detector.score_samples(test))

@@ -233,6 +233,12 @@ FITTED_STATE = (
 )
 
 
+#: Parameters added since the first pickles, with the value that reproduces what
+#: a detector pickled before them did (a pickle holds no entry for them, and
+#: get_params would fail).
+EARLIER_PARAMS = {"training_samples": 1, "posterior_search_tolerance": 0.0}
+
+
 def _check_float32_range(X, names):
     """Values beyond float32 would silently become inf inside the model."""
     too_large = np.abs(X) > _FLOAT32_MAX
@@ -1781,6 +1787,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             for attribute in FITTED_STATE:
                 if attribute.name not in state and attribute.default is not REQUIRED and attribute.default is not None:
                     state[attribute.name] = copy.deepcopy(attribute.default)
+        for name, value in EARLIER_PARAMS.items():
+            state.setdefault(name, value)
         super().__setstate__(state)
         if checkpoint is not None:
             network = VAENetwork.from_config(checkpoint["config"])

@@ -103,10 +103,10 @@ SEARCH_THRESHOLD = 2.0
 # rows and scoring the other half, it gave up 0.0076 nats per row on
 # modechoice and, from one set of draws, 0.017-0.037 on digits 5-9, against a
 # tolerance of 0.005; at 1, with the gains averaged over 4 sets of draws
-# (SEARCH_CHOICE_DRAWS), it gave up -0.003 to +0.0035 on digits 5-9, titanic,
-# anes96 and modechoice (2-3 seeds each) while searching 0-78% of the rows
-# where 2 searches 30-100%; at 2, 20-98% (benchmarks/RESULTS.md,
-# search_tolerance).
+# (SEARCH_CHOICE_DRAWS), it gave up -0.0035 to +0.0029 on digits 5-9, titanic,
+# anes96 and modechoice (2-3 seeds each) while searching 0-99% of the rows
+# where 2 searches 30-100% (titanic 36% -> 15% and 43% -> 0%, anes96 71% ->
+# 55% and 30% -> 14%); at 2, 20-99% (benchmarks/RESULTS.md, search_tolerance).
 GAIN_SE_FACTOR = 1.0
 # Sets of K draws whose searched-minus-plain gains are averaged per held-out row.
 SEARCH_CHOICE_DRAWS = 4
