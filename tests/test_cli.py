@@ -624,7 +624,8 @@ def test_fit_with_validation_columns_and_categorical(setup, tmp_path, capsys):
     valid.write_bytes(setup.header + b"".join(setup.clean_lines[:150]))
     model = tmp_path / "m.vf"
     code, _, err = run_main(["fit", str(setup.train), "-o", str(model), *SMALL_FIT_ARGS, "--validation", str(valid),
-                             "--exclude", "survived", "--categorical", "pclass"], capsys)
+                             "--exclude", "survived", "--categorical", "pclass", "--posterior-search-tolerance", "0"],
+                            capsys)
     assert code == 0, err
     code, out, _ = run_main(["info", "-m", str(model)], capsys)
     assert "pclass: categorical categories=['1', '2', '3']" in out
@@ -636,6 +637,9 @@ def test_fit_with_validation_columns_and_categorical(setup, tmp_path, capsys):
     assert header["params"]["proposal_steps"] == 25 and header["fitted"]["proposal_curve_"][-1][0] == 25
     assert header["params"]["posterior_search_steps"] == 3
     assert "posterior_search_steps=3" in out
+    # tolerance 0: every row above the fixed threshold is searched, and info says so
+    assert header["params"]["posterior_search_tolerance"] == 0.0 and header["fitted"]["search_threshold_"] == 2.0
+    assert "search_threshold=2 " in out
     # the batch (with survived and the planted rows) still goes through
     code, valid_out, invalid_out = _filter(SimpleNamespace(model=model), setup.batch.read_bytes(), tmp_path)
     assert code == 0
