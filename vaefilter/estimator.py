@@ -392,7 +392,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     posterior_search_steps : int, default=10
         When scoring, rows where the encoder's mean looks misplaced (the
         gradient of log p(x, z) there, in units of q's standard deviations,
-        has a norm above 2) get a second proposal: at most this many Newton
+        has a norm above ``search_threshold_``, at least 2: see
+        ``posterior_search_tolerance``) get a second proposal: at most this many Newton
         steps up log p(x, z) find the row's posterior mode, and the Laplace
         Gaussian there supplies half of the K draws, with mixture weights that keep the estimate unbiased
         (see :mod:`vaefilter.scoring.posterior_search`). Where the encoder misses a
