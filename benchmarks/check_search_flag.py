@@ -150,23 +150,27 @@ def report(names, seeds, thresholds):
                   f"{gap - base:+.4f} | {np.mean(aucs) if aucs else float('nan'):.4f} |")
 
 
+def _collected(names, seeds):
+    """``(name, seed, data)`` of every task and seed whose per-row data --collect saved."""
+    for name in names:
+        for seed in seeds:
+            path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
+            if os.path.exists(path):
+                yield name, seed, dict(np.load(path))
+
+
 def report_fitted(names, seeds):
     """Per task and seed: rows flagged and the inliers' gap at the fixed threshold and at the model's own
     ``search_threshold_`` (chosen at fit time by ``posterior_search_tolerance``)."""
     print("| task/seed | fitted threshold | flagged at 2 | flagged at fitted | gap at 2 | gap at fitted | change |\n"
           "|---|---:|---:|---:|---:|---:|---:|")
-    for name in names:
-        for seed in seeds:
-            path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
-            if not os.path.exists(path):
-                continue
-            r = dict(np.load(path))
-            threshold = float(_fitted_test_rows(name, seed)[0].search_threshold_)
-            inl = r["y"] == 0
-            gaps = [np.mean(np.where(r["m"] > t, r["on"], r["off"])[:, inl].mean(0) - r["ref"])
-                    for t in (posterior_search.SEARCH_THRESHOLD, threshold)]
-            print(f"| {name}/{seed} | {threshold:.3g} | {np.mean(r['m'] > 2):.1%} | {np.mean(r['m'] > threshold):.1%} | "
-                  f"{gaps[0]:+.4f} | {gaps[1]:+.4f} | {gaps[1] - gaps[0]:+.4f} |")
+    for name, seed, r in _collected(names, seeds):
+        threshold = float(_fitted_test_rows(name, seed)[0].search_threshold_)
+        inl = r["y"] == 0
+        gaps = [np.mean(np.where(r["m"] > t, r["on"], r["off"])[:, inl].mean(0) - r["ref"])
+                for t in (posterior_search.SEARCH_THRESHOLD, threshold)]
+        print(f"| {name}/{seed} | {threshold:.3g} | {np.mean(r['m'] > 2):.1%} | {np.mean(r['m'] > threshold):.1%} | "
+              f"{gaps[0]:+.4f} | {gaps[1]:+.4f} | {gaps[1] - gaps[0]:+.4f} |")
 
 
 def row_statistics(det, X):
@@ -199,26 +203,21 @@ def statistics(names, seeds, shares=(1.0, 0.8, 0.6, 0.4, 0.2, 0.1)):
     statistic is searched: does any statistic rank the rows by the search's gain better than chance?"""
     print("| task | statistic | " + " | ".join(f"{s:.0%} searched" for s in shares) + " |\n|---|---|"
           + "---:|" * len(shares))
-    for name in names:
-        res = {}
-        for seed in seeds:
-            path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
-            if not os.path.exists(path):
-                continue
-            r = dict(np.load(path))
-            det, X_test, _ = _fitted_test_rows(name, seed)
-            stats = {"misplacement": r["m"], **row_statistics(det, det._validate_for_scoring(X_test)),
-                     "random": np.random.RandomState(seed).rand(len(r["m"]))}
-            inl = r["y"] == 0
-            for key, v in stats.items():
-                lost = []
-                for share in shares:
-                    flag = np.zeros(len(v), bool)
-                    flag[np.argsort(-v)[: int(round(share * len(v)))]] = True
-                    lost.append(np.mean(np.where(flag, r["on"], r["off"])[:, inl].mean(0) - r["on"][:, inl].mean(0)))
-                res.setdefault(key, []).append(lost)
-        for key, v in res.items():
-            print(f"| {name} | {key} | " + " | ".join(f"{x:+.4f}" for x in np.mean(v, 0)) + " |")
+    results = {}
+    for name, seed, r in _collected(names, seeds):
+        det, X_test, _ = _fitted_test_rows(name, seed)
+        stats = {"misplacement": r["m"], **row_statistics(det, det._validate_for_scoring(X_test)),
+                 "random": np.random.RandomState(seed).rand(len(r["m"]))}
+        inl = r["y"] == 0
+        for key, v in stats.items():
+            lost = []
+            for share in shares:
+                flag = np.zeros(len(v), bool)
+                flag[np.argsort(-v)[: int(round(share * len(v)))]] = True
+                lost.append(np.mean(np.where(flag, r["on"], r["off"])[:, inl].mean(0) - r["on"][:, inl].mean(0)))
+            results.setdefault((name, key), []).append(lost)
+    for (name, key), v in results.items():
+        print(f"| {name} | {key} | " + " | ".join(f"{x:+.4f}" for x in np.mean(v, 0)) + " |")
 
 
 def split_half(names, seeds, tolerance=0.005, draw_sets=(1, 4), factors=(0, 1, 2)):
@@ -231,23 +230,18 @@ def split_half(names, seeds, tolerance=0.005, draw_sets=(1, 4), factors=(0, 1, 2
           "|---|---:|---:|---:|---:|---:|---:|")
     old = ps.GAIN_SE_FACTOR
     try:
-        for name in names:
-            for seed in seeds:
-                path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
-                if not os.path.exists(path):
-                    continue
-                r = dict(np.load(path))
-                m = r["m"]
-                order = np.random.RandomState(seed).permutation(len(m))
-                a, b = order[: len(m) // 2], order[len(m) // 2:]
-                for n_draws in draw_sets:
-                    gain = np.where(m[a] > 2, (r["on"][:n_draws, a] - r["off"][:n_draws, a]).mean(0), 0.0)
-                    for factor in factors:
-                        ps.GAIN_SE_FACTOR = factor
-                        t = ps.raised_threshold(m[a], gain, tolerance)
-                        at = lambda th: np.where(m[b] > th, r["on"][:, b], r["off"][:, b]).mean(0)
-                        print(f"| {name}/{seed} | {n_draws} set(s) of draws | {factor:g} | {t:.3g} | {np.mean(m[b] > 2):.0%} | "
-                              f"{np.mean(m[b] > t):.0%} | {np.mean(at(2) - at(t)):+.4f} |")
+        for name, seed, r in _collected(names, seeds):
+            m = r["m"]
+            order = np.random.RandomState(seed).permutation(len(m))
+            a, b = order[: len(m) // 2], order[len(m) // 2:]
+            for n_draws in draw_sets:
+                gain = np.where(m[a] > 2, (r["on"][:n_draws, a] - r["off"][:n_draws, a]).mean(0), 0.0)
+                for factor in factors:
+                    ps.GAIN_SE_FACTOR = factor
+                    t = ps.raised_threshold(m[a], gain, tolerance)
+                    at = lambda th: np.where(m[b] > th, r["on"][:, b], r["off"][:, b]).mean(0)
+                    print(f"| {name}/{seed} | {n_draws} set(s) of draws | {factor:g} | {t:.3g} | {np.mean(m[b] > 2):.0%} | "
+                          f"{np.mean(m[b] > t):.0%} | {np.mean(at(2) - at(t)):+.4f} |")
     finally:
         ps.GAIN_SE_FACTOR = old
 
@@ -255,24 +249,19 @@ def split_half(names, seeds, tolerance=0.005, draw_sets=(1, 4), factors=(0, 1, 2
 def bins(names, seeds):
     print("| task/seed | rows | count (inlier rows x draw seeds) | mean gain, nats | share of rows gaining < 0.01 | share of the "
           "total gain |\n|---|---|---:|---:|---:|---:|")
-    for name in names:
-        for seed in seeds:
-            path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
-            if not os.path.exists(path):
-                continue
-            r = dict(np.load(path))
-            inl = r["y"] == 0
-            gain = (r["on"] - r["off"])[:, inl]
-            m = np.broadcast_to(r["m"][inl], gain.shape)
-            ess = r["ess50"][:, inl]
-            groups = [(f"misplacement in ({lo}, {hi}]", (m > lo) & (m <= hi))
-                      for lo, hi in ((0, 2), (2, 3), (3, 4), (4, 6), (6, np.inf))]
-            groups += [(f"misplacement > 2, pilot ESS in ({lo}, {hi}]", (m > 2) & (ess > lo) & (ess <= hi))
-                       for lo, hi in ((0, 3), (3, 5), (5, 10), (10, 50))]
-            for label, k in groups:
-                if k.any():
-                    print(f"| {name}/{seed} | {label} | {k.sum()} | {gain[k].mean():+.3f} | {np.mean(gain[k] < 0.01):.0%} | "
-                          f"{gain[k].sum() / gain.sum():.0%} |")
+    for name, seed, r in _collected(names, seeds):
+        inl = r["y"] == 0
+        gain = (r["on"] - r["off"])[:, inl]
+        m = np.broadcast_to(r["m"][inl], gain.shape)
+        ess = r["ess50"][:, inl]
+        groups = [(f"misplacement in ({lo}, {hi}]", (m > lo) & (m <= hi))
+                  for lo, hi in ((0, 2), (2, 3), (3, 4), (4, 6), (6, np.inf))]
+        groups += [(f"misplacement > 2, pilot ESS in ({lo}, {hi}]", (m > 2) & (ess > lo) & (ess <= hi))
+                   for lo, hi in ((0, 3), (3, 5), (5, 10), (10, 50))]
+        for label, k in groups:
+            if k.any():
+                print(f"| {name}/{seed} | {label} | {k.sum()} | {gain[k].mean():+.3f} | {np.mean(gain[k] < 0.01):.0%} | "
+                      f"{gain[k].sum() / gain.sum():.0%} |")
 
 
 def main():
