@@ -21,7 +21,8 @@ passes is visible too. The generalised Pareto tail's shape (``TAIL_SHAPE``) is f
 maximum likelihood on the tables' excesses pooled.
 
 Command: ``python benchmarks/choose_margins.py --seeds 0 1 --save DIR`` (about 8 minutes a seed on
-one thread); ``--load DIR`` re-judges saved records. RESULTS.md ``sequential_margins_tail``.
+one thread); ``--load DIR`` re-judges saved records, ``--per-record`` adds each record's figures under
+the library's rule, ``--training-samples 1`` fits on the ELBO instead of the default. RESULTS.md ``sequential_margins_tail``.
 """
 import argparse
 import glob
@@ -40,9 +41,10 @@ MIN_BIG_TABLE = 1000
 BANDS = ((25, 75), (1, None))
 
 
-def records(seed, save, fractions=None):
+def records(seed, save, fractions=None, overrides=None):
     """Record every tuning table at ``seed`` into ``save`` (one .npz a table); with ``fractions``,
-    at those rounds' draws instead of the library's ``ROUND_FRACTIONS``."""
+    at those rounds' draws instead of the library's ``ROUND_FRACTIONS``; ``overrides``: estimator
+    parameters set instead of the defaults (e.g. ``training_samples=1``)."""
     import torch
 
     from vaefilter import VAEOutlierDetector
@@ -61,7 +63,8 @@ def records(seed, save, fractions=None):
         with warnings.catch_warnings(), mock.patch("vaefilter.estimator.fit_margins", spy), \
                 mock.patch.object(sequential, "ROUND_FRACTIONS", fractions_):
             warnings.simplefilter("ignore")
-            detector = VAEOutlierDetector(random_state=seed, handle_missing="model", **params).fit(train)
+            detector = VAEOutlierDetector(random_state=seed, handle_missing="model",
+                                          **{**params, **(overrides or {})}).fit(train)
             rows = pd.concat([train, test]) if isinstance(train, pd.DataFrame) else np.vstack([train, test])
             every = detector._margin_record(detector._network(), detector._validate_for_scoring(rows))
         h = held["record"]
@@ -197,6 +200,24 @@ def judge(files):
                   f"{draws / rows / len(BANDS):.1f} | {differ} of {rows * len(BANDS):,} |")
 
 
+def per_record(files, se_factor=sequential.SE_FACTOR):
+    """Each record's bound and decisions differing from full K under the library's margin rule."""
+    rule = RULES[f"Pareto {sequential.TAIL_SHAPE} above 0.9, at {sequential.MARGIN_QUANTILE}"][0]
+    print(f"\n| record | rows | held out | bound (beyond margin + {se_factor:g} se at some round) | decisions ≠ full K "
+          "(both bands) | draws/row at (25, 75) |\n|---|---:|---:|---:|---:|---:|")
+    for f in files:
+        d = np.load(f)
+        if d["held_full"].size < sequential.MIN_MARGIN_ROWS:
+            continue
+        rise = [rule(d["held_full"] - e) for e in d["held_rounds"]]
+        fall = [rule(e - d["held_full"]) for e in d["held_rounds"]]
+        out = beyond_margins(d, range(len(d["draws"])), rise, fall, se_factor)
+        runs = [simulate(d, tuple(None if p is None else float(np.percentile(d["validation"], p)) for p in band),
+                         rise, fall, se_factor) for band in BANDS]
+        print(f"| {os.path.basename(f)[:-4]} | {out.size} | {d['held_full'].size} | {out.mean():.3%} | "
+              f"{sum(x for x, _ in runs)} | {runs[0][1]:.1f} |")
+
+
 def judge_schedules(files, schedules):
     """The library's margin rule at each SE factor on each schedule of rounds (draws before the
     last), every schedule a subset of the recorded rounds: the bound, draws per row, decisions."""
@@ -245,6 +266,10 @@ def main():
     parser.add_argument("--schedules", nargs="+", metavar="DRAWS",
                         help="judge these subsets of the recorded rounds, each as comma-separated draw counts "
                              "(e.g. 6,10,30 6,10,30,60) with the library's margin rule")
+    parser.add_argument("--training-samples", type=int,
+                        help="fit with this training_samples instead of the default (1: the ELBO)")
+    parser.add_argument("--per-record", action="store_true",
+                        help="also print, per record, the library rule's bound and decisions differing")
     args = parser.parse_args()
     if args.load:
         files = sorted(glob.glob(os.path.join(args.load, "*.npz")))
@@ -254,12 +279,15 @@ def main():
         save = args.save or tempfile.mkdtemp()
         os.makedirs(save, exist_ok=True)
         for seed in args.seeds:
-            records(seed, save, args.fractions)
+            records(seed, save, args.fractions,
+                    None if args.training_samples is None else {"training_samples": args.training_samples})
         files = sorted(glob.glob(os.path.join(save, "*.npz")))
     if args.schedules:
         judge_schedules(files, [[int(k) for k in schedule.split(",")] for schedule in args.schedules])
     else:
         judge(files)
+    if args.per_record:
+        per_record(files)
 
 
 if __name__ == "__main__":
