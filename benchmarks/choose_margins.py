@@ -125,7 +125,13 @@ def tail_shape(tables, n_boot=50):
 SE_FACTORS = (1.0, 2.0, 2.5, 3.0)
 
 
-def simulate(d, band, rise, fall, se_factor):
+def _may_stop(d, r, ess_floor):
+    """Rows of record ``d`` whose effective sample size at round ``r`` reaches ``ess_floor``
+    (the ESS from the recorded standard error, se^2 = 1/ESS - 1/k)."""
+    return 1.0 / (d["se"][r] ** 2 + 1.0 / d["draws"][r]) >= ess_floor
+
+
+def simulate(d, band, rise, fall, se_factor, ess_floor=sequential.MIN_STOP_ESS):
     """(decisions other than full K's, mean draws per row) of a sequential run from the record."""
     import torch
 
@@ -140,19 +146,43 @@ def simulate(d, band, rise, fall, se_factor):
         clear = sequential.decided(estimate, se, band, rise[r], fall[r], se_factor=se_factor).numpy()
         clear_in = sequential.decided(estimate, se, band, rise[r], fall[r], inside_only=True,
                                       se_factor=se_factor).numpy()
-        stop = active & clear
+        stop = active & clear & _may_stop(d, r, ess_floor)
         decision[stop], used[stop], active = clear_in[stop], k, active & ~stop
     return int((decision != inside).sum()), float(used.mean())
 
 
-def beyond_margins(d, rounds, rise, fall, se_factor):
+def beyond_margins(d, rounds, rise, fall, se_factor, ess_floor=sequential.MIN_STOP_ESS):
     """Rows of a record beyond margin + se_factor x se at some of ``rounds`` (indices into its
-    rounds; ``rise[i]``, ``fall[i]`` the margins of ``rounds[i]``)."""
+    rounds; ``rise[i]``, ``fall[i]`` the margins of ``rounds[i]``) where they may stop (ESS floor)."""
     out = np.zeros(d["full"].size, bool)
     for i, r in enumerate(rounds):
         gap, s = d["full"] - d["rounds"][r], se_factor * d["se"][r]
-        out |= (gap > rise[i] + s) | (-gap > fall[i] + s)
+        out |= ((gap > rise[i] + s) | (-gap > fall[i] + s)) & _may_stop(d, r, ess_floor)
     return out
+
+
+def judge_ess_floors(files, floors, se_factor=sequential.SE_FACTOR):
+    """The library's margin rule with each effective-sample-size floor: bound, decisions, draws."""
+    rule = RULES[f"Pareto {sequential.TAIL_SHAPE} above 0.9, at {sequential.MARGIN_QUANTILE}"][0]
+    print("\n| ESS floor | bound, pooled | bound, worst table >= 1,000 rows | passes | draws/row | decisions ≠ full K |"
+          "\n|---:|---:|---:|---|---:|---:|")
+    tables = [d for d in (np.load(f) for f in files) if d["held_full"].size >= sequential.MIN_MARGIN_ROWS]
+    for floor in floors:
+        beyond = rows = draws = differ = 0
+        worst = 0.0
+        for d in tables:
+            rise = [rule(d["held_full"] - e) for e in d["held_rounds"]]
+            fall = [rule(e - d["held_full"]) for e in d["held_rounds"]]
+            out = beyond_margins(d, range(len(d["draws"])), rise, fall, se_factor, floor)
+            beyond, rows = beyond + out.sum(), rows + out.size
+            worst = max(worst, out.mean()) if out.size >= MIN_BIG_TABLE else worst
+            for percentiles in BANDS:
+                band = tuple(None if p is None else float(np.percentile(d["validation"], p)) for p in percentiles)
+                x, y = simulate(d, band, rise, fall, se_factor, floor)
+                differ, draws = differ + x, draws + y * out.size
+        passes = beyond / rows <= 0.001 and worst <= 0.001
+        print(f"| {floor:g} | {beyond / rows:.3%} | {worst:.3%} | {'yes' if passes else 'no'} | "
+              f"{draws / rows / len(BANDS):.1f} | {differ} of {rows * len(BANDS):,} |")
 
 
 def judge(files):
@@ -268,6 +298,8 @@ def main():
                              "(e.g. 6,10,30 6,10,30,60) with the library's margin rule")
     parser.add_argument("--training-samples", type=int,
                         help="fit with this training_samples instead of the default (1: the ELBO)")
+    parser.add_argument("--ess-floors", type=float, nargs="+",
+                        help="judge the library's rule with each of these effective-sample-size floors")
     parser.add_argument("--per-record", action="store_true",
                         help="also print, per record, the library rule's bound and decisions differing")
     args = parser.parse_args()
@@ -288,6 +320,8 @@ def main():
         judge(files)
     if args.per_record:
         per_record(files)
+    if args.ess_floors:
+        judge_ess_floors(files, args.ess_floors)
 
 
 if __name__ == "__main__":

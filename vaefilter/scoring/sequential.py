@@ -23,7 +23,8 @@ margins are high quantiles of how far the full-K estimate rose above
 generalised Pareto fit to the tail (a few hundred rows do not reach the 0.999
 quantile that the filter's 99.9%-of-decisions target asks for). A row stops at round
 r when its distance to the edge exceeds that margin plus SE_FACTOR times
-its own delta-method standard error, sqrt(1/ESS - 1/k).
+its own delta-method standard error, sqrt(1/ESS - 1/k), and its effective
+sample size is at least MIN_STOP_ESS.
 
 Rows the posterior search would search first get a pilot: the first round
 with q's weights alone. Where the pilot decides them (its own calibrated
@@ -101,6 +102,18 @@ TAIL_SHAPE = 0.154
 #: the rows of the worst tuning table (>= 1,000 rows) beyond the margin at some round, 2.0
 #: 0.050% (under the 0.1% asked): the smallest of 1, 2, 2.5, 3 that passes (sequential_margins_tail).
 SE_FACTOR = 2.0
+#: Effective sample size below which a row never stops before its last round. A row whose
+#: weights hang on one or two draws says nothing of the mass its draws missed, and its
+#: delta-method error cannot exceed sqrt(1 - 1/k) (0.91 at 6 draws): trained on the 16-sample
+#: bound, randhie had rows whose 6-draw estimate lay 95-448 nats below full K's at an ESS near 1,
+#: far beyond any margin. Simulated on the margin rule's 15 tuning tables x 2 seeds
+#: (benchmarks/choose_margins.py --ess-floors), the rows beyond margin + SE_FACTOR x se at some
+#: round, worst table >= 1,000 rows, fell from 0.433% (no floor) to 0.367, 0.333, 0.133, 0.100 and
+#: 0.067% at floors 1.5, 2, 3, 4 and 5, the decisions other than full K's from 34 of 146,336 to
+#: 17, 13, 5, 3 and 0, at 24.7 -> 28.0 draws per row at 5; on the ELBO 1 of 146,336 at every
+#: floor, 13.9 -> 14.4 draws. 4 passes the 0.1% on its edge (3 of randhie's 3,000 rows); 5 is
+#: the first with room.
+MIN_STOP_ESS = 5.0
 #: Fewer held-out rows than this leave a margin infinite (that round never
 #: stops a row): a quantile of a handful of rows says little about its tail.
 MIN_MARGIN_ROWS = 20
@@ -316,7 +329,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
             if r == 0 and flagged.any():
                 # the pilot: flagged rows' first round with q's weights; undecided ones are searched
                 pilot_rows = active[flagged[active]]
-                estimate, se, _ = _estimate(state.weights[pilot_rows], draws)
+                estimate, se, pilot_ess = _estimate(state.weights[pilot_rows], draws)
                 pilot[pilot_rows.cpu().numpy()] = to_numpy(estimate)
                 if record:
                     stop = torch.zeros_like(estimate, dtype=torch.bool)
@@ -330,7 +343,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
                     # lower edge, nor that it stays below an upper edge. It may stop only rows
                     # clearly above a lower-only band's edge; the search's draws decide the rest.
                     stop = (decided(estimate, se, thresholds, margins.pilot_rise, margins.pilot_fall, inside_only=True,
-                                    se_factor=se_factor)
+                                    se_factor=se_factor) & (pilot_ess >= MIN_STOP_ESS)
                             if thresholds[1] is None else torch.zeros_like(estimate, dtype=torch.bool))
                 log_px[pilot_rows[stop]] = estimate[stop]
                 n_draws[pilot_rows[stop]] = draws.numel()
@@ -349,7 +362,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
                 done = torch.zeros(n, dtype=torch.bool, device=device)
                 done[pilot_rows[stop]] = True
                 active = active[~done[active]]
-            estimate, se, _ = _estimate(state.weights[active], draws)
+            estimate, se, ess = _estimate(state.weights[active], draws)
             if last:
                 log_px[active] = estimate
                 n_draws[active] = draws.numel()
@@ -360,6 +373,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
                 previous = draws
                 continue
             stop = decided(estimate, se, thresholds, margins.rise[r], margins.fall[r], se_factor=se_factor)
+            stop &= ess >= MIN_STOP_ESS
             log_px[active[stop]] = estimate[stop]
             n_draws[active[stop]] = draws.numel()
             active = active[~stop]
