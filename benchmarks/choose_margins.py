@@ -146,7 +146,8 @@ def simulate(d, band, rise, fall, se_factor, ess_floor=sequential.MIN_STOP_ESS):
         clear = sequential.decided(estimate, se, band, rise[r], fall[r], se_factor=se_factor).numpy()
         clear_in = sequential.decided(estimate, se, band, rise[r], fall[r], inside_only=True,
                                       se_factor=se_factor).numpy()
-        stop = active & clear & _may_stop(d, r, ess_floor)
+        safe = sequential.beyond_any_rise(estimate, se, band, fall[r], se_factor=se_factor).numpy()
+        stop = active & clear & (_may_stop(d, r, ess_floor) | safe)
         decision[stop], used[stop], active = clear_in[stop], k, active & ~stop
     return int((decision != inside).sum()), float(used.mean())
 

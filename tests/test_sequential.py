@@ -114,17 +114,31 @@ def test_rows_that_go_the_distance_get_the_full_k_score(fitted, rows):
 
 def test_rows_whose_weights_hang_on_a_few_draws_do_not_stop_early(fitted, rows, monkeypatch):
     library_floor = sequential.MIN_STOP_ESS
+    upper = fitted.thresholds_[1]
 
-    def draws_used(floor):
+    def first_round_stops(floor):
+        """log p(x) of the rows that stop after the first round, at ESS floor ``floor``."""
         monkeypatch.setattr(sequential, "MIN_STOP_ESS", floor)
-        return fitted.explain(rows, sequential=True)["n_draws"].to_numpy()
+        explained = fitted.explain(rows, sequential=True)
+        return explained["log_px"].to_numpy()[explained["n_draws"].to_numpy() == draw_rounds(K)[0].numel()]
 
-    first = draw_rounds(K)[0].numel()
-    # without a floor rows stop after the first round's 4 draws; 4 draws reach an ESS of 4 only with
-    # equal weights, so at the library's floor none does, and no row stops before its last round at K + 1
-    assert (draws_used(0.0) == first).any()
-    assert library_floor >= first and not (draws_used(library_floor) == first).any()
-    assert (draws_used(K + 1.0) == K).all()
+    # 4 draws reach an ESS of 4 only with equal weights: at the library's floor a row stops after them
+    # only where no rise of its estimate could change its decision, clearly above the band's upper edge
+    assert library_floor >= draw_rounds(K)[0].numel()
+    assert (first_round_stops(0.0) <= upper).any()
+    assert (first_round_stops(library_floor) > upper).all()
+    monkeypatch.setattr(sequential, "MIN_STOP_ESS", K + 1.0)
+    explained = fitted.explain(rows, sequential=True)
+    assert (explained["log_px"].to_numpy()[explained["n_draws"].to_numpy() < K] > upper).all()
+
+
+def test_an_estimate_clearly_above_the_band_or_inside_a_lower_only_band_survives_any_rise():
+    estimate, se, fall = torch.tensor([-20.0, -9.0, -1.0, 5.0]), torch.full((4,), 0.5), 1.0
+    two_sided, lower_only = (-10.0, 0.0), (-10.0, None)
+    # above the upper edge by more than fall + 2 se: a higher full-K estimate stays above it
+    assert sequential.beyond_any_rise(estimate, se, two_sided, fall).tolist() == [False, False, False, True]
+    # inside a band with no upper edge, clearly: a higher estimate stays inside
+    assert sequential.beyond_any_rise(estimate, se, lower_only, fall).tolist() == [False, False, True, True]
 
 
 def test_turning_it_off_gives_full_k(fitted, rows):
@@ -245,9 +259,6 @@ def missed(fitted, rows, monkeypatch):
         return mean + 5.0, log_var
 
     monkeypatch.setattr(sequential, "encode_in_passes", misplaced)
-    # the pilot's rule apart from the ESS floor: at K = 40 the pilot holds 4 draws, no more than the
-    # library's MIN_STOP_ESS, so with the floor no pilot could stop a row at all
-    monkeypatch.setattr(sequential, "MIN_STOP_ESS", 0.0)
     score = functools.partial(sequential.sequential_log_marginal, network, X, K, fitted.importance_seed_,
                               search_steps=fitted.posterior_search_steps)
     record = score(fitted.thresholds_, None, record=True)

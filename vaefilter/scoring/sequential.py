@@ -24,7 +24,9 @@ generalised Pareto fit to the tail (a few hundred rows do not reach the 0.999
 quantile that the filter's 99.9%-of-decisions target asks for). A row stops at round
 r when its distance to the edge exceeds that margin plus SE_FACTOR times
 its own delta-method standard error, sqrt(1/ESS - 1/k), and its effective
-sample size is at least MIN_STOP_ESS.
+sample size is at least MIN_STOP_ESS (unless no rise of its estimate could
+change its decision: clearly above the upper edge, or clearly inside a band
+with no upper edge).
 
 Rows the posterior search would search first get a pilot: the first round
 with q's weights alone. Where the pilot decides them (its own calibrated
@@ -246,6 +248,23 @@ def _estimate(weights, draws):
     return log_px, se, ess
 
 
+def beyond_any_rise(log_px, se, thresholds, fall, se_factor=SE_FACTOR):
+    """Rows whose decision no rise of the estimate could overturn: clearly above the upper edge,
+    or clearly inside a band without one (``fall`` and ``se`` as in :func:`decided`).
+
+    The estimate at k draws is a stochastic lower bound: the draws' missed mass can only make the
+    full-K estimate higher, and it is these rises that MIN_STOP_ESS guards against, so such rows
+    may stop at any effective sample size.
+    """
+    lower, upper = thresholds
+    down = fall + se_factor * se
+    if upper is not None:
+        return log_px > upper + down
+    if lower is not None:
+        return log_px - lower > down
+    return torch.ones_like(log_px, dtype=torch.bool)
+
+
 def decided(log_px, se, thresholds, rise, fall, inside_only=False, se_factor=SE_FACTOR):
     """Rows whose decision is clear: inside or outside the band by more than the margins.
 
@@ -332,7 +351,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
             if r == 0 and flagged.any():
                 # the pilot: flagged rows' first round with q's weights; undecided ones are searched
                 pilot_rows = active[flagged[active]]
-                estimate, se, pilot_ess = _estimate(state.weights[pilot_rows], draws)
+                estimate, se, _ = _estimate(state.weights[pilot_rows], draws)
                 pilot[pilot_rows.cpu().numpy()] = to_numpy(estimate)
                 if record:
                     stop = torch.zeros_like(estimate, dtype=torch.bool)
@@ -345,8 +364,9 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
                     # A low pilot then proves nothing either way: not that the row is below the
                     # lower edge, nor that it stays below an upper edge. It may stop only rows
                     # clearly above a lower-only band's edge; the search's draws decide the rest.
+                    # (clearly inside a band with no upper edge: no rise can overturn it, so no ESS floor)
                     stop = (decided(estimate, se, thresholds, margins.pilot_rise, margins.pilot_fall, inside_only=True,
-                                    se_factor=se_factor) & (pilot_ess >= MIN_STOP_ESS)
+                                    se_factor=se_factor)
                             if thresholds[1] is None else torch.zeros_like(estimate, dtype=torch.bool))
                 log_px[pilot_rows[stop]] = estimate[stop]
                 n_draws[pilot_rows[stop]] = draws.numel()
@@ -376,7 +396,7 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
                 previous = draws
                 continue
             stop = decided(estimate, se, thresholds, margins.rise[r], margins.fall[r], se_factor=se_factor)
-            stop &= ess >= MIN_STOP_ESS
+            stop &= (ess >= MIN_STOP_ESS) | beyond_any_rise(estimate, se, thresholds, margins.fall[r], se_factor)
             log_px[active[stop]] = estimate[stop]
             n_draws[active[stop]] = draws.numel()
             active = active[~stop]
