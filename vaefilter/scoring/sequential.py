@@ -117,8 +117,8 @@ SE_FACTOR = 2.0
 #: <= 0.1% pooled and on every table of >= 1,000 rows: 0.100% on randhie, 3 of its 3,000 rows).
 #: Rows no rise could overturn are exempt (see beyond_any_rise). It costs most on rows outside
 #: the band, where q fits worst: in benchmarks/check_sequential.py (report tables) unseen
-#: digits took 10.4-13.2 draws per row before it and 19.7-22.8 with it, planted faults on
-#: titanic 10.7-42.2 and 17.3-52.1, every decision equal to full K's before and after.
+#: digits took 10.4-13.2 draws per row before it and 19.7-22.8 with it, titanic's test rows
+#: with planted faults 10.7-42.2 and 17.3-52.1, every decision equal to full K's before and after.
 MIN_STOP_ESS = 4.0
 #: Fewer held-out rows than this leave a margin infinite (that round never
 #: stops a row): a quantile of a handful of rows says little about its tail.
