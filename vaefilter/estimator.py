@@ -32,6 +32,7 @@ from .scoring.marginal import (
     estimate_log_marginal,
     log_marginal_without_columns,
     row_misplacement,
+    search_proposals,
 )
 from .scoring.posterior_search import SEARCH_CHOICE_DRAWS, SEARCH_THRESHOLD, raised_threshold
 from .scoring.proposal import refit_proposal
@@ -1236,11 +1237,12 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             return SEARCH_THRESHOLD
         network = self._network()
         rows = to_tensor(X_held_out, device_of(network))
+        found = search_proposals(network, rows, self.posterior_search_steps)
         gain = np.zeros(len(X_held_out))
         for draws in range(SEARCH_CHOICE_DRAWS):
             seed = self.importance_seed_ + draws
             searched = estimate_log_marginal(network, rows, self.n_importance_samples, seed,
-                                             search_steps=self.posterior_search_steps)
+                                             search_steps=self.posterior_search_steps, search=found)
             plain = estimate_log_marginal(network, rows, self.n_importance_samples, seed)
             gain += np.where(searched.searched, searched.log_px.astype(np.float64) - plain.log_px, 0.0)
         return raised_threshold(to_numpy(row_misplacement(network, rows)), gain / SEARCH_CHOICE_DRAWS,

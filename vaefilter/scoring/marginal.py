@@ -181,6 +181,15 @@ def search_in_passes(network, X, max_steps, activation_floats, search_threshold=
     return proposal, searched
 
 
+def search_proposals(network, X, max_steps, activation_floats=None, search_threshold=None):
+    """:func:`search_in_passes` on its own, for :func:`estimate_log_marginal`'s ``search``."""
+    if activation_floats is None:
+        activation_floats = activation_floats_for(X.device)
+    # no_grad, not inference_mode: the search differentiates through the decoder
+    with torch.no_grad():
+        return search_in_passes(network, X, max_steps, activation_floats, search_threshold)
+
+
 def _search_pass_rows(network, activation_floats):
     return rows_per_pass(network.latent_dim, network.widest_hidden_layer, activation_floats,
                          max_rows=MAX_ROWS_PER_SEARCH_PASS)
@@ -301,7 +310,7 @@ def rows_per_pass(n_importance_samples, hidden_width, activation_floats=CPU_ACTI
 
 def estimate_log_marginal(
     network, X, n_importance_samples, seed, activation_floats=None, per_column=False, search_steps=0,
-    search_threshold=None,
+    search_threshold=None, search=None,
 ):
     """Importance-sampled log p(x) for every row of ``X``.
 
@@ -327,6 +336,10 @@ def estimate_log_marginal(
     search_threshold : float, optional
         Rows whose misplacement exceeds it are searched; default
         SEARCH_THRESHOLD (a fitted model keeps its own, ``search_threshold_``).
+    search : tuple, optional
+        ``(proposals, searched)`` of these rows from :func:`search_proposals`,
+        to score them under several seeds without searching them again (the
+        search does not depend on the seed).
 
     Returns
     -------
@@ -352,7 +365,8 @@ def estimate_log_marginal(
         keys = row_keys(X, seed)
         laplace, searched = None, None
         if search_steps and n_importance_samples > 1:
-            laplace, searched = search_in_passes(network, X, search_steps, activation_floats, search_threshold)
+            laplace, searched = search if search is not None else search_in_passes(
+                network, X, search_steps, activation_floats, search_threshold)
         aligned = (keys,) if laplace is None else (keys, searched, *laplace.tensors())
         for start, stop, padded, padded_keys, *padded_search in fixed_shape_passes(X, rows, *aligned):
             noise = keyed_normal(padded_keys, n_importance_samples, network.latent_dim)
