@@ -409,10 +409,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     posterior_search_tolerance : float, default=0.005
         Nats per row of held-out log p(x) that the fit may give up to search
         fewer rows. At fit time the held-out rows are scored with and
-        without the search; the threshold above which a row is searched
-        (``search_threshold_``) is raised from 2 as long as the gains of the
-        rows it stops searching, summed over the held-out rows and divided
-        by their number, stay within this (see
+        without the search (under 4 sets of draws, the search run once);
+        the threshold above which a row is searched (``search_threshold_``)
+        is raised from 2 as long as the gains of the rows it stops
+        searching, summed over the held-out rows and divided by their
+        number, plus one standard error, stay within this (see
         :func:`vaefilter.scoring.posterior_search.raised_threshold`).
         Where the search gains little (titanic: 0.004 nats per row in all,
         with 39% of the rows flagged) it then fires only on rows more
