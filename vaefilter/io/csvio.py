@@ -952,17 +952,41 @@ class AtomicWriter:
             raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", path)
         existing = _stat_or_none(path)  # through links
         try:
-            if existing is not None and not stat.S_ISREG(existing.st_mode):
-                self.in_place, self.target = True, path
-                self._file = io.BufferedWriter(io.FileIO(path, "wb"), self.buffer_size)
-                return
-            self.target = os.path.realpath(path) if os.path.islink(path) else path
-            fd, self._tmp_path = _create_temp_beside(self.target)
-            if existing is not None:
-                os.chmod(self._tmp_path, stat.S_IMODE(existing.st_mode))
-        except OSError as exc:
-            raise _naming(exc, path) from None
-        self._file = io.BufferedWriter(io.FileIO(fd, "wb"), self.buffer_size)
+            try:
+                if existing is not None and not stat.S_ISREG(existing.st_mode):
+                    self.in_place, self.target = True, path
+                    self._file = io.BufferedWriter(io.FileIO(path, "wb"), self.buffer_size)
+                    return
+                self.target = os.path.realpath(path) if os.path.islink(path) else path
+                fd = self._create_temp()
+                if existing is not None:
+                    os.chmod(self._tmp_path, stat.S_IMODE(existing.st_mode))
+            except OSError as exc:
+                raise _naming(exc, path) from None
+            self._file = io.BufferedWriter(io.FileIO(fd, "wb"), self.buffer_size)
+        except BaseException:
+            # an interruption here (Ctrl-C, the CLI's SIGTERM) never reaches
+            # __exit__: a ``with`` whose __enter__ raises does not call it
+            self.discard()
+            raise
+
+    def _create_temp(self) -> int:
+        """Create the hidden temporary file beside the target; return its descriptor.
+
+        Its name is recorded before the file exists, never after: a signal's
+        Python handler runs between any two bytecodes, and one that raised
+        between ``os.open`` returning and the name's assignment left the file
+        behind (`test_sigterm_and_ctrl_c_leave_no_temporary_file`, under load:
+        the test signals as soon as the first of the two outputs' files appears).
+        Created with mode 0o666 so the umask gives the final file ordinary
+        permissions (tempfile.mkstemp would make it 0o600).
+        """
+        while True:
+            self._tmp_path = _temp_name_beside(self.target)
+            try:
+                return os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                self._tmp_path = None  # another writer's file (48 random bits alike): not ours to remove
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self._file is None:
@@ -1094,12 +1118,12 @@ class AtomicOutputs:
                     continue  # written in place: nothing to rename or roll back
                 path = writer.target
                 if os.path.lexists(path):
-                    backup = _temp_name_beside(path) + ".old"
+                    # recorded before it exists, as AtomicWriter._create_temp does
+                    backups[path] = _temp_name_beside(path) + ".old"
                     try:
-                        os.link(path, backup)
-                        backups[path] = backup
+                        os.link(path, backups[path])
                     except OSError:
-                        pass  # no hard links here: best effort
+                        del backups[path]  # no hard links here: best effort
                 writer.replace()
                 done.append(path)
         except BaseException:
@@ -1141,13 +1165,19 @@ def atomic_directories(paths):
 
 def _replace_directory(tmp: str, path: str) -> None:
     """Move a finished directory into place, replacing an old one."""
-    old = None
-    if os.path.exists(path):
-        old = _temp_name_beside(os.path.abspath(path)) + ".old"
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if not os.path.exists(path):
+        os.rename(tmp, path)
+        return
+    old = _temp_name_beside(os.path.abspath(path)) + ".old"
+    os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:  # a failed rename, or an interruption on either side of it: the old one goes back
+        if os.path.exists(path):
+            os.rename(path, tmp)  # the new one, renamed before the interruption: removed with the temporaries
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def remove_temporaries(path) -> None:
@@ -1164,20 +1194,6 @@ def remove_temporaries(path) -> None:
 def _temp_name_beside(path: str) -> str:
     directory, base = os.path.split(path)
     return os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-
-
-def _create_temp_beside(path: str) -> tuple[int, str]:
-    """Create a hidden temporary file next to `path`; return (fd, name).
-
-    Created with mode 0o666 so the umask gives the final file ordinary
-    permissions (tempfile.mkstemp would make it 0o600).
-    """
-    while True:
-        tmp = _temp_name_beside(path)
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
 
 
 def _stat_or_none(path: str):
