@@ -32,16 +32,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-import datasets as ds
-import mixed_tables
-from check_search_gap import CACHE, REPORT, TUNE, fitted, task
-from vaefilter import VAEOutlierDetector
+from check_search_gap import CACHE, REPORT, TUNE, fitted_test_rows
 from vaefilter.scoring import posterior_search
 from vaefilter.scoring.marginal import _in_search_precision, encode_in_passes, estimate_log_marginal, log_weights
 from vaefilter.scoring.row_noise import keyed_normal, row_keys
@@ -81,36 +77,13 @@ def pilot_ess(det, X, draw_seed, n_draws=50):
         return torch.exp(2 * torch.logsumexp(w, 1) - torch.logsumexp(2 * w, 1)).numpy()
 
 
-def _fitted_test_rows(name, seed):
-    """The model fitted at the defaults (cached), its test rows and their labels (1 = outlier).
-
-    A mixed table (``mixed:<table>``, see mixed_tables.py) has no outliers:
-    its clean test split, all labelled 0.
-    """
-    if not name.startswith("mixed:"):
-        t = task(name)
-        sp = ds.split(t, seed)
-        return fitted(t, seed, sp), sp.X_test_raw, sp.y_test
-    train, test, *_ = mixed_tables.split(name.split(":", 1)[1], seed)
-    path = os.path.join(CACHE, f"{name.replace(':', '-')}-{seed}.pkl")
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            det = pickle.load(f)
-    else:
-        det = VAEOutlierDetector(handle_missing="model", random_state=seed, device="cpu").fit(train)
-        os.makedirs(CACHE, exist_ok=True)
-        with open(path, "wb") as f:
-            pickle.dump(det, f)
-    return det, test, np.zeros(len(test), dtype=int)
-
-
 def collect(names, seeds, draw_seeds):
     for name in names:
         for seed in seeds:
             path = os.path.join(CACHE, f"flag-{name.replace(':', '-')}-{seed}.npz")
             if os.path.exists(path):
                 continue
-            det, X_test, y = _fitted_test_rows(name, seed)
+            det, X_test, y = fitted_test_rows(name, seed)
             X = det._validate_for_scoring(X_test)
             inl = y == 0
             on = np.array([_scores(det, X, 100, d, EVERY_ROW).log_px for d in range(draw_seeds)])
@@ -165,7 +138,7 @@ def report_fitted(names, seeds):
     print("| task/seed | fitted threshold | flagged at 2 | flagged at fitted | gap at 2 | gap at fitted | change |\n"
           "|---|---:|---:|---:|---:|---:|---:|")
     for name, seed, r in _collected(names, seeds):
-        threshold = float(_fitted_test_rows(name, seed)[0].search_threshold_)
+        threshold = float(fitted_test_rows(name, seed)[0].search_threshold_)
         inl = r["y"] == 0
         gaps = [np.mean(np.where(r["m"] > t, r["on"], r["off"])[:, inl].mean(0) - r["ref"])
                 for t in (posterior_search.SEARCH_THRESHOLD, threshold)]
@@ -205,7 +178,7 @@ def statistics(names, seeds, shares=(1.0, 0.8, 0.6, 0.4, 0.2, 0.1)):
           + "---:|" * len(shares))
     results = {}
     for name, seed, r in _collected(names, seeds):
-        det, X_test, _ = _fitted_test_rows(name, seed)
+        det, X_test, _ = fitted_test_rows(name, seed)
         stats = {"misplacement": r["m"], **row_statistics(det, det._validate_for_scoring(X_test)),
                  "random": np.random.RandomState(seed).rand(len(r["m"]))}
         inl = r["y"] == 0
