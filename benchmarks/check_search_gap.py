@@ -16,7 +16,8 @@ worse too, so A's reference is the fair one), and both AUCs.
     python benchmarks/check_search_gap.py --profile [TABLE]   # where scoring digits (or TABLE) spends its time
 
 ``--profile`` fits bench_speed's digits model (the whole table, random_state=0,
-handle_missing='model'), scores the table three times under cProfile and
+handle_missing='model'; cached), scores the table three times under cProfile (at
+the model's own flag threshold, ``search_threshold_``) and
 prints each stage's share, with the posterior search's evaluations of the
 derivatives and of log p(x, z) per searched row.
 
@@ -199,7 +200,15 @@ def profile(table="digits", turns=3):
     from vaefilter.scoring import marginal, posterior_search
 
     X = skd.load_digits().data.astype(np.float64) if table == "digits" else mixed_tables.load(table)[0]
-    det = VAEOutlierDetector(random_state=0, handle_missing="model", device="cpu").fit(X)
+    path = os.path.join(CACHE, f"profile-{table}.pkl")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            det = pickle.load(f)
+    else:
+        det = VAEOutlierDetector(random_state=0, handle_missing="model", device="cpu").fit(X)
+        os.makedirs(CACHE, exist_ok=True)
+        with open(path, "wb") as f:
+            pickle.dump(det, f)
     X_model = torch.tensor(det._validate_for_scoring(X), dtype=torch.float32)
     counts = {"_derivatives": 0, "log_joint": 0}
     searching = []
@@ -218,14 +227,18 @@ def profile(table="digits", turns=3):
             searching.pop()
 
     marginal.search_rows = counting_search
-    estimate = marginal.estimate_log_marginal(det.network_, X_model, 100, 0, search_steps=det.posterior_search_steps)
+    def score():
+        return marginal.estimate_log_marginal(det.network_, X_model, 100, 0, search_steps=det.posterior_search_steps,
+                                              search_threshold=det.search_threshold_)
+
+    estimate = score()
     marginal.search_rows = search_rows
     n_searched = int(estimate.searched.sum())
     per_row = {k: v / n_searched for k, v in counts.items()}
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(turns):
-        marginal.estimate_log_marginal(det.network_, X_model, 100, 0, search_steps=det.posterior_search_steps)
+        score()
     profiler.disable()
     seconds = {}
     for (path, _, name), (_, _, _, cumulative, _) in pstats.Stats(profiler).stats.items():
