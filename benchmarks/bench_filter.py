@@ -220,14 +220,15 @@ def network_work(detector, run):
     return seen["encode"], seen["decode"], flops / 1e9
 
 
-def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
+def real_tables(tables, workdir, rows=60_000, turns=3, threads=2, training_samples=None):
     """The filter on the mixed-type benchmark's tables, replicated to ``rows`` rows, beside pandas.
 
     In one process, by turns: pandas read_csv + to_csv of the file, and
     ``filter_csv`` (the CLI's path; the model loaded once). Decisions of the
     sequential run against full K are compared on the table's distinct rows
     (a row's decision is a function of the row alone, so the replicated
-    file has the same share of disagreements).
+    file has the same share of disagreements). ``training_samples`` (default:
+    the estimator's) sets the training loss, 1 for the ELBO.
     """
     import pandas as pd
     import torch
@@ -245,7 +246,10 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2):
         reps = int(np.ceil(rows / len(frame)))
         pd.concat([frame] * reps, ignore_index=True).iloc[:rows].to_csv(big, index=False)
         t0 = time.perf_counter()
-        det = fit_csv([small], params={"random_state": 0, "handle_missing": "model"}).detector
+        params = {"random_state": 0, "handle_missing": "model"}
+        if training_samples is not None:
+            params["training_samples"] = training_samples
+        det = fit_csv([small], params=params).detector
         fit_s = time.perf_counter() - t0
         v, r, pd_out = (os.path.join(workdir, f) for f in ("v.csv", "r.csv", "pd.csv"))
         with open(big, "rb") as f:
@@ -325,12 +329,16 @@ def main():
                         help=f"instead: the mixed-type tables replicated to 60,000 rows (default all: {REAL_TABLES})")
     parser.add_argument("--turns", type=int, default=3, help="with --real: timing turns (medians)")
     parser.add_argument("--threads", type=int, default=2, help="with --real: torch threads")
+    parser.add_argument("--training-samples", type=int, default=None, metavar="K",
+                        help="with --real: fit with this training loss (1: the ELBO) instead of the default")
     args = parser.parse_args()
     start = time.perf_counter()
     if args.real is not None:
         with tempfile.TemporaryDirectory(prefix="bench_filter_") as workdir:
-            rows = real_tables(args.real or REAL_TABLES, workdir, turns=args.turns, threads=args.threads)
-        command = (f"python benchmarks/bench_filter.py --turns {args.turns} --threads {args.threads} --real "
+            rows = real_tables(args.real or REAL_TABLES, workdir, turns=args.turns, threads=args.threads,
+                               training_samples=args.training_samples)
+        loss = "" if args.training_samples is None else f" --training-samples {args.training_samples}"
+        command = (f"python benchmarks/bench_filter.py --turns {args.turns} --threads {args.threads}{loss} --real "
                    + " ".join(args.real))
         print(real_table_markdown(rows, command.strip(), time.perf_counter() - start, args.threads))
         return
