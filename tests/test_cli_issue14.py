@@ -308,13 +308,13 @@ def _interruptible():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_sigterm_and_ctrl_c_leave_no_temporary_file(env, tmp_path):
+def test_sigterm_sighup_and_ctrl_c_leave_no_temporary_file(env, tmp_path):
     big = tmp_path / "big.csv"
     big.write_bytes(env.header + b"".join(env.body) * 8)
     env_vars = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(cli.__file__).parents[1])}
-    # one run per signal, both started at once: each spends seconds importing torch before it writes
+    # one run per signal, all started at once: each spends seconds importing torch before it writes
     runs = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: the terminal closed
         out = tmp_path / f"out-{signum.name}"
         out.mkdir()
         runs[signum] = out, subprocess.Popen(

@@ -247,7 +247,7 @@ def test_output_patterns_may_not_name_the_model(model_path, inputs, tmp_path):
     # issue 14, item 2, for many files
     model = tmp_path / f"{inputs[0].stem}.vf"  # what the pattern '*.vf' gives for the first input
     model.write_bytes(model_path.read_bytes())
-    with pytest.raises(ValueError, match="model file"):
+    with pytest.raises(ValueError, match="--model and --valid of "):
         filter_files(str(model), [str(p) for p in inputs[:2]], str(tmp_path / "*.vf"),
                      str(tmp_path / "r-*.csv"), scheduler="synchronous")
     assert model.read_bytes() == model_path.read_bytes()

@@ -466,3 +466,76 @@ def test_stdout_redirected_onto_the_input_is_refused(small_csv, model_file, tmp_
                                "-o", "-", "-q"], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env,
                               timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+# ------------------------------------------------------------ found by an adversarial run (2026-12-03)
+def test_outputs_of_different_inputs_may_not_share_a_name(small_csv, model_file, tmp_path, capsys):
+    # 'o-*.csv' and 'o-v*.csv': a.csv's rejected rows and va.csv's valid ones were both o-va.csv,
+    # and the second replaced the first (rows lost, exit 0)
+    a, va = tmp_path / "a.csv", tmp_path / "va.csv"
+    a.write_bytes(small_csv.read_bytes())
+    va.write_bytes(small_csv.read_bytes())
+    code = main(["filter", str(a), str(va), "-m", str(model_file), "--valid", str(tmp_path / "o-*.csv"),
+                 "--invalid", str(tmp_path / "o-v*.csv"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "o-va.csv" in err and "each output needs its own file" in err, err
+    assert not list(tmp_path.glob("o-*"))
+
+
+def test_an_output_onto_the_file_stdin_is_redirected_from_is_refused(small_csv, model_file, tmp_path, capsys,
+                                                                      monkeypatch):
+    # 'filter - --valid t.csv < t.csv' replaced t.csv with its own valid rows
+    before = small_csv.read_bytes()
+    with open(small_csv) as stdin:
+        monkeypatch.setattr("sys.stdin", stdin)
+        code = main(["filter", "-", "-m", str(model_file), "--valid", str(small_csv),
+                     "--invalid", str(tmp_path / "r.csv"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "(standard input) and --valid both name" in err, err
+    assert small_csv.read_bytes() == before and not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.parametrize("stream", ["stdin", "stdout"])
+def test_a_closed_standard_stream_is_named(small_csv, model_file, tmp_path, capsys, monkeypatch, stream):
+    # '<&-' / '>&-': Python's sys.stdin/sys.stdout are None, and '-' raised an AttributeError traceback
+    monkeypatch.setattr(f"sys.{stream}", None)
+    source, valid = ("-", str(tmp_path / "v.csv")) if stream == "stdin" else (str(small_csv), "-")
+    code = main(["filter", source, "-m", str(model_file), "--valid", valid, "--invalid", str(tmp_path / "r.csv"),
+                 "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"standard {'input' if stream == 'stdin' else 'output'} is closed" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.vf", "t.csv"]
+
+
+def test_a_full_disk_behind_stdout_names_standard_output(small_csv, model_file, tmp_path, capsys, monkeypatch):
+    # was 'vaefilter: error: OSError: [Errno 28] No space left on device'
+    import contextlib
+
+    full = open("/dev/full", "w")
+    monkeypatch.setattr("sys.stdout", full)
+    code = main(["filter", str(small_csv), "-m", str(model_file), "--valid", "-",
+                 "--invalid", str(tmp_path / "r.csv"), "-q"])
+    monkeypatch.undo()
+    with contextlib.suppress(OSError):  # what is left in its buffer cannot be written either
+        full.close()
+    err = capsys.readouterr().err
+    assert code == 2 and "standard output: No space left on device" in err, err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_sighup_is_left_ignored_under_nohup():
+    import signal
+
+    from vaefilter.cli import _sigterm_raises
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with _sigterm_raises():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with _sigterm_raises():
+            assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -56,7 +56,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that temporary outputs are removed."""
+    """SIGTERM or SIGHUP, raised in the main thread so that temporary outputs are removed."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 # ------------------------------------------------------------------ parsing
@@ -317,9 +321,10 @@ def main(argv=None):
         except KeyboardInterrupt:
             print("vaefilter: interrupted; no output was written under its final name", file=sys.stderr)
             return 130
-        except _Terminated:
-            print("vaefilter: terminated; no output was written under its final name", file=sys.stderr)
-            return 128 + signal.SIGTERM
+        except _Terminated as exc:
+            how = "hung up" if exc.signum == getattr(signal, "SIGHUP", None) else "terminated"
+            print(f"vaefilter: {how}; no output was written under its final name", file=sys.stderr)
+            return 128 + exc.signum
 
 
 @contextlib.contextmanager
@@ -351,19 +356,28 @@ def _quiet_broken_pipe():
 
 @contextlib.contextmanager
 def _sigterm_raises():
-    """SIGTERM raises in the main thread (as Ctrl-C does), so ``with`` blocks remove temporary files."""
-    def raise_terminated(signum, frame):
-        raise _Terminated()
+    """SIGTERM and SIGHUP raise in the main thread (as Ctrl-C does), so ``with`` blocks remove temporary files.
 
+    SIGHUP (the terminal closed, an ssh session dropped) killed the process
+    with its temporary outputs and --fdr's spool of stdin left behind. A
+    signal the process was started ignoring (``nohup``) stays ignored.
+    """
+    def raise_terminated(signum, frame):
+        raise _Terminated(signum)
+
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
+        for name in ("SIGTERM", "SIGHUP"):
+            signum = getattr(signal, name, None)  # no SIGHUP on Windows
+            if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, raise_terminated)
     except ValueError:  # not the main thread
-        yield
-        return
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _exit_status(args, n_rejected, drifted=False):

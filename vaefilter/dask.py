@@ -61,7 +61,7 @@ from .band import band_pvalues
 from .io.csvio import atomic_directories, remove_temporaries
 from .drift import DEFAULT_ALPHA, batch_drift
 from .estimator import deficit_column_names
-from .pipeline import (REJECT_FIELDS, check_output_directory, check_paths, error_text, file_id,
+from .pipeline import (REJECT_FIELDS, check_output_directory, check_paths, error_text,
                        filter_csv, input_stem, output_path, score_table, write_summary_json)
 
 # The Parquet path scores every row at full K (score_table's default), so its
@@ -266,6 +266,12 @@ def expand_inputs(inputs):
 
 
 def _plan(files, valid_pattern, invalid_pattern, model_path=None):
+    """``(input, valid, invalid)`` per file, every output its own file, apart from the inputs and the model.
+
+    The outputs of all files are checked together: 'o-*.csv' and 'o-v*.csv'
+    gave a.csv's rejected rows and va.csv's valid ones the same name,
+    'o-va.csv', and the second file's output replaced the first's.
+    """
     jobs = [(f, output_path(valid_pattern, f), output_path(invalid_pattern, f)) for f in files]
     stems = {}
     for f in files:
@@ -273,17 +279,11 @@ def _plan(files, valid_pattern, invalid_pattern, model_path=None):
             raise ValueError(f"{stems[input_stem(f)]} and {f} have the same stem {input_stem(f)!r}: "
                              "their outputs would collide")
         stems[input_stem(f)] = f
-    inputs = {os.path.realpath(f) for f in files} | {file_id(f) for f in files} - {None}
-    model = {os.path.realpath(model_path), file_id(model_path)} - {None} if model_path is not None else set()
-    for _, valid, invalid in jobs:
-        for out in (valid, invalid):
-            keys = {os.path.realpath(out), file_id(out)} - {None}
-            if keys & inputs:
-                raise ValueError(f"{out}: an output pattern names an input file")
-            if keys & model:
-                raise ValueError(f"{out}: an output pattern names the model file")
-        if os.path.abspath(valid) == os.path.abspath(invalid):
-            raise ValueError(f"{valid}: the valid and invalid patterns give the same file")
+    outputs = {f"{what} of {f}": out for f, *paths in jobs for what, out in zip(("--valid", "--invalid"), paths)}
+    inputs = {f"input {f}": f for f in files}
+    if model_path is not None:
+        inputs["--model"] = model_path
+    check_paths(inputs=inputs, outputs=outputs)
     for _, valid, invalid in jobs:
         for out in (valid, invalid):
             os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

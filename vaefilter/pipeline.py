@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .band import band_pvalues, benjamini_hochberg, conformal_band
-from .io.csvio import AtomicOutputs, CsvReader, append_fields
+from .io.csvio import AtomicOutputs, CsvReader, append_fields, standard_input
 from ._torch import resolve_device
 from .drift import DEFAULT_ALPHA, batch_drift
 from .explanations import format_value
@@ -206,6 +206,17 @@ def _stdout_id():
     return (st.st_dev, st.st_ino), stat.S_ISREG(st.st_mode)
 
 
+def _stdin_file_id():
+    """(device, inode) of the regular file standard input is redirected from ('< a.csv'), else None:
+    'filter - --valid a.csv < a.csv' replaced a.csv with its own valid rows. A pipe cannot be traced
+    to a file."""
+    try:
+        st = os.fstat(sys.stdin.fileno())
+    except (AttributeError, OSError, ValueError):  # closed, or replaced by an object without a descriptor
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
 def _is_path(target):
     return isinstance(target, (str, os.PathLike))
 
@@ -220,8 +231,9 @@ def check_paths(inputs, outputs):
 
     ``inputs`` and ``outputs`` map a description (``'--model'``) to a path.
     Compared by resolved path and, for files that exist, by device and inode
-    (symbolic and hard links). ``-`` is stdin for inputs and stdout for
-    outputs; streams and None are not checked. An output ``-`` is also the
+    (symbolic and hard links). ``-`` is stdin for inputs (and, redirected
+    from a file, that file) and stdout for outputs; streams and None are
+    not checked. An output ``-`` is also the
     file or pipe stdout is, compared with the other outputs only: '--valid
     /dev/stdout --invalid -', or '--valid o.csv --invalid - > o.csv', wrote
     both outputs into one file, one over the other.
@@ -231,6 +243,8 @@ def check_paths(inputs, outputs):
             raise ValueError(f"{what}: an empty path (give a file name, or '-')")
     seen = {}  # key -> what, of inputs and outputs
     for what, path in inputs.items():
+        if _is_path(path) and os.fspath(path) == "-" and _stdin_file_id() is not None:
+            seen.setdefault(_stdin_file_id(), f"{what} (standard input)")
         if not _is_path(path) or os.fspath(path) == "-":
             continue
         for key in _file_keys(path):
@@ -852,7 +866,7 @@ def _rereadable(input):
         if not _is_path(input):
             source = input
         elif os.fspath(input) == "-":
-            source = sys.stdin.buffer
+            source = standard_input()
         else:
             source = stack.enter_context(open(input, "rb"))
         spool = stack.enter_context(tempfile.NamedTemporaryFile(prefix=".vaefilter-spool-", suffix=".csv"))

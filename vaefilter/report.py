@@ -11,6 +11,7 @@ Needs the optional ``plot`` extra (matplotlib) for its pictures.
 from __future__ import annotations
 
 import base64
+import errno
 import html
 import io
 import os
@@ -516,6 +517,8 @@ def write_report(detector, path, batch=None, title="vaefilter report", random_st
     """Write :func:`build_report`'s HTML to ``path`` (UTF-8; ``"-"``: standard output); return the path."""
     page = build_report(detector, batch=batch, title=title, random_state=random_state)
     if os.fspath(path) == "-":  # as the CSV outputs take it; it used to create a file named '-'
+        if sys.stdout is None:  # '>&-'
+            raise OSError(errno.EBADF, "standard output is closed", "-")
         sys.stdout.flush()  # text printed before comes first
         if hasattr(sys.stdout, "buffer"):
             sys.stdout.buffer.write(page.encode("utf-8"))

@@ -521,11 +521,26 @@ class CsvReader:
         self.close()
 
 
+def standard_input() -> BinaryIO:
+    """``sys.stdin.buffer``, or an error saying that standard input is closed (``<&-``: Python's
+    ``sys.stdin`` is then None, and reading '-' raised an AttributeError with a traceback)."""
+    if sys.stdin is None:
+        raise OSError(errno.EBADF, "standard input is closed", "-")
+    return sys.stdin.buffer
+
+
+def standard_output() -> BinaryIO:
+    """``sys.stdout.buffer``, or an error saying that standard output is closed (``>&-``)."""
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, "standard output is closed", "-")
+    return sys.stdout.buffer
+
+
 def _open_source(source, name: str | None) -> tuple[BinaryIO, bool, str]:
     """Return (binary stream, whether we own it, display name)."""
     if isinstance(source, (str, os.PathLike)):
         if os.fspath(source) == "-":
-            return sys.stdin.buffer, False, name or "<stdin>"
+            return standard_input(), False, name or "<stdin>"
         # Unbuffered: reads are already large blocks.
         return open(source, "rb", buffering=0), True, name or os.fspath(source)
     return source, False, name or str(getattr(source, "name", "<stream>"))
@@ -941,7 +956,8 @@ class AtomicWriter:
 
     def __enter__(self):
         if os.fspath(self.path) == "-":
-            return sys.stdout.buffer
+            # a full disk or a closed pipe behind stdout names it ('OSError: [Errno 28]' named nothing)
+            return _NamedFile(standard_output(), "standard output")
         self.open()
         return _NamedFile(self._file, os.fspath(self.path))
 
@@ -990,8 +1006,8 @@ class AtomicWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self._file is None:
-            if os.fspath(self.path) == "-":
-                sys.stdout.buffer.flush()
+            if os.fspath(self.path) == "-" and sys.stdout is not None:
+                _NamedFile(sys.stdout.buffer, "standard output").flush()
             return False
         try:
             if exc_type is None:
@@ -1099,12 +1115,15 @@ class AtomicOutputs:
     def __exit__(self, exc_type, exc, tb) -> bool:
         files = [w for w in self._writers if w._file is not None]
         try:
+            if any(os.fspath(w.path) == "-" for w in self._writers) and sys.stdout is not None:
+                # its write errors (a full disk behind it) belong to this block, named; after another
+                # error, that error is the one to report
+                with contextlib.suppress(*(() if exc_type is None else (OSError,))):
+                    _NamedFile(sys.stdout.buffer, "standard output").flush()
             if exc_type is None:
                 for writer in files:
                     writer.prepare()
                 self._replace_all(files)
-            elif any(os.fspath(w.path) == "-" for w in self._writers):
-                sys.stdout.buffer.flush()
         finally:
             self._discard()
         return False
