@@ -539,3 +539,40 @@ def test_sighup_is_left_ignored_under_nohup():
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_ctrl_c_while_the_console_script_loads_is_quiet(monkeypatch, capsys):
+    # an interrupt during torch's import printed a KeyboardInterrupt traceback (exit -2)
+    import importlib.abc
+    import sys
+
+    from vaefilter.__main__ import main as console_main
+
+    class Interrupted(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "vaefilter.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "vaefilter.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    assert console_main(["--help"]) == 130
+    assert capsys.readouterr().err == "vaefilter: interrupted while starting; nothing was written\n"
+
+
+def test_the_console_script_loads_torch_inside_its_handler():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import sys, vaefilter.__main__; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_an_encoding_without_a_replace_mode_is_refused_by_name():
+    # '--encoding idna' passed the check, then failed on the first record with no file or line
+    from vaefilter.io.csvio import check_encoding
+
+    with pytest.raises(ValueError, match="encoding 'idna' is not a character set for files"):
+        check_encoding("idna")
+    assert check_encoding("shift_jis") == "shift_jis"

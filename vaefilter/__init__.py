@@ -13,7 +13,19 @@ import os
 # machine the run has to itself); a process that loaded torch first keeps its own.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .estimator import VAEOutlierDetector  # noqa: E402 - after the OpenMP setting
-
 __version__ = "0.1.0"
 __all__ = ["VAEOutlierDetector", "__version__"]
+
+
+def __getattr__(name):
+    # The estimator (and torch) load on first use, not at 'import vaefilter': the console
+    # script (vaefilter.__main__) catches a Ctrl-C while they load.
+    if name == "VAEOutlierDetector":
+        from .estimator import VAEOutlierDetector
+
+        return VAEOutlierDetector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), "VAEOutlierDetector"])

@@ -291,6 +291,11 @@ def _decoding_codec(encoding: str) -> str:
         name = "utf-8"
     if '\r\n",;|\t'.encode(name) != b'\r\n",;|\t':
         raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; CSV records cannot be split")
+    try:  # undecodable bytes are shown replaced in messages; 'idna' has no such mode
+        b"\xff".decode(name, errors="replace")
+    except UnicodeError:
+        raise ValueError(f"encoding {encoding!r} is not a character set for files (it cannot replace an "
+                         "undecodable byte); give the file's, e.g. utf-8 or latin-1") from None
     return name
 
 
