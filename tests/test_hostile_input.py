@@ -576,3 +576,18 @@ def test_an_encoding_without_a_replace_mode_is_refused_by_name():
     with pytest.raises(ValueError, match="encoding 'idna' is not a character set for files"):
         check_encoding("idna")
     assert check_encoding("shift_jis") == "shift_jis"
+
+
+@pytest.mark.parametrize("fdr", [None, "0.2"])
+def test_a_summary_json_that_cannot_be_written_leaves_the_outputs_as_they_were(small_csv, model_file, tmp_path,
+                                                                                capsys, fdr):
+    # '--summary-json /dev/full' exited 2 after both CSV outputs had been replaced
+    valid, invalid = tmp_path / "v.csv", tmp_path / "i.csv"
+    valid.write_text("keep\n")
+    invalid.write_text("keep\n")
+    code = main(["filter", str(small_csv), "-m", str(model_file), "--valid", str(valid), "--invalid", str(invalid),
+                 "-q", "--summary-json", "/dev/full", *(["--fdr", fdr] if fdr else [])])
+    err = capsys.readouterr().err
+    assert code == 2 and "/dev/full: No space left on device" in err, err
+    assert valid.read_text() == "keep\n" and invalid.read_text() == "keep\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i.csv", "m.vf", "t.csv", "v.csv"]

@@ -799,7 +799,7 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
     band = ["" if t is None else f"{t:.6f}" for t in detector.thresholds_]
     csv = dict(encoding=encoding, delimiter=delimiter)
     with _long_lived_objects_frozen(), _open_input(input, detector, chunk_rows, encoding, delimiter) as reader, \
-            _outputs([valid, invalid]) as (valid_out, invalid_out):
+            _outputs(_with_summary([valid, invalid], summary_json)) as (valid_out, invalid_out, *summary_out):
         summary = RunSummary(reader.name, {"valid": _name(valid), "invalid": _name(invalid)})
         csv["terminator"] = reader.line_terminator
         valid_out.write(reader.header)
@@ -818,20 +818,30 @@ def filter_csv(model, input, valid, invalid, *, delimiter=",", encoding="utf-8",
             for chunk, log_px, is_valid, reasons, n_draws in _results(detector, reader, na_values, progress,
                                                                       summary, drift, sequential=not full_k):
                 hand_over(chunk, log_px, is_valid, reasons, n_draws)
-    with _long_lived_objects_frozen():
-        return _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
+        return _finish_filter(summary, detector, drift, drift_alpha, started, summary_out)
 
 
-def _finish_filter(summary, detector, drift, drift_alpha, started, summary_json):
-    """The batch's drift test, the run's time and the summary JSON: the end of every filter run."""
+def _with_summary(targets, summary_json):
+    """The outputs of a filter run, with its --summary-json last when there is one: the three are
+    written together (a --summary-json on a full disk failed after the CSV outputs were replaced)."""
+    return targets if summary_json is None else [*targets, summary_json]
+
+
+def _finish_filter(summary, detector, drift, drift_alpha, started, summary_out):
+    """The batch's drift test, the run's time and the summary JSON (into ``summary_out``, a list of
+    zero or one open file): the end of every filter run, before its outputs are committed."""
     if drift is not None:
         drift_started = time.perf_counter()
         summary.drift = drift.report(detector, drift_alpha)
         summary.seconds_drift = time.perf_counter() - drift_started
     summary.seconds = time.perf_counter() - started
-    if summary_json is not None:
-        write_summary_json(summary.to_dict(), summary_json)
+    for out in summary_out:
+        out.write(_summary_bytes(summary.to_dict()))
     return summary
+
+
+def _summary_bytes(data):
+    return (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
 def write_summary_json(data, path):
@@ -839,7 +849,7 @@ def write_summary_json(data, path):
     from .io.csvio import AtomicWriter
 
     with AtomicWriter(path) as out:
-        out.write((json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+        out.write(_summary_bytes(data))
 
 
 def _spooled_on_reading(input):
@@ -934,7 +944,7 @@ def filter_csv_fdr(model, input, valid, invalid, fdr, *, delimiter=",", encoding
         k_text = str(detector.n_importance_samples)  # BH needs every p-value at full K
         # pass 2: route every record by its stored decision
         with _open_input(path, detector, chunk_rows, encoding, delimiter, name) as reader, \
-                _outputs([valid, invalid]) as (valid_out, invalid_out):
+                _outputs(_with_summary([valid, invalid], summary_json)) as (valid_out, invalid_out, *summary_out):
             summary = RunSummary(first.input, {"valid": _name(valid), "invalid": _name(invalid)})
             csv["terminator"] = reader.line_terminator
             valid_out.write(reader.header)
@@ -962,9 +972,9 @@ def filter_csv_fdr(model, input, valid, invalid, fdr, *, delimiter=",", encoding
             if offset != len(log_px_all):
                 raise RuntimeError(f"{reader.name}: the input changed between the two passes "
                                    f"({len(log_px_all)} then {offset} records)")
-    summary.seconds_scoring = first.seconds_scoring
-    summary.band = list(bh_detector.thresholds_)
-    return _finish_filter(summary, detector, drift, drift_alpha, started, summary_json)
+            summary.seconds_scoring = first.seconds_scoring
+            summary.band = list(bh_detector.thresholds_)
+            return _finish_filter(summary, detector, drift, drift_alpha, started, summary_out)
 
 
 def _records_digest(chunk):
