@@ -242,9 +242,10 @@ def check_paths(inputs, outputs):
         if _is_path(path) and os.fspath(path) == "":
             raise ValueError(f"{what}: an empty path (give a file name, or '-')")
     seen = {}  # key -> what, of inputs and outputs
+    stdin = _stdin_file_id()
     for what, path in inputs.items():
-        if _is_path(path) and os.fspath(path) == "-" and _stdin_file_id() is not None:
-            seen.setdefault(_stdin_file_id(), f"{what} (standard input)")
+        if _is_path(path) and os.fspath(path) == "-" and stdin is not None:
+            seen.setdefault(stdin, f"{what} (standard input)")
         if not _is_path(path) or os.fspath(path) == "-":
             continue
         for key in _file_keys(path):
