@@ -131,7 +131,7 @@ def test_positive_summed_in_place_and_derivatives_match_the_per_column_path():
 
 
 def test_inferred_value_kinds():
-    assert infer_value_kind([0, 1, 1, np.nan]) == ("binary", False)
+    assert infer_value_kind([0, 1] * 20 + [np.nan]) == ("binary", False)
     assert infer_value_kind([0, 3, 1, 2])[0] == "count"
     assert infer_value_kind([-2, 3, 1]) == ("integer", False)
     assert infer_value_kind([0.5, 3.2, 100.0]) == ("positive", False)
@@ -142,6 +142,34 @@ def test_inferred_value_kinds():
     spread = np.round(np.exp(np.random.RandomState(0).normal(5, 2, size=500)))
     assert infer_value_kind(spread) == ("count", True)
     assert infer_value_kind(np.random.RandomState(0).randint(40, 60, size=500)) == ("count", False)
+
+
+def test_zeros_and_ones_are_a_flag_only_when_a_count_would_have_shown_a_two():
+    # half ones: a Poisson count of mean 1/2 leaves 40 rows all below 2 with probability 0.023 < 5%
+    # (a flag), 30 rows with 0.059 (not enough to tell: a count)
+    assert infer_value_kind([0, 1] * 20)[0] == "binary"
+    assert infer_value_kind([0, 1] * 15)[0] == "count"
+    assert infer_value_kind([0] * 900 + [1] * 100)[0] == "binary"
+    # an edge pixel of digits, a rare event: one 1 in 110 rows says nothing against a count
+    assert infer_value_kind([0] * 109 + [1])[0] == "count"
+    assert infer_value_kind([1] * 100)[0] == "binary"
+    assert infer_value_kind([1] * 5)[0] == "count"
+
+
+def test_a_two_in_a_sparse_zero_one_column_is_scored_not_out_of_support():
+    rng = np.random.RandomState(0)
+    train = pd.DataFrame({"a": rng.normal(size=300), "rare": (rng.rand(300) < 0.01).astype(float),
+                          "flag": (rng.rand(300) < 0.5).astype(float)})
+    detector = VAEOutlierDetector(max_epochs=5, random_state=0).fit(train)
+    assert [c.value_kind for c in detector.schema_.columns] == ["continuous", "count", "binary"]
+    rows = pd.DataFrame({"a": [0.0, 0.0, 0.0], "rare": [0.0, 2.0, 0.0], "flag": [1.0, 1.0, 2.0]})
+    scores = detector.score_samples(rows)
+    # the count's law prices the 2 (no 1,000-nat support cost); a 2 in the flag is out of support
+    assert scores[0] - scores[1] < -OUT_OF_SUPPORT_LOG_PROB / 10
+    assert scores[0] - scores[2] > -OUT_OF_SUPPORT_LOG_PROB / 2
+    reasons = detector.explain(rows)["reason"].tolist()
+    assert "out of support" not in reasons[1] and "rare=2" in reasons[1]
+    assert "out of support: 2 in a column that was always 0 or 1" in reasons[2]
 
 
 def test_column_kinds_override_and_are_checked():
