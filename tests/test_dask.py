@@ -243,6 +243,27 @@ def test_a_failing_file_on_a_local_cluster_prints_no_worker_tracebacks(model_pat
     assert sorted(os.listdir(folder / "o")) == ["r-good.csv", "v-good.csv"]
 
 
+def test_the_local_cluster_leaves_no_scratch_folder(model_path, inputs, tmp_path):
+    # in a process of its own: this module's client would otherwise be the one the CLI finds
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import vaefilter
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(vaefilter.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "vaefilter", "filter", str(inputs[0]), str(inputs[1]),
+                           "-m", str(model_path), "--valid", str(tmp_path / "o" / "v-*.csv"),
+                           "--invalid", str(tmp_path / "o" / "r-*.csv"), "-q"],
+                          env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(os.listdir(tmp_path / "o")) == 4
+    assert "dask-scratch-space" not in os.listdir(scratch)  # was left with its lock files after every run
+
+
 def test_output_patterns_may_not_name_the_model(model_path, inputs, tmp_path):
     # issue 14, item 2, for many files
     model = tmp_path / f"{inputs[0].stem}.vf"  # what the pattern '*.vf' gives for the first input

@@ -591,3 +591,19 @@ def test_a_summary_json_that_cannot_be_written_leaves_the_outputs_as_they_were(s
     assert code == 2 and "/dev/full: No space left on device" in err, err
     assert valid.read_text() == "keep\n" and invalid.read_text() == "keep\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.csv", "m.vf", "t.csv", "v.csv"]
+
+
+@pytest.mark.parametrize("model", ["missing.vf", "broken.vf"])
+def test_many_inputs_and_a_bad_model_fail_once_before_any_folder_is_made(small_csv, tmp_path, capsys, model):
+    import shutil
+
+    from vaefilter import cli
+
+    second = tmp_path / "second.csv"
+    shutil.copyfile(small_csv, second)
+    (tmp_path / "broken.vf").write_bytes(b"not a model")
+    code = cli.main(["filter", str(small_csv), str(second), "-m", str(tmp_path / model),
+                     "--valid", str(tmp_path / "v" / "*.csv"), "--invalid", str(tmp_path / "i" / "*.csv"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count(model) == 1, err  # was once per file: '2 of 2 file(s) failed: ...'
+    assert not (tmp_path / "v").exists() and not (tmp_path / "i").exists()

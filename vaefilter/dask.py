@@ -50,6 +50,7 @@ import glob as globlib
 import logging
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -340,8 +341,12 @@ def _runner(scheduler, n_jobs, n_workers):
             return
         distributed = _distributed()
         # silence_logs: a failing file is reported once, in FilterFilesError, not as worker tracebacks
-        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                      silence_logs=logging.CRITICAL) as cluster, \
+        # the scheduler's and workers' scratch space in a temporary folder of ours: by default Dask
+        # left $TMPDIR/dask-scratch-space (and its lock files) behind after every run
+        with tempfile.TemporaryDirectory(prefix="vaefilter-dask-") as scratch, \
+                _dask_config({"temporary-directory": scratch}), \
+                distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                         silence_logs=logging.CRITICAL) as cluster, \
                 distributed.Client(cluster) as client:
             yield _Runner(client, max(1, (os.cpu_count() or 1) // n))
         return
@@ -459,6 +464,8 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
         raise ValueError("inputs mix Parquet and CSV files; filter them in separate runs")
     if "-" in files:
         raise ValueError("stdin ('-') cannot be one of many inputs")
+    if file_task is None and _runs_on_this_machine(scheduler):
+        _check_model(model_path)
     jobs = _plan(files, valid_pattern, invalid_pattern, model_path)
     if summary_json is not None:
         check_paths(inputs={"--model": model_path, **{f"input {f}": f for f in files}},
@@ -493,6 +500,24 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     if summary_json is not None:
         write_summary_json({"files": results}, summary_json)
     return results
+
+
+def _dask_config(settings):
+    """``dask.config.set(settings)``, a context manager."""
+    return import_optional("dask", extra="dask", purpose=_PURPOSE).config.set(settings)
+
+
+def _runs_on_this_machine(scheduler):
+    """Whether the tasks read files from this machine's disk (in-process, or a local cluster started here)."""
+    return scheduler == "synchronous" or (scheduler is None and _current_client() is None)
+
+
+def _check_model(model_path):
+    """Read the model once here: a missing or broken file would fail every input with the same error,
+    after their output folders were made (a remote cluster's workers may see another disk: not checked)."""
+    from .persistence import load_model
+
+    load_model(model_path)
 
 
 def _remove_temporary_outputs(jobs):
