@@ -33,8 +33,9 @@ a 2 or more among the training values with probability at least
 ``1 - BINARY_EVIDENCE`` (so 95%). A column of 109 zeros and one 1 (an edge pixel,
 a rare event count) does not, and is a count; a 2 there is then scored by the
 count's law instead of being out of support. Columns of 0s and 1s with many of
-each (half of 32 rows or more, a tenth of 1,000) are flags. ``column_kinds`` overrides
-either way.
+each (half of 32 rows or more, a tenth of 1,000) are flags. A column that was always 0 is a
+count (rate 0 rules nothing out), like any constant whole-number column. ``column_kinds``
+overrides either way.
 
 Whole numbers need ``|x| <= 2**24`` (float32 holds every integer up to it);
 larger ones are continuous.

@@ -285,10 +285,13 @@ def _plan(files, valid_pattern, invalid_pattern, model_path=None):
     if model_path is not None:
         inputs["--model"] = model_path
     check_paths(inputs=inputs, outputs=outputs)
+    return jobs
+
+
+def _make_output_folders(jobs):
     for _, valid, invalid in jobs:
         for out in (valid, invalid):
             os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    return jobs
 
 
 def filter_file(model_path, input_path, valid_path, invalid_path, *, delimiter=",", encoding="utf-8",
@@ -341,9 +344,11 @@ def _runner(scheduler, n_jobs, n_workers):
             return
         distributed = _distributed()
         # silence_logs: a failing file is reported once, in FilterFilesError, not as worker tracebacks
-        # the scheduler's and workers' scratch space in a temporary folder of ours: by default Dask
-        # left $TMPDIR/dask-scratch-space (and its lock files) behind after every run
-        with tempfile.TemporaryDirectory(prefix="vaefilter-dask-") as scratch, \
+        # the scheduler's and workers' scratch space in a temporary folder of ours (inside the one the
+        # user gave Dask, if any): by default Dask left dask-scratch-space and its lock files behind
+        # after every run; a file a worker still holds open must not turn the run into an error
+        with tempfile.TemporaryDirectory(prefix="vaefilter-dask-", dir=_dask_temporary_directory(),
+                                         ignore_cleanup_errors=True) as scratch, \
                 _dask_config({"temporary-directory": scratch}), \
                 distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                          silence_logs=logging.CRITICAL) as cluster, \
@@ -464,9 +469,10 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
         raise ValueError("inputs mix Parquet and CSV files; filter them in separate runs")
     if "-" in files:
         raise ValueError("stdin ('-') cannot be one of many inputs")
+    jobs = _plan(files, valid_pattern, invalid_pattern, model_path)
     if file_task is None and _runs_on_this_machine(scheduler):
         _check_model(model_path)
-    jobs = _plan(files, valid_pattern, invalid_pattern, model_path)
+    _make_output_folders(jobs)
     if summary_json is not None:
         check_paths(inputs={"--model": model_path, **{f"input {f}": f for f in files}},
                     outputs={**{f"output {out}": out for job in jobs for out in job[1:]},
@@ -505,6 +511,11 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
 def _dask_config(settings):
     """``dask.config.set(settings)``, a context manager."""
     return import_optional("dask", extra="dask", purpose=_PURPOSE).config.set(settings)
+
+
+def _dask_temporary_directory():
+    """The folder the user set as Dask's ``temporary-directory`` (None: the system's)."""
+    return import_optional("dask", extra="dask", purpose=_PURPOSE).config.get("temporary-directory", None)
 
 
 def _runs_on_this_machine(scheduler):

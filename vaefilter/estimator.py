@@ -369,7 +369,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         ``column_kinds`` and ``schema_``): whole numbers get a discretised
         logistic mass per integer, strictly positive amounts a log-normal
         density, non-negative amounts with zeros a mass at 0 plus a
-        log-normal above it, 0/1 columns a Bernoulli mass and other columns
+        log-normal above it, 0/1 flags a Bernoulli mass (sparse 0/1 columns
+        are counts: see :mod:`vaefilter.columns`) and other columns
         a Gaussian. log p(x) is then a sum of log-masses (discrete columns)
         and log-densities (continuous ones) of the row as it is, and values a
         kind cannot produce (2.5 in a column of whole numbers, a negative
