@@ -229,7 +229,8 @@ def test_a_failing_file_is_reported_and_the_others_are_written(model_path, input
 
 
 def test_a_failing_file_on_a_local_cluster_prints_no_worker_tracebacks(model_path, inputs, workdir, capfd):
-    # issue 14, item 15: the CLI's own local cluster (no scheduler given) keeps workers quiet
+    # issue 14, item 15: no worker tracebacks (here on this module's client, which the CLI finds;
+    # the CLI's own local cluster: test_the_clis_own_local_cluster_is_quiet_and_leaves_no_scratch_folder)
     folder = workdir / "mixed-local"
     folder.mkdir()
     (folder / "broken.csv").write_text("x0,colour\n1.0,red\n")
@@ -243,8 +244,11 @@ def test_a_failing_file_on_a_local_cluster_prints_no_worker_tracebacks(model_pat
     assert sorted(os.listdir(folder / "o")) == ["r-good.csv", "v-good.csv"]
 
 
-def test_the_local_cluster_leaves_no_scratch_folder(model_path, inputs, tmp_path):
-    # in a process of its own: this module's client would otherwise be the one the CLI finds
+def test_the_clis_own_local_cluster_is_quiet_and_leaves_no_scratch_folder(model_path, inputs, tmp_path):
+    # in a process of its own: in this one, the module's client is the one the CLI would find
+    # (test_a_failing_file_on_a_local_cluster_prints_no_worker_tracebacks runs on that client)
+    import contextlib
+    import socket
     import subprocess
     import sys
     from pathlib import Path
@@ -253,14 +257,23 @@ def test_the_local_cluster_leaves_no_scratch_folder(model_path, inputs, tmp_path
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
+    (tmp_path / "broken.csv").write_text("x0,colour\n1.0,red\n")  # lacks a model column
     env = {**os.environ, "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(vaefilter.__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-m", "vaefilter", "filter", str(inputs[0]), str(inputs[1]),
-                           "-m", str(model_path), "--valid", str(tmp_path / "o" / "v-*.csv"),
-                           "--invalid", str(tmp_path / "o" / "r-*.csv"), "-q"],
-                          env=env, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert len(os.listdir(tmp_path / "o")) == 4
+    with contextlib.ExitStack() as stack:
+        try:  # Dask's default HTTP port taken, as by a user's own cluster: it printed a warning
+            stack.enter_context(socket.create_server(("", 8787)))
+        except OSError:
+            pass  # taken already
+        done = subprocess.run([sys.executable, "-m", "vaefilter", "filter", str(inputs[0]), str(inputs[1]),
+                               str(tmp_path / "broken.csv"), "-m", str(model_path),
+                               "--valid", str(tmp_path / "o" / "v-*.csv"),
+                               "--invalid", str(tmp_path / "o" / "r-*.csv"), "-q"],
+                              env=env, capture_output=True, timeout=300)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.count("broken.csv") == 1 and "broken.csv: line 1: the header lacks column(s)" in err, err
+    assert sorted(os.listdir(tmp_path / "o")) == sorted(f"{k}-{p.stem}.csv" for k in "rv" for p in inputs[:2])
     assert "dask-scratch-space" not in os.listdir(scratch)  # was left with its lock files after every run
 
 

@@ -100,7 +100,8 @@ class FilterFilesError(ValueError):
 
     def __init__(self, failures, results):
         self.failures, self.results = failures, results
-        lines = [f"{path}: {error}" for path, error in failures.items()]
+        # an error that names its file already ('a.csv: line 3: ...') is not prefixed twice
+        lines = [error if error.startswith(f"{path}:") else f"{path}: {error}" for path, error in failures.items()]
         super().__init__(f"{len(failures)} of {len(failures) + len(results)} file(s) failed: " + "; ".join(lines))
 
 
@@ -351,7 +352,7 @@ def _runner(scheduler, n_jobs, n_workers):
                                          ignore_cleanup_errors=True) as scratch, \
                 _dask_config({"temporary-directory": scratch}), \
                 distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                         silence_logs=logging.CRITICAL) as cluster, \
+                                         silence_logs=logging.CRITICAL, scheduler_kwargs=_QUIET_SCHEDULER) as cluster, \
                 distributed.Client(cluster) as client:
             yield _Runner(client, max(1, (os.cpu_count() or 1) // n))
         return
@@ -506,6 +507,11 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     if summary_json is not None:
         write_summary_json({"files": results}, summary_json)
     return results
+
+
+# the scheduler serves health routes over HTTP even without a dashboard, on port 8787 unless told:
+# with a cluster or a dashboard already there, each run printed "Port 8787 is already in use"
+_QUIET_SCHEDULER = {"dashboard_address": "127.0.0.1:0"}
 
 
 def _dask_config(settings):
