@@ -290,6 +290,7 @@ def _plan(files, valid_pattern, invalid_pattern, model_path=None):
 
 
 def _make_output_folders(jobs):
+    """The folders of every planned output (after the checks, so that a refused run makes none)."""
     for _, valid, invalid in jobs:
         for out in (valid, invalid):
             os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
