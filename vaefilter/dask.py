@@ -329,6 +329,25 @@ class _Runner:
     torch_threads: int | None = None
 
 
+# the scheduler serves health routes over HTTP even without a dashboard, on port 8787 unless told:
+# with a cluster or a dashboard already there, each run printed "Port 8787 is already in use"
+_QUIET_SCHEDULER = {"dashboard_address": "127.0.0.1:0"}
+
+
+@contextlib.contextmanager
+def _own_scratch_space():
+    """Dask's ``temporary-directory`` set to a temporary folder of ours, inside the user's if any.
+
+    By default the scheduler and workers left dask-scratch-space and its lock files behind after
+    every run; a file a worker still holds open at the end must not turn the run into an error.
+    """
+    dask = import_optional("dask", extra="dask", purpose=_PURPOSE)
+    with tempfile.TemporaryDirectory(prefix="vaefilter-dask-", dir=dask.config.get("temporary-directory", None),
+                                     ignore_cleanup_errors=True) as scratch, \
+            dask.config.set({"temporary-directory": scratch}):
+        yield
+
+
 @contextlib.contextmanager
 def _runner(scheduler, n_jobs, n_workers):
     """Where the tasks run; see the module docstring."""
@@ -346,12 +365,7 @@ def _runner(scheduler, n_jobs, n_workers):
             return
         distributed = _distributed()
         # silence_logs: a failing file is reported once, in FilterFilesError, not as worker tracebacks
-        # the scheduler's and workers' scratch space in a temporary folder of ours (inside the one the
-        # user gave Dask, if any): by default Dask left dask-scratch-space and its lock files behind
-        # after every run; a file a worker still holds open must not turn the run into an error
-        with tempfile.TemporaryDirectory(prefix="vaefilter-dask-", dir=_dask_temporary_directory(),
-                                         ignore_cleanup_errors=True) as scratch, \
-                _dask_config({"temporary-directory": scratch}), \
+        with _own_scratch_space(), \
                 distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                          silence_logs=logging.CRITICAL, scheduler_kwargs=_QUIET_SCHEDULER) as cluster, \
                 distributed.Client(cluster) as client:
@@ -508,21 +522,6 @@ def filter_files(model_path, inputs, valid_pattern, invalid_pattern, scheduler=N
     if summary_json is not None:
         write_summary_json({"files": results}, summary_json)
     return results
-
-
-# the scheduler serves health routes over HTTP even without a dashboard, on port 8787 unless told:
-# with a cluster or a dashboard already there, each run printed "Port 8787 is already in use"
-_QUIET_SCHEDULER = {"dashboard_address": "127.0.0.1:0"}
-
-
-def _dask_config(settings):
-    """``dask.config.set(settings)``, a context manager."""
-    return import_optional("dask", extra="dask", purpose=_PURPOSE).config.set(settings)
-
-
-def _dask_temporary_directory():
-    """The folder the user set as Dask's ``temporary-directory`` (None: the system's)."""
-    return import_optional("dask", extra="dask", purpose=_PURPOSE).config.get("temporary-directory", None)
 
 
 def _runs_on_this_machine(scheduler):
