@@ -2,7 +2,7 @@
 
 Data not used to set the rule: digits 5-9 trained with 0-4 unseen, breast cancer (benign trained,
 malignant unseen), titanic and anes96 with bench_mixed's planted faults; bands (25, 75) and
-(1, None). Prints the rows whose decision differs and the draws per row.
+(1, None). Prints the rows whose decision differs, the draws per row and the share of rows searched.
 Command: ``python benchmarks/check_sequential.py`` (about 3 minutes on one thread).
 """
 import numpy as np, torch, warnings
@@ -18,9 +18,11 @@ def check(name, d, sets):
         d.calibrate(threshold_percentiles=band)
         for label, X in sets:
             d.set_params(sequential_decisions=True); s = d.predict(X)
-            nd = d._decide(d._validate_for_scoring(X)).n_draws.mean()
+            decided = d._decide(d._validate_for_scoring(X))
+            nd, searched = decided.n_draws.mean(), np.mean(decided.searched)
             d.set_params(sequential_decisions=False); f = d.predict(X)
-            print(f"{name} {band} {label}: {int((s != f).sum())} of {len(X)} differ, {nd:.1f} draws/row", flush=True)
+            print(f"{name} {band} {label}: {int((s != f).sum())} of {len(X)} differ, {nd:.1f} draws/row, "
+                  f"{searched:.1%} searched", flush=True)
 
 dg = load_digits(); X, y = dg.data, dg.target
 rng = np.random.RandomState(1); inl = rng.permutation(np.flatnonzero(y >= 5))

@@ -282,6 +282,20 @@ def test_a_low_pilot_does_not_prove_a_row_stays_below_the_upper_edge(missed):
     assert (missed.run((lower, None)).n_draws == missed.record.draws[0]).all()
 
 
+def test_a_pilot_clearly_above_the_upper_edge_decides_the_row_without_the_search(missed):
+    """The full-K estimate of a searched row can only lie further above its pilot (the search adds
+    the mass q's draws missed), so a pilot above the upper edge by more than its fall margin and
+    standard errors decides the row: it stops at the pilot's draws, unsearched, as full K decides it."""
+    pilot, full = missed.record.pilot, missed.record.full
+    lower, upper = pilot.min() - 50.0, float(np.median(pilot)) - missed.clear - 1.0
+    estimate = missed.run((lower, upper))
+    stopped = estimate.n_draws == missed.record.draws[0]
+    assert stopped.sum() >= 10
+    assert not estimate.searched[stopped].any() and estimate.searched[~stopped].all()
+    np.testing.assert_array_equal(estimate.log_px[stopped], pilot[stopped])
+    np.testing.assert_array_equal(estimate.log_px > upper, full > upper)
+
+
 def test_a_low_pilot_does_not_prove_a_row_is_below_the_lower_edge(missed):
     """(1, None) on unseen digits: pilots 12-20 nats below full K, against a 5.7-nat margin; 19 of 896
     rows stopped below the lower edge from their pilot, whose full-K score lies above it."""

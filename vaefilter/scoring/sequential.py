@@ -29,9 +29,11 @@ change its decision: clearly above the upper edge, or clearly inside a band
 with no upper edge).
 
 Rows the posterior search would search first get a pilot: the first round
-with q's weights alone. Where the pilot decides them (its own calibrated
-margins, on the held-out rows the search flags), the search is skipped; the
-others are searched and scored as a full-K run scores them.
+with q's weights alone. Where the pilot decides them and no rise of the
+estimate could overturn the decision (clearly above the upper edge, or
+clearly inside a band without one, by its own calibrated margin on the
+held-out rows the search flags), the search is skipped; the others are
+searched and scored as a full-K run scores them.
 """
 
 from __future__ import annotations
@@ -363,12 +365,10 @@ def sequential_log_marginal(network, X, n_importance_samples, seed, thresholds, 
                     # lie far below the full-K one, further than held-out rows show (unseen digits:
                     # 12-20 nats below, against a 5.7-nat margin; 11 against 6.0 on another split).
                     # A low pilot then proves nothing either way: not that the row is below the
-                    # lower edge, nor that it stays below an upper edge. It may stop only rows
-                    # clearly above a lower-only band's edge; the search's draws decide the rest.
-                    # (clearly inside a band with no upper edge: no rise can overturn it, so no ESS floor)
-                    stop = (decided(estimate, se, thresholds, margins.pilot_rise, margins.pilot_fall, inside_only=True,
-                                    se_factor=se_factor)
-                            if thresholds[1] is None else torch.zeros_like(estimate, dtype=torch.bool))
+                    # lower edge, nor that it stays below an upper edge. It may stop only rows whose
+                    # decision no rise can overturn (clearly above the upper edge, or clearly inside a
+                    # band without one: no ESS floor either); the search's draws decide the rest.
+                    stop = beyond_any_rise(estimate, se, thresholds, margins.pilot_fall, se_factor)
                 log_px[pilot_rows[stop]] = estimate[stop]
                 n_draws[pilot_rows[stop]] = draws.numel()
                 to_search = pilot_rows[~stop]
