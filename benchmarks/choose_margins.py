@@ -68,7 +68,7 @@ def records(seed, save, fractions=None, overrides=None):
             rows = pd.concat([train, test]) if isinstance(train, pd.DataFrame) else np.vstack([train, test])
             every = detector._margin_record(detector._network(), detector._validate_for_scoring(rows))
         h = held["record"]
-        np.savez(os.path.join(save, f"{name}_seed{seed}.npz"), held_full=h.full, held_rounds=h.rounds,
+        np.savez(os.path.join(save, f"{name}_seed{seed}.npz"), held_full=h.full, held_rounds=h.rounds, held_se=h.se,
                  full=every.full, rounds=every.rounds, se=every.se, draws=np.array(every.draws),
                  validation=detector.validation_scores_, K=detector.n_importance_samples)
         print(f"{name} seed {seed}: {len(rows)} rows, {h.full.size} held out, {time.perf_counter() - t0:.0f} s",
@@ -186,6 +186,54 @@ def judge_ess_floors(files, floors, se_factor=sequential.SE_FACTOR):
               f"{draws / rows / len(BANDS):.1f} | {differ} of {rows * len(BANDS):,} |")
 
 
+def _relative_ess(se, k):
+    """ESS / k from the recorded standard error (se^2 = 1/ESS - 1/k)."""
+    return 1.0 / (se ** 2 + 1.0 / k) / k
+
+
+def _stratified_margins(d, r, edges, sign):
+    """Per-row margins of round ``r``: the library's tail quantile over the held-out rows of the row's
+    own stratum of ESS / k (``edges`` between strata); ``sign`` +1 for the rise, -1 for the fall."""
+    k = d["draws"][r]
+    held, rows = _relative_ess(d["held_se"][r], k), _relative_ess(d["se"][r], k)
+    values = sign * (d["held_full"] - d["held_rounds"][r])
+    out = np.full(d["full"].size, np.inf)
+    bounds = [0.0, *edges, np.inf]
+    for low, high in zip(bounds[:-1], bounds[1:]):
+        out[(rows >= low) & (rows < high)] = sequential.tail_quantile(values[(held >= low) & (held < high)])
+    return out
+
+
+def judge_ess_strata(files, strata, se_factor=sequential.SE_FACTOR):
+    """Margins read per stratum of the rows' ESS / k at each round (rows with nearly equal weights
+    might stop with smaller margins) against the library's single margin per round."""
+    import torch
+
+    tables = [d for d in (np.load(f) for f in files) if d["held_full"].size >= sequential.MIN_MARGIN_ROWS]
+    if any("held_se" not in d for d in tables):
+        raise SystemExit("these records hold no held-out standard errors: record them again with this script")
+    print("\n| strata edges (ESS / k) | bound, pooled | bound, worst table >= 1,000 rows | passes | "
+          "draws/row (25, 75) | draws/row (1, None) | decisions ≠ full K |\n|---|---:|---:|---|---:|---:|---:|")
+    for edges in [[]] + strata:
+        beyond = rows = differ = 0
+        worst, draws = 0.0, np.zeros(len(BANDS))
+        for d in tables:
+            n_rounds = len(d["draws"])
+            rise = [torch.as_tensor(_stratified_margins(d, r, edges, 1)) for r in range(n_rounds)]
+            fall = [torch.as_tensor(_stratified_margins(d, r, edges, -1)) for r in range(n_rounds)]
+            out = beyond_margins(d, range(n_rounds), [m.numpy() for m in rise], [m.numpy() for m in fall], se_factor)
+            beyond, rows = beyond + out.sum(), rows + out.size
+            worst = max(worst, out.mean()) if out.size >= MIN_BIG_TABLE else worst
+            for b, percentiles in enumerate(BANDS):
+                band = tuple(None if p is None else float(np.percentile(d["validation"], p)) for p in percentiles)
+                x, y = simulate(d, band, rise, fall, se_factor)
+                differ, draws[b] = differ + x, draws[b] + y * out.size
+        passes = beyond / rows <= 0.001 and worst <= 0.001
+        print(f"| {', '.join(f'{e:g}' for e in edges) or 'none (the library)'} | {beyond / rows:.3%} | {worst:.3%} | "
+              f"{'yes' if passes else 'no'} | {draws[0] / rows:.1f} | {draws[1] / rows:.1f} | "
+              f"{differ} of {rows * len(BANDS):,} |")
+
+
 def judge(files):
     tables = [np.load(f) for f in files]
     keep = [(f, d) for f, d in zip(files, tables) if d["held_full"].size >= sequential.MIN_MARGIN_ROWS]
@@ -301,6 +349,9 @@ def main():
                         help="fit with this training_samples instead of the default (1: the ELBO)")
     parser.add_argument("--ess-floors", type=float, nargs="+",
                         help="judge the library's rule with each of these effective-sample-size floors")
+    parser.add_argument("--ess-strata", nargs="+", metavar="EDGES",
+                        help="judge margins read per stratum of ESS / k, each stratification as comma-separated "
+                             "edges (e.g. 0.5 0.3,0.7), beside the library's single margin")
     parser.add_argument("--per-record", action="store_true",
                         help="also print, per record, the library rule's bound and decisions differing")
     args = parser.parse_args()
@@ -317,12 +368,15 @@ def main():
         files = sorted(glob.glob(os.path.join(save, "*.npz")))
     if args.schedules:
         judge_schedules(files, [[int(k) for k in schedule.split(",")] for schedule in args.schedules])
+    elif args.ess_strata:
+        judge_ess_strata(files, [[float(e) for e in edges.split(",")] for edges in args.ess_strata])
     else:
         judge(files)
     if args.per_record:
         per_record(files)
     if args.ess_floors:
         judge_ess_floors(files, args.ess_floors)
+
 
 
 if __name__ == "__main__":
