@@ -26,9 +26,12 @@ for like; bench_mixed's own figures set the threshold on the calibration rows in
 conditional models are fitted on the same few hundred to 3,000 training rows a detector has, so
 the ceiling is what such data support with a strong conditional model, not a Bayes bound.
 
-Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/check_contextual_ceiling.py`` (about 25
-minutes on one thread: vaefilter's fits are most of it; ``--no-vaefilter`` for the ceiling alone,
-about 2 minutes). Tables and splits are bench_mixed's (seeds 0-2).
+``--vae-conditional`` adds the ceiling's ctx_category ratio with vaefilter's own p(x_j | x_-j): log p(x)
+of the row with column j set to each training category, normalised over them.
+
+Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/check_contextual_ceiling.py --vae-conditional``
+(about 12 minutes on one thread: vaefilter's fits are most of it; ``--no-vaefilter`` for the ceiling
+alone, about 2 minutes). Tables and splits are bench_mixed's (seeds 0-2).
 """
 from __future__ import annotations
 
@@ -155,7 +158,33 @@ def _band_estimators(table, seed, calibration, log_px, clean):
     return out
 
 
-def run(tables, seeds, with_vaefilter):
+def _vae_category_ratio(detector, train, test, categorical):
+    """The ceiling's ctx_category score with vaefilter's own p(x_j | x_-j) in place of the classifier's:
+    log p(x) of the row with column j set to each training category, normalised over them."""
+    from scipy.special import logsumexp
+
+    ratios = []
+    for col in categorical:
+        categories = list(train[col].cat.categories)
+        log_px = np.empty((len(test), len(categories)))
+        for i, value in enumerate(categories):
+            changed = test.copy()
+            changed[col] = pd.Series([value] * len(test), index=test.index, dtype=object)
+            log_px[:, i] = detector.score_samples(changed)
+        observed = test[col].astype(object).map(lambda v: next((i for i, c in enumerate(categories)
+                                                                  if str(c) == str(v)), -1)).to_numpy()
+        counts = train[col].value_counts()
+        marginal = np.array([(counts.get(c, 0) + 1) / (train[col].notna().sum() + len(categories))
+                             for c in categories])
+        conditional = log_px - logsumexp(log_px, axis=1, keepdims=True)
+        ratio = np.full(len(test), np.nan)
+        ok = observed >= 0
+        ratio[ok] = marginal[observed[ok]] / np.exp(conditional[ok, observed[ok]])
+        ratios.append(ratio)
+    return np.nanmean(np.column_stack(ratios), axis=1)
+
+
+def run(tables, seeds, with_vaefilter, vae_conditional=False):
     rows, bands = [], []
     for table in tables:
         for seed in seeds:
@@ -173,6 +202,8 @@ def run(tables, seeds, with_vaefilter):
                     detector = VAEOutlierDetector(random_state=seed, handle_missing="model").fit(train)
                     vae = -detector.score_samples(test)
                 bands.append(_band_estimators(table, seed, detector.validation_scores_, -vae, clean))
+                if vae_conditional:
+                    vae_ctx = _vae_category_ratio(detector, train, test, categorical)
             for k in KINDS:
                 at = kind == k
                 if not at.any():
@@ -180,6 +211,8 @@ def run(tables, seeds, with_vaefilter):
                 row = {"table": table, "seed": seed, "kind": k, "rows": int(at.sum())}
                 if k in CONTEXTUAL:
                     row["ceiling"] = detection_at(ceiling[k], clean, at)
+                if vae is not None and vae_conditional and k == "ctx_category":
+                    row["vaefilter_conditional"] = detection_at(vae_ctx, clean, at)
                 if vae is not None:
                     row["vaefilter"] = detection_at(vae, clean, at)
                     row["vaefilter_all"] = detection_at(vae, clean, ~clean)
@@ -191,24 +224,30 @@ def run(tables, seeds, with_vaefilter):
 def report(frame):
     lines = [f"Detection at {FALSE_REJECTION}% false rejection of the clean test rows (threshold read on them), "
              "mean over tables and seeds:", "",
-             "| fault kind | rows | fault-aware ceiling | vaefilter (same threshold rule) |", "|---|---:|---:|---:|"]
+             "| fault kind | rows | fault-aware ceiling | vaefilter (same threshold rule) | "
+             "the ceiling's ratio with vaefilter's p(category given the rest) |", "|---|---:|---:|---:|---:|"]
     for k in KINDS:
         part = frame[frame["kind"] == k]
         if part.empty:
             continue
         ceiling = f"{part['ceiling'].mean():.3f}" if "ceiling" in part and part["ceiling"].notna().any() else "-"
         vae = f"{part['vaefilter'].mean():.3f}" if "vaefilter" in part else "-"
-        lines.append(f"| {k} | {part['rows'].sum()} | {ceiling} | {vae} |")
+        conditional = (f"{part['vaefilter_conditional'].mean():.3f}" if "vaefilter_conditional" in part
+                       and part["vaefilter_conditional"].notna().any() else "-")
+        lines.append(f"| {k} | {part['rows'].sum()} | {ceiling} | {vae} | {conditional} |")
     ctx = frame[frame["kind"].isin(CONTEXTUAL)].groupby("kind")["ceiling"].mean()
     lines += ["", "Per table, the contextual kinds (mean over seeds):", "",
-              "| table | ctx_numeric ceiling | ctx_numeric vaefilter | ctx_category ceiling | ctx_category vaefilter |",
-              "|---|---:|---:|---:|---:|"]
+              "| table | ctx_numeric ceiling | ctx_numeric vaefilter | ctx_category ceiling | ctx_category vaefilter | "
+              "ctx_category, the ratio with vaefilter's p(category given the rest) |",
+              "|---|---:|---:|---:|---:|---:|"]
     for table, part in frame[frame["kind"].isin(CONTEXTUAL)].groupby("table", sort=False):
         cells = []
         for k in CONTEXTUAL:
             p = part[part["kind"] == k]
             cells += [f"{p['ceiling'].mean():.3f}",
                       f"{p['vaefilter'].mean():.3f}" if "vaefilter" in p else "-"]
+        p = part[part["kind"] == "ctx_category"]
+        cells.append(f"{p['vaefilter_conditional'].mean():.3f}" if "vaefilter_conditional" in p else "-")
         lines.append(f"| {table} | " + " | ".join(cells) + " |")
     best = (len(KINDS) - len(CONTEXTUAL) + ctx.sum()) / len(KINDS)
     lines += ["", f"All planted rows, were the five other kinds all caught and each contextual kind at its "
@@ -238,10 +277,12 @@ def main():
     parser.add_argument("--tables", nargs="+", choices=sorted(mixed_tables.TABLES), default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--no-vaefilter", action="store_true", help="the ceiling alone")
+    parser.add_argument("--vae-conditional", action="store_true",
+                        help="also the ceiling's ctx_category score with vaefilter's own p(category | other columns)")
     args = parser.parse_args()
     tables = args.tables or list(mixed_tables.TABLES)
     start = time.perf_counter()
-    frame, bands = run(tables, args.seeds, not args.no_vaefilter)
+    frame, bands = run(tables, args.seeds, not args.no_vaefilter, args.vae_conditional)
     print()
     print(report(frame))
     if not bands.empty:
