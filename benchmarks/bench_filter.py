@@ -9,6 +9,7 @@ Usage::
     python benchmarks/bench_filter.py                 # 10^5 and 10^6 rows
     python benchmarks/bench_filter.py --rows 100000   # any list of sizes, e.g. 10000000
     python benchmarks/bench_filter.py --real          # the mixed-type tables, 60,000 rows each
+    python benchmarks/bench_filter.py --real titanic --percentiles 1 none   # another band
 
 ``--real`` times, in one process and by turns, pandas read_csv + to_csv and
 the filter (sequential decisions, then once at full K) on each of
@@ -220,7 +221,7 @@ def network_work(detector, run):
     return seen["encode"], seen["decode"], flops / 1e9
 
 
-def real_tables(tables, workdir, rows=60_000, turns=3, threads=2, training_samples=None):
+def real_tables(tables, workdir, rows=60_000, turns=3, threads=2, training_samples=None, percentiles=None):
     """The filter on the mixed-type benchmark's tables, replicated to ``rows`` rows, beside pandas.
 
     In one process, by turns: pandas read_csv + to_csv of the file, and
@@ -228,7 +229,8 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2, training_sampl
     sequential run against full K are compared on the table's distinct rows
     (a row's decision is a function of the row alone, so the replicated
     file has the same share of disagreements). ``training_samples`` (default:
-    the estimator's) sets the training loss, 1 for the ELBO.
+    the estimator's) sets the training loss, 1 for the ELBO; ``percentiles`` (default: the
+    estimator's (25, 75)) the band, e.g. ``(1, None)``.
     """
     import pandas as pd
     import torch
@@ -249,6 +251,8 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2, training_sampl
         params = {"random_state": 0, "handle_missing": "model"}
         if training_samples is not None:
             params["training_samples"] = training_samples
+        if percentiles is not None:
+            params["threshold_percentiles"] = percentiles
         det = fit_csv([small], params=params).detector
         fit_s = time.perf_counter() - t0
         v, r, pd_out = (os.path.join(workdir, f) for f in ("v.csv", "r.csv", "pd.csv"))
@@ -331,13 +335,18 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="with --real: torch threads")
     parser.add_argument("--training-samples", type=int, default=None, metavar="K",
                         help="with --real: fit with this training loss (1: the ELBO) instead of the default")
+    parser.add_argument("--percentiles", nargs=2, metavar=("LOW", "HIGH"), default=None,
+                        help="with --real: the band's percentiles instead of the default (25 75); 'none' for no edge")
     args = parser.parse_args()
     start = time.perf_counter()
+    band = None if args.percentiles is None else tuple(
+        None if p.lower() == "none" else float(p) for p in args.percentiles)
     if args.real is not None:
         with tempfile.TemporaryDirectory(prefix="bench_filter_") as workdir:
             rows = real_tables(args.real or REAL_TABLES, workdir, turns=args.turns, threads=args.threads,
-                               training_samples=args.training_samples)
+                               training_samples=args.training_samples, percentiles=band)
         loss = "" if args.training_samples is None else f" --training-samples {args.training_samples}"
+        loss += "" if args.percentiles is None else " --percentiles " + " ".join(args.percentiles)
         command = (f"python benchmarks/bench_filter.py --turns {args.turns} --threads {args.threads}{loss} --real "
                    + " ".join(args.real))
         print(real_table_markdown(rows, command.strip(), time.perf_counter() - start, args.threads))
