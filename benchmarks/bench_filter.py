@@ -345,9 +345,9 @@ def main():
         with tempfile.TemporaryDirectory(prefix="bench_filter_") as workdir:
             rows = real_tables(args.real or REAL_TABLES, workdir, turns=args.turns, threads=args.threads,
                                training_samples=args.training_samples, percentiles=band)
-        loss = "" if args.training_samples is None else f" --training-samples {args.training_samples}"
-        loss += "" if args.percentiles is None else " --percentiles " + " ".join(args.percentiles)
-        command = (f"python benchmarks/bench_filter.py --turns {args.turns} --threads {args.threads}{loss} --real "
+        options = "" if args.training_samples is None else f" --training-samples {args.training_samples}"
+        options += "" if args.percentiles is None else " --percentiles " + " ".join(args.percentiles)
+        command = (f"python benchmarks/bench_filter.py --turns {args.turns} --threads {args.threads}{options} --real "
                    + " ".join(args.real))
         print(real_table_markdown(rows, command.strip(), time.perf_counter() - start, args.threads))
         return
