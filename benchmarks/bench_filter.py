@@ -12,7 +12,8 @@ Usage::
     python benchmarks/bench_filter.py --real titanic --percentiles 1 none   # another band
 
 ``--real`` times, in one process and by turns, pandas read_csv + to_csv and
-the filter (sequential decisions, then once at full K) on each of
+the filter (sequential decisions, at the default ``n_jobs`` and in one
+thread, ``n_jobs=1``; then once at full K) on each of
 benchmarks/mixed_tables.py's tables replicated to 60,000 rows, fitted at the
 defaults; it reports draws per row, the share of rows the posterior search
 takes, and the decisions that differ from full K's. It also counts the rows
@@ -41,6 +42,7 @@ about 1 GB of disk for the input and outputs.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import re
@@ -258,8 +260,11 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2, training_sampl
         v, r, pd_out = (os.path.join(workdir, f) for f in ("v.csv", "r.csv", "pd.csv"))
         with open(big, "rb") as f:
             n_lines = sum(1 for _ in f) - 1
-        pandas_s, filter_s = _median_by_turns(
-            [lambda: pd.read_csv(big).to_csv(pd_out, index=False), lambda: filter_csv(det, big, v, r)], turns)
+        # the same model scoring in one thread (torch's intra-op threads only), as before n_jobs
+        one_thread = copy.deepcopy(det).set_params(n_jobs=1)
+        pandas_s, filter_s, one_thread_s = _median_by_turns(
+            [lambda: pd.read_csv(big).to_csv(pd_out, index=False), lambda: filter_csv(det, big, v, r),
+             lambda: filter_csv(one_thread, big, v, r)], turns)
         t0 = time.perf_counter()
         filter_csv(det, big, v, r, full_k=True)
         full_s = time.perf_counter() - t0
@@ -278,6 +283,7 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2, training_sampl
         out.append(dict(
             table=name, rows=n_lines, columns=frame.shape[1], fit_s=fit_s, pandas_s=pandas_s, filter_s=filter_s,
             full_s=full_s, share=pandas_s / filter_s, full_share=pandas_s / full_s,
+            one_thread_s=one_thread_s, one_thread_share=pandas_s / one_thread_s,
             disagree=int((seq["is_valid"] != full["is_valid"]).sum()), distinct=len(typed),
             draws=float(seq["n_draws"].mean()), K=det.n_importance_samples,
             searched_full=float(np.mean(searched_full)) if searched_full is not None else 0.0,
@@ -287,7 +293,8 @@ def real_tables(tables, workdir, rows=60_000, turns=3, threads=2, training_sampl
         ))
         row = out[-1]
         print(f"{name:16s} {row['rows']:,} rows: pandas {pandas_s:.2f} s, filter {filter_s:.2f} s "
-              f"({row['share']:.1%} of pandas), full K {full_s:.2f} s ({row['full_share']:.1%}); "
+              f"({row['share']:.1%} of pandas), one thread {one_thread_s:.2f} s ({row['one_thread_share']:.1%}), "
+              f"full K {full_s:.2f} s ({row['full_share']:.1%}); "
               f"disagreements {row['disagree']}/{row['distinct']}, draws/row {row['draws']:.1f} of {row['K']}, "
               f"searched {row['searched_full']:.1%} (full K) / {row['searched_seq']:.1%} (sequential); "
               f"decoded {row['decoded_per_row']:.1f}/row, {gflop:.0f} GFLOP: ceiling {row['ceiling']:.0%} of pandas; "
@@ -303,15 +310,15 @@ def real_table_markdown(rows, command, elapsed, threads):
         "",
         "| table | cols | rows | pandas s | filter s | filter rows/s | filter / pandas | full-K filter s | "
         "full-K / pandas | draws/row (of K) | searched, full K | searched, sequential | decisions ≠ full K | "
-        "decoded/row | network GFLOP | ceiling / pandas | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "decoded/row | network GFLOP | ceiling / pandas | load | filter s, n_jobs=1 | n_jobs=1 / pandas |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['table']} | {r['columns']} | {r['rows']:,} | {r['pandas_s']:.2f} | {r['filter_s']:.2f} | "
                      f"{r['rows'] / r['filter_s']:,.0f} | {r['share']:.1%} | {r['full_s']:.2f} | {r['full_share']:.1%} | "
                      f"{r['draws']:.1f} ({r['K']}) | {r['searched_full']:.1%} | {r['searched_seq']:.1%} | "
                      f"{r['disagree']} of {r['distinct']} | {r['decoded_per_row']:.1f} | {r['gflop']:.0f} | "
-                     f"{r['ceiling']:.0%} | {r['load']:.1f} |")
+                     f"{r['ceiling']:.0%} | {r['load']:.1f} | {r['one_thread_s']:.2f} | {r['one_thread_share']:.1%} |")
     lines += ["", f"decoded/row: rows through the decoder per input row in one filter run (the decisions' draws, "
               f"the drift sample at full K, the conditioned deficits). ceiling / pandas: pandas' time over the "
               f"time of those encoder and decoder FLOPs at the {rows[0]['matmul']:.0f} GFLOP/s of a 4096^3 float32 "

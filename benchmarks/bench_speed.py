@@ -24,6 +24,7 @@ the fraction compares rates seen under the same load.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -186,11 +187,15 @@ def real_tables(tables, threads=2, score_rows=10**4, turns=3, training_samples=N
         decided = det._decide(X_model[: len(data)])
         no_search = VAEOutlierDetector(**{**det.get_params(), "posterior_search_steps": 0})
         no_search.__dict__.update({k: v for k, v in det.__dict__.items() if k.endswith("_")})
+        # the same model scoring in one thread (torch's intra-op threads only), as before n_jobs
+        one_thread = copy.deepcopy(det).set_params(n_jobs=1)
         det.score_samples(rows[:256])
-        times = {k: [] for k in ("matmul", "score", "no_search", "predict")}
+        times = {k: [] for k in ("matmul", "score", "no_search", "predict", "score_1", "predict_1")}
         for _ in range(turns):
             for key, run in (("matmul", lambda: a @ b), ("score", lambda: det.score_samples(rows)),
-                             ("no_search", lambda: no_search.score_samples(rows)), ("predict", lambda: det.predict(rows))):
+                             ("no_search", lambda: no_search.score_samples(rows)), ("predict", lambda: det.predict(rows)),
+                             ("score_1", lambda: one_thread.score_samples(rows)),
+                             ("predict_1", lambda: one_thread.predict(rows))):
                 t0 = time.perf_counter()
                 run()
                 times[key].append(time.perf_counter() - t0)
@@ -203,6 +208,7 @@ def real_tables(tables, threads=2, score_rows=10**4, turns=3, training_samples=N
                         searched_decide=float(decided.searched.mean()), draws=float(decided.n_draws.mean()),
                         score_rows_s=score_rows / t["score"], no_search_rows_s=score_rows / t["no_search"],
                         predict_rows_s=score_rows / t["predict"], matmul=matmul_gflops,
+                        score_1_rows_s=score_rows / t["score_1"], predict_1_rows_s=score_rows / t["predict_1"],
                         of_matmul=score_gflops / matmul_gflops, search_cost=t["score"] / t["no_search"],
                         load=os.getloadavg()[0]))
         print(out[-1], flush=True)
@@ -214,16 +220,19 @@ def real_markdown(rows, command, elapsed, threads):
     lines = [
         f"Run: `{command}` — {elapsed:.0f} s; torch threads {threads}; load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (2 cores shared with other jobs). Rates are medians "
-        "of 3 turns of (4096³ matmul, score_samples, score_samples without the search, predict) on 10⁴ rows.",
+        "of 3 turns of (4096³ matmul, score_samples, score_samples without the search, predict, and both "
+        "again in one thread, `n_jobs=1`) on 10⁴ rows.",
         "",
         "| table | model columns | rows searched (score_samples) | score_samples rows/s | without search rows/s | "
-        "search cost × | % of 4096³ matmul | predict rows/s | draws/row in predict | searched in predict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "search cost × | % of 4096³ matmul | predict rows/s | draws/row in predict | searched in predict | "
+        "score_samples rows/s, n_jobs=1 | predict rows/s, n_jobs=1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['table']} | {r['features']} | {r['searched']:.1%} | {r['score_rows_s']:,.0f} | "
                      f"{r['no_search_rows_s']:,.0f} | {r['search_cost']:.2f} | {r['of_matmul']:.0%} | "
-                     f"{r['predict_rows_s']:,.0f} | {r['draws']:.1f} | {r['searched_decide']:.1%} |")
+                     f"{r['predict_rows_s']:,.0f} | {r['draws']:.1f} | {r['searched_decide']:.1%} | "
+                     f"{r['score_1_rows_s']:,.0f} | {r['predict_1_rows_s']:,.0f} |")
     return "\n".join(lines)
 
 

@@ -95,6 +95,19 @@ class MarginalEstimate:
     n_draws: np.ndarray | None = None
 
 
+def concatenate_estimates(estimates):
+    """One :class:`MarginalEstimate` of the rows of several, in order (e.g. slices scored in threads)."""
+    if len(estimates) == 1:
+        return estimates[0]
+
+    def joined(name):
+        parts = [getattr(e, name) for e in estimates]
+        return None if any(p is None for p in parts) else np.concatenate(parts)
+
+    return MarginalEstimate(*(joined(name) for name in
+                              ("log_px", "effective_sample_size", "column_log_prob", "searched", "n_draws")))
+
+
 def log_weights(network, x, noise, per_column=False, laplace=None, searched=None):
     """Importance log-weights of shape (n_rows, K) for a batch of rows.
 
