@@ -650,9 +650,8 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         the row alone, so ``n_jobs`` changes the speed, not the scores or
         the decisions (up to the float32 rounding by which a row's score can
         move between batches). Each thread gets at least 2,048 rows, so
-        smaller batches score in one; a GPU scores in one. Training is not
-        affected. On 2 cores it scored real tables 1.6-1.9 times as fast as
-        one thread (``benchmarks/bench_speed.py``).
+        smaller batches score in one; a GPU scores in one. The training
+        steps do not use it (``fit``'s calibration scores do).
 
     verbose : int, default=0
         If > 0, show a progress bar (requires the ``progress`` extra, tqdm).
