@@ -14,35 +14,49 @@ import torch
 from vaefilter import VAEOutlierDetector
 from vaefilter.datasets import load_titanic
 from vaefilter.persistence import load_model, pack_model_file, save_model, unpack_model_file
-from vaefilter.scoring import marginal, threads
-from vaefilter.scoring.threads import MIN_ROWS_PER_THREAD, map_row_slices, scoring_threads
+from vaefilter import estimator as estimator_module
+from vaefilter.scoring import threads
+from vaefilter.scoring.threads import (
+    MIN_ROWS_PER_DECIDING_THREAD,
+    MIN_ROWS_PER_THREAD,
+    map_row_slices,
+    scoring_threads,
+)
 
 SMALL = dict(latent_dim=2, hidden_layer_sizes=(16,), n_importance_samples=16, max_epochs=8, proposal_steps=20,
              random_state=0)
-N_ROWS = 2 * MIN_ROWS_PER_THREAD + 300  # two threads' worth, not a multiple of either
+N_ROWS = 2 * MIN_ROWS_PER_DECIDING_THREAD + 300  # two threads' worth under sequential decisions too
 
 
 @pytest.fixture(scope="module")
 def titanic_model():
     frame = load_titanic()
-    detector = VAEOutlierDetector(**SMALL, handle_missing="model").fit(frame.iloc[:600])
+    # K = 40: enough draws for rounds of sequential decisions (fewer than 20 take all K at once)
+    detector = VAEOutlierDetector(**{**SMALL, "n_importance_samples": 40}, handle_missing="model").fit(frame.iloc[:600])
+    assert detector.decision_margins_ is not None
     rows = frame.sample(N_ROWS, replace=True, random_state=1).reset_index(drop=True)
     # wild values, so that rows fall below the band and explain conditions their deficits
     rows.loc[::7, "fare"] = rows.loc[::7, "fare"] * 1000
     return detector, rows
 
 
-@pytest.fixture
-def scoring_thread_names():
-    """Names of the threads estimate_log_marginal ran in, during the test."""
+def _thread_names_of(name):
+    """Names of the threads the estimator's ``name`` (a scoring function) ran in."""
     seen = []
-    original = marginal.estimate_log_marginal
+    original = getattr(estimator_module, name)
 
     def spy(*args, **kwargs):
         seen.append(threading.current_thread().name)
         return original(*args, **kwargs)
 
-    with mock.patch("vaefilter.estimator.estimate_log_marginal", spy):
+    return seen, mock.patch.object(estimator_module, name, spy)
+
+
+@pytest.fixture
+def scoring_thread_names():
+    """Names of the threads estimate_log_marginal ran in, during the test."""
+    seen, patch = _thread_names_of("estimate_log_marginal")
+    with patch:
         yield seen
 
 
@@ -64,7 +78,10 @@ def test_two_threads_score_as_one(titanic_model, scoring_thread_names):
 def test_two_threads_explain_as_one(titanic_model, sequential):
     detector, rows = titanic_model
     one = _with_jobs(detector, 1).explain(rows, sequential=sequential)
-    two = _with_jobs(detector, 2).explain(rows, sequential=sequential)
+    seen, patch = _thread_names_of("sequential_log_marginal" if sequential else "estimate_log_marginal")
+    with patch:
+        two = _with_jobs(detector, 2).explain(rows, sequential=sequential)
+    assert len(seen) == 2 and all(n.startswith("vaefilter-score") for n in seen)
     assert (~one["is_valid"]).sum() > 100  # the conditioned deficits ran, in threads too
     for column in ["log_px", "is_valid", "reason", "p_value"] + (["n_draws"] if sequential else []):
         pd.testing.assert_series_equal(one[column], two[column])
@@ -84,7 +101,7 @@ def test_predict_and_decision_function_in_threads(titanic_model):
 def test_an_error_in_a_thread_raises_and_torch_threads_are_restored(titanic_model):
     detector, rows = titanic_model
     before = torch.get_num_threads()
-    with mock.patch("vaefilter.estimator.estimate_log_marginal", side_effect=RuntimeError("boom")):
+    with mock.patch.object(estimator_module, "estimate_log_marginal", side_effect=RuntimeError("boom")):
         with pytest.raises(RuntimeError, match="boom"):
             _with_jobs(detector, 2).score_samples(rows)
     assert torch.get_num_threads() == before
@@ -117,6 +134,8 @@ def test_thread_count():
     assert scoring_threads(4, "cpu", rows) == 4
     assert scoring_threads(4, "cpu", 2 * MIN_ROWS_PER_THREAD + 1) == 2  # at least MIN_ROWS_PER_THREAD each
     assert scoring_threads(4, "cpu", MIN_ROWS_PER_THREAD - 1) == 1
+    assert scoring_threads(4, "cpu", 2 * MIN_ROWS_PER_THREAD, MIN_ROWS_PER_DECIDING_THREAD) == 1
+    assert scoring_threads(4, "cpu", 2 * MIN_ROWS_PER_DECIDING_THREAD, MIN_ROWS_PER_DECIDING_THREAD) == 2
     assert scoring_threads(-1, "cpu", 10**9) == threads.effective_n_jobs(-1)
     assert scoring_threads(4, "cuda", rows) == 1
     with mock.patch.object(torch, "get_num_threads", return_value=3):

@@ -39,7 +39,7 @@ from .scoring.marginal import (
 from .scoring.posterior_search import SEARCH_CHOICE_DRAWS, SEARCH_THRESHOLD, raised_threshold
 from .scoring.proposal import refit_proposal
 from .scoring.sequential import DecisionMargins, concatenate_records, fit_margins, sequential_log_marginal
-from .scoring.threads import map_row_slices, scoring_threads
+from .scoring.threads import MIN_ROWS_PER_DECIDING_THREAD, MIN_ROWS_PER_THREAD, map_row_slices, scoring_threads
 from .model.network import VAENetwork
 from .model.relations import strongest_relations
 from .model.training import FIT_TITLE, TrainingConfig, train
@@ -649,9 +649,10 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         anyway); -1 all cores, as in joblib. A row's score is a function of
         the row alone, so ``n_jobs`` changes the speed, not the scores or
         the decisions (up to the float32 rounding by which a row's score can
-        move between batches). Each thread gets at least 2,048 rows, so
-        smaller batches score in one; a GPU scores in one. The training
-        steps do not use it (``fit``'s calibration scores do).
+        move between batches). Each thread gets at least 1,000 rows (4,096
+        under sequential decisions, whose rounds and search cost more per
+        call), so smaller batches score in one; a GPU scores in one. The
+        training steps do not use it (``fit``'s calibration scores do).
 
     verbose : int, default=0
         If > 0, show a progress bar (requires the ``progress`` extra, tqdm).
@@ -1248,9 +1249,9 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
 
         return self._in_threads(score, rows)
 
-    def _in_threads(self, score, rows):
+    def _in_threads(self, score, rows, min_rows=MIN_ROWS_PER_THREAD):
         """``score(start, stop)`` of slices of ``rows`` in ``n_jobs`` threads, joined (see :mod:`.scoring.threads`)."""
-        n_threads = scoring_threads(self.n_jobs, rows.device, rows.shape[0])
+        n_threads = scoring_threads(self.n_jobs, rows.device, rows.shape[0], min_rows)
         return concatenate_estimates(map_row_slices(score, rows.shape[0], n_threads))
 
     def _search_threshold(self):
@@ -1293,7 +1294,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
                 activation_floats=activation_floats, search_threshold=threshold,
             )
 
-        return self._in_threads(score, rows)
+        return self._in_threads(score, rows, MIN_ROWS_PER_DECIDING_THREAD)
 
     def _validate_for_scoring(self, X):
         check_is_fitted(self)

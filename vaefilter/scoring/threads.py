@@ -32,15 +32,24 @@ from joblib import effective_n_jobs
 
 # Fewest rows a thread gets: below it the threads' fixed costs (per call and
 # per pass, mostly Python under the GIL, which threads do not overlap) are not
-# repaid. Two threads against one, medians of 5 (titanic / modechoice,
-# default fits, 2 cores): score_samples at 1,024 rows 256 -> 288 / 374 -> 346
-# ms, at 2,048 rows 405 -> 410 / 584 -> 449 ms, at 4,096 rows 715 -> 579 /
-# 1,183 -> 668 ms; predict alike.
-MIN_ROWS_PER_THREAD = 2048
+# repaid. Scoring at K draws per row, two threads against one (default fits, 2
+# cores, medians of 5): 2,000 rows in two slices of 1,000, score_samples 491 ->
+# 455 ms on titanic, 603 -> 464 modechoice, 242 -> 177 seattle_weather, 392 ->
+# 324 penguins (the filter's 2,000-row drift sample alike, 7-33% faster); 1,024
+# rows in two slices of 512 lost on titanic (256 -> 288 ms).
+MIN_ROWS_PER_THREAD = 1000
+# Sequential decisions pay more per call: each slice runs its own rounds and
+# its own posterior search, a few dozen small steps whatever the rows. predict
+# at (1, None), two threads against one: titanic 2 x 2,048 rows 292 -> 367 ms,
+# 2 x 4,096 395 -> 414, 2 x 8,192 615 -> 538; modechoice 2 x 2,048 391 -> 365,
+# 2 x 4,096 600 -> 465. At (25, 75), 2 x 2,048 already gained (titanic 623 ->
+# 556 ms, modechoice 1,144 -> 690).
+MIN_ROWS_PER_DECIDING_THREAD = 4096
 
 
-def scoring_threads(n_jobs, device, n_rows):
-    """How many threads score ``n_rows`` rows: ``n_jobs`` (None: torch's thread count), fewer for few rows.
+def scoring_threads(n_jobs, device, n_rows, min_rows=MIN_ROWS_PER_THREAD):
+    """How many threads score ``n_rows`` rows: ``n_jobs`` (None: torch's thread count), each with at least
+    ``min_rows`` rows.
 
     A GPU scores in one thread: its kernels are already parallel, and the
     host's threads would only queue launches on the same stream.
@@ -48,7 +57,7 @@ def scoring_threads(n_jobs, device, n_rows):
     if torch.device(device).type != "cpu":
         return 1
     wanted = torch.get_num_threads() if n_jobs is None else effective_n_jobs(n_jobs)
-    return int(max(1, min(wanted, n_rows // MIN_ROWS_PER_THREAD)))
+    return int(max(1, min(wanted, n_rows // min_rows)))
 
 
 def map_row_slices(score, n_rows, n_threads):
