@@ -651,8 +651,11 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         the decisions (up to the float32 rounding by which a row's score can
         move between batches). Each thread gets at least 1,000 rows (4,096
         under sequential decisions, whose rounds and search cost more per
-        call), so smaller batches score in one; a GPU scores in one. The
-        training steps do not use it (``fit``'s calibration scores do).
+        call), so smaller batches score in one; a GPU scores in one. Each
+        thread's passes take up to 8 MB per hidden activation. The training
+        steps do not use it (``fit``'s scores of its
+        held-out calibration split do). Unlike scikit-learn's None (one
+        job), None here keeps the cores torch was already using.
 
     verbose : int, default=0
         If > 0, show a progress bar (requires the ``progress`` extra, tqdm).
@@ -798,7 +801,7 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         "trim_fraction": [Interval(Real, 0, 0.5, closed="left"), None],
         "random_state": ["random_state"],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "n_jobs": [Integral, None],
+        "n_jobs": [Interval(Integral, None, -1, closed="right"), Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
     }
 
@@ -1238,21 +1241,21 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
     def _log_marginal(self, X, per_column=False):
         network = self._network()
         rows = to_tensor(X, device_of(network))
-        # passes sized here, in the caller's torch threads, so that every slice scores in the same shapes
-        activation_floats = activation_floats_for(rows.device)
         threshold = self._search_threshold()
 
-        def score(start, stop):
+        def score(start, stop, activation_floats):
             return estimate_log_marginal(network, rows[start:stop], self.n_importance_samples, self.importance_seed_,
                                          activation_floats, per_column=per_column,
                                          search_steps=self.posterior_search_steps, search_threshold=threshold)
 
-        return self._in_threads(score, rows)
+        return concatenate_estimates(self._in_threads(score, rows.shape[0], rows.device))
 
-    def _in_threads(self, score, rows, min_rows=MIN_ROWS_PER_THREAD):
-        """``score(start, stop)`` of slices of ``rows`` in ``n_jobs`` threads, joined (see :mod:`.scoring.threads`)."""
-        n_threads = scoring_threads(self.n_jobs, rows.device, rows.shape[0], min_rows)
-        return concatenate_estimates(map_row_slices(score, rows.shape[0], n_threads))
+    def _in_threads(self, score, n_rows, device, min_rows=MIN_ROWS_PER_THREAD):
+        """``score(start, stop, activation_floats)`` of slices of ``n_rows`` rows in ``n_jobs`` threads (see
+        :mod:`.scoring.threads`): the list of results, in row order."""
+        n_threads = scoring_threads(self.n_jobs, device, n_rows, min_rows)
+        # the pass budget of the caller's torch threads, shared by the scoring threads
+        return map_row_slices(score, n_rows, n_threads, activation_floats_for(device))
 
     def _search_threshold(self):
         return search_threshold(self)
@@ -1284,17 +1287,16 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
             return estimate
         network = self._network()
         rows = to_tensor(X, device_of(network))
-        activation_floats = activation_floats_for(rows.device)
         threshold = self._search_threshold()
 
-        def score(start, stop):
+        def score(start, stop, activation_floats):
             return sequential_log_marginal(
                 network, rows[start:stop], self.n_importance_samples, self.importance_seed_, self.thresholds_,
                 margins, search_steps=self.posterior_search_steps, per_column=per_column,
                 activation_floats=activation_floats, search_threshold=threshold,
             )
 
-        return self._in_threads(score, rows, MIN_ROWS_PER_DECIDING_THREAD)
+        return concatenate_estimates(self._in_threads(score, rows.shape[0], rows.device, MIN_ROWS_PER_DECIDING_THREAD))
 
     def _validate_for_scoring(self, X):
         check_is_fitted(self)
@@ -1641,20 +1643,18 @@ class VAEOutlierDetector(ClassNamePrefixFeaturesOutMixin, OutlierMixin, Transfor
         slot_rows, slot_columns = np.nonzero(wanted)
         slot_draws = draws[slot_rows]
         without = np.full(candidates.shape, np.nan)
-        activation_floats = activation_floats_for(device)
         for k in np.unique(slot_draws):
             group = np.flatnonzero(slot_draws == k)
             # one left-out column per slot: the row's own draws for each (common random numbers)
             group_rows = to_tensor(X_model[rows[slot_rows[group]]], device)
             left_out = candidates[slot_rows[group], slot_columns[group]][:, None]
 
-            def score(start, stop, group_rows=group_rows, left_out=left_out, k=int(k)):
+            def score(start, stop, activation_floats, group_rows=group_rows, left_out=left_out, k=int(k)):
                 return log_marginal_without_columns(network, group_rows[start:stop], left_out[start:stop], k,
                                                     self.importance_seed_, activation_floats)
 
-            n_threads = scoring_threads(self.n_jobs, device, len(group))
             without[slot_rows[group], slot_columns[group]] = np.concatenate(
-                map_row_slices(score, len(group), n_threads))[:, 0]
+                self._in_threads(score, len(group), device))[:, 0]
         conditional = log_px[rows, None] - without  # log p(x_j | x_-j); NaN where not conditioned
         # both estimates are lower bounds of the candidate's surprise (the
         # importance-sampled log p(x_-j) is biased low): keep the larger

@@ -263,7 +263,6 @@ _INT_PARAMS = {
 _CHOICES = {"likelihood": {"auto", "gaussian", "bernoulli"}, "handle_missing": {"error", "model"},
             "device": {"auto", "cpu", "cuda"}}
 _MAX_HIDDEN_WIDTH = 1 << 16
-_MAX_JOBS = 1024  # scoring threads (n_jobs): far above any machine's cores
 
 
 def _is_int(value):
@@ -306,8 +305,9 @@ def _check_values(path, header):
     if search_threshold is not None and not (_is_finite_number(search_threshold) and search_threshold > 0):
         bad(f"fitted.search_threshold_={search_threshold!r}", "must be null or a finite number > 0")
     n_jobs = params.get("n_jobs")
-    if not (n_jobs is None or _is_int(n_jobs) and 1 <= abs(n_jobs) <= _MAX_JOBS):
-        bad(f"params.n_jobs={n_jobs!r}", f"must be null or a whole number in [-{_MAX_JOBS}, -1] or [1, {_MAX_JOBS}]")
+    # any count: the threads are at most one per MIN_ROWS_PER_THREAD rows of a batch
+    if not (n_jobs is None or isinstance(n_jobs, int) and n_jobs != 0):  # True is 1, as the estimator takes it
+        bad(f"params.n_jobs={n_jobs!r}", "must be null or a whole number other than 0")
     folds = params.get("calibration_folds")
     if not (folds is None or folds == "auto" or _is_int(folds) and folds >= 2):
         bad(f"params.calibration_folds={folds!r}", "must be null, 'auto' or a whole number >= 2")

@@ -39,7 +39,9 @@ def fused_kernels_work():
     if not torch.backends.mkldnn.is_available():
         return False
     generator = torch.Generator().manual_seed(0)
-    linear = nn.Linear(16, 24)
+    # the layer's own initialisation draws from torch's global generator: leave the user's stream alone
+    with torch.random.fork_rng(devices=[]):
+        linear = nn.Linear(16, 24)
     x = torch.randn(40, 16, generator=generator)
     try:
         with torch.inference_mode():

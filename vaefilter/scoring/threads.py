@@ -12,18 +12,14 @@ overlaps; their Python-level work does not, which caps the gain below 2x.
 A row's score is a function of that row alone (draws keyed by its bytes, a
 search decided by its own values, passes of a fixed shape; see
 :mod:`vaefilter.scoring.marginal`), so slicing the rows changes a score no
-more than scoring it in another batch does: the caller sizes the passes
-(``activation_floats``) before the slices are cut, and every slice scores in
-passes of that shape. Measured on four tables of 20,000 rows: score_samples
-the same floats; sequential decisions the same decisions and draws, and on
-penguins one log p(x) 1e-7 relative apart, as far as it moves when the other
-half of the rows is not scored beside it. The per-column expectations behind
-``explain``'s deficits move in their last float32 bits with the number of
-torch threads anyway (1 against 2), and so with the slices.
+more than scoring it in another batch does: float32 rounding, as BLAS picks
+its kernels by the passes' shape (on 2 cores the threads' passes have one
+call's shape, and four tables of 20,000 rows scored to the same floats).
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -45,6 +41,15 @@ MIN_ROWS_PER_THREAD = 1000
 # 2 x 4,096 600 -> 465. At (25, 75), 2 x 2,048 already gained (titanic 623 ->
 # 556 ms, modechoice 1,144 -> 690).
 MIN_ROWS_PER_DECIDING_THREAD = 4096
+# Each thread's pass budget: the caller's (2^20 floats per torch thread), at
+# most 2^21 floats, the 2-thread budget the gains were measured at. Splitting
+# the budget instead (2^20 a thread on 2 cores: the caller's memory exactly)
+# made passes shorter and more numerous, and the threads' Python work per pass
+# ate the gain: 20,000 rows, score_samples against one thread 1.25-1.44x on
+# titanic and 1.11-1.22x on modechoice, against 1.72x and 1.88x. The cap bounds
+# the memory of many threads: at most n_threads x 8 MB per hidden activation,
+# not n_threads times a many-core machine's whole budget.
+MAX_THREAD_PASS_FLOATS = 2**21
 
 
 def scoring_threads(n_jobs, device, n_rows, min_rows=MIN_ROWS_PER_THREAD):
@@ -60,27 +65,45 @@ def scoring_threads(n_jobs, device, n_rows, min_rows=MIN_ROWS_PER_THREAD):
     return int(max(1, min(wanted, n_rows // min_rows)))
 
 
-def map_row_slices(score, n_rows, n_threads):
-    """``[score(start, stop), ...]`` over ``n_threads`` contiguous slices of ``range(n_rows)``, in row order.
+# One threaded scoring at a time in a process: torch.set_num_threads also
+# writes the count a thread takes when torch first sees it, so two at once
+# (dask's threaded scheduler scoring partitions side by side) could each
+# restore the other's 1 for every later thread. A call that finds another
+# running scores in its own thread, as n_jobs=1 does.
+_THREADED = threading.Lock()
 
-    With one thread ``score`` runs in the caller, as it always did. With more,
-    each runs in its own thread with one torch thread; the caller's torch
-    thread count (which new threads inherit) is restored afterwards. An error
-    in any slice raises here, after every slice has ended.
+
+def map_row_slices(score, n_rows, n_threads, activation_floats):
+    """``[score(start, stop, floats), ...]`` over ``n_threads`` contiguous slices of ``range(n_rows)``, in row order.
+
+    ``activation_floats`` is the caller's budget for one decoder pass (see
+    :func:`vaefilter.scoring.marginal.activation_floats_for`); each thread
+    gets it up to MAX_THREAD_PASS_FLOATS, ``floats``. With one thread
+    ``score`` runs in the caller with the whole budget, as it always did. With more, each runs in
+    its own thread with one torch thread; the caller's torch thread count
+    (which new threads inherit) is restored afterwards. An error in any slice
+    raises here, after every slice has ended; so does Ctrl-C, once the slices
+    under way have ended.
     """
-    if n_threads <= 1:
-        return [score(0, n_rows)]
-    bounds = np.linspace(0, n_rows, n_threads + 1).round().astype(int)
-    slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
-    caller_threads = torch.get_num_threads()
-
-    def in_one_torch_thread(bounds_of_slice):
-        torch.set_num_threads(1)
-        return score(*bounds_of_slice)
-
+    if n_threads <= 1 or not _THREADED.acquire(blocking=False):
+        return [score(0, n_rows, activation_floats)]
     try:
-        with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="vaefilter-score") as pool:
-            return list(pool.map(in_one_torch_thread, slices))
+        bounds = np.linspace(0, n_rows, n_threads + 1).round().astype(int)
+        slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        share = min(activation_floats, MAX_THREAD_PASS_FLOATS)
+        caller_threads = torch.get_num_threads()
+
+        def in_one_torch_thread(bounds_of_slice):
+            # torch sets a thread up on its first call; after it, nothing undoes the 1
+            torch.get_num_threads()
+            torch.set_num_threads(1)
+            return score(*bounds_of_slice, share)
+
+        try:
+            with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="vaefilter-score") as pool:
+                return list(pool.map(in_one_torch_thread, slices))
+        finally:
+            # set_num_threads writes the count new threads start from; the caller's own is its own
+            torch.set_num_threads(caller_threads)
     finally:
-        # set_num_threads writes the count new threads start from; the caller's own is its own
-        torch.set_num_threads(caller_threads)
+        _THREADED.release()
