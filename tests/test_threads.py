@@ -60,6 +60,14 @@ def scoring_thread_names():
         yield seen
 
 
+def _torch_threads_of_a_new_thread():
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
 def _with_jobs(detector, n_jobs):
     detector.set_params(n_jobs=n_jobs)
     return detector
@@ -138,11 +146,7 @@ def test_callers_side_by_side_get_their_own_rows_and_leave_torch_threads_alone(t
         np.testing.assert_allclose(scores[::-1] if i % 2 else scores, expected, rtol=SCORE_RTOL)
     assert len(results) == 3
     assert torch.get_num_threads() == before
-    seen = []
-    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-    thread.start()
-    thread.join()
-    assert seen == [before]
+    assert _torch_threads_of_a_new_thread() == before
 
 
 def test_an_error_in_a_thread_raises_and_torch_threads_are_restored(titanic_model):
@@ -172,11 +176,7 @@ def test_slices_cover_every_row_once_in_order():
     assert all(c[3] == 1 for c in calls)  # one torch thread each
     assert torch.get_num_threads() == before
     # threads started afterwards begin from the caller's count, not the workers' 1
-    seen = []
-    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-    thread.start()
-    thread.join()
-    assert seen == [before]
+    assert _torch_threads_of_a_new_thread() == before
 
 
 def test_thread_count():
