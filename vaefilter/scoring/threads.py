@@ -6,7 +6,8 @@ element-wise work per column family), and torch's intra-op threads barely
 split them. Sequential decisions on 30,000 titanic rows took 0.71 s with 2
 torch threads and 0.69 s with 1; two Python threads of one torch thread each,
 15,000 rows apiece, took 0.47 s (modechoice at the default band: 8.4 s, 8.4 s
-and 6.1 s; 2-core AMD EPYC). The ops release the GIL, so the threads' arithmetic
+and 6.1 s; 2-core Intel Xeon, under vaefilter's OMP_WAIT_POLICY=PASSIVE: with
+spinning OpenMP threads one thread is about as fast, see benchmarks/RESULTS.md threads_round11). The ops release the GIL, so the threads' arithmetic
 overlaps; their Python-level work does not, which caps the gain below 2x.
 
 A row's score is a function of that row alone (draws keyed by its bytes, a
@@ -14,7 +15,7 @@ search decided by its own values, passes of a fixed shape; see
 :mod:`vaefilter.scoring.marginal`), so slicing the rows changes a score no
 more than scoring it in another batch does: float32 rounding, as BLAS picks
 its kernels by the passes' shape (on 2 cores the threads' passes have one
-call's shape, and four tables of 20,000 rows scored to the same floats).
+call's shape: score_samples of four tables of 20,000 rows gave the same floats).
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def map_row_slices(score, n_rows, n_threads, activation_floats):
     ``activation_floats`` is the caller's budget for one decoder pass (see
     :func:`vaefilter.scoring.marginal.activation_floats_for`); each thread
     gets it up to MAX_THREAD_PASS_FLOATS, ``floats``. With one thread
-    ``score`` runs in the caller with the whole budget, as it always did. With more, each runs in
-    its own thread with one torch thread; the caller's torch thread count
+    ``score`` runs in the caller with the whole budget, as it always did.
+    With more, each runs in its own thread with one torch thread; the caller's torch thread count
     (which new threads inherit) is restored afterwards. An error in any slice
     raises here, after every slice has ended; so does Ctrl-C, once the slices
     under way have ended.
