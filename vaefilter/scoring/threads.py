@@ -34,6 +34,8 @@ from joblib import effective_n_jobs
 # 455 ms on titanic, 603 -> 464 modechoice, 242 -> 177 seattle_weather, 392 ->
 # 324 penguins (the filter's 2,000-row drift sample alike, 7-33% faster); 1,024
 # rows in two slices of 512 lost on titanic (256 -> 288 ms).
+# Checked afterwards on two tables not used to choose it (fair, anes96):
+# 2 x 1,000 rows 627 -> 581 and 440 -> 342 ms, 2 x 512 466 -> 466 and 272 -> 281.
 MIN_ROWS_PER_THREAD = 1000
 # Sequential decisions pay more per call: each slice runs its own rounds and
 # its own posterior search, a few dozen small steps whatever the rows. predict
@@ -41,6 +43,8 @@ MIN_ROWS_PER_THREAD = 1000
 # 2 x 4,096 395 -> 414, 2 x 8,192 615 -> 538; modechoice 2 x 2,048 391 -> 365,
 # 2 x 4,096 600 -> 465. At (25, 75), 2 x 2,048 already gained (titanic 623 ->
 # 556 ms, modechoice 1,144 -> 690).
+# On fair and anes96 (not used to choose it), predict at (1, None): 2 x 2,048
+# rows 418 -> 409 and 176 -> 177 ms, 2 x 4,096 550 -> 557 and 245 -> 221.
 MIN_ROWS_PER_DECIDING_THREAD = 4096
 # Each thread's pass budget: the caller's (2^20 floats per torch thread), at
 # most 2^21 floats, the 2-thread budget the gains were measured at. Splitting
